@@ -1,0 +1,64 @@
+"""`cortexd serve | check-config` (client commands come with the CLI issue).
+
+Imports stay light at module level: LangGraph takes most of a second to import, and only
+`serve` needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from adapters.config import ConfigError, Settings, load_settings, settings_summary
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML config file (default: $CORTEXD_CONFIG, else built-in defaults).",
+)
+
+
+def _load(config_path: Path | None) -> Settings:
+    try:
+        return load_settings(config_path)
+    except ConfigError as exc:
+        click.echo(f"cortexd: invalid configuration:\n{exc}", err=True)
+        sys.exit(2)
+
+
+@click.group()
+@click.version_option(package_name="cortexd")
+def main() -> None:
+    """cortexd: a workflow daemon that stores graphs and runs them durably on LangGraph."""
+
+
+@main.command()
+@CONFIG_OPTION
+def serve(config_path: Path | None) -> None:
+    """Run the daemon (what systemd runs) until SIGTERM or SIGINT."""
+    settings = _load(config_path)
+    from adapters.daemon import serve as run_daemon
+    from core.errors import PluginError
+
+    try:
+        asyncio.run(run_daemon(settings))
+    except PluginError as exc:
+        click.echo(f"cortexd: {exc}", err=True)
+        sys.exit(3)
+    except OSError as exc:
+        click.echo(f"cortexd: cannot start: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.command("check-config")
+@CONFIG_OPTION
+def check_config(config_path: Path | None) -> None:
+    """Validate the configuration and print the effective settings as JSON."""
+    settings = _load(config_path)
+    click.echo(json.dumps(settings_summary(settings), indent=2, default=str))

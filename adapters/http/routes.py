@@ -1,0 +1,250 @@
+"""The HTTP API: the original service's ten routes, unchanged, and cortexd's additions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import to_json
+
+from adapters.http.keys import ENGINE, PLUGINS, READY_CHECK, SERVICE
+from adapters.http.problems import BadRequest, problem
+from core.domain import RunStatus
+from core.errors import ValidationFailed
+from core.validation import problems_from_pydantic
+
+PROJECT = "/api/projects/{project_id}/workflows"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+BodyT = TypeVar("BodyT", bound=_Body)
+
+
+class CreateRunBody(_Body):
+    workflow_id: str
+    input: dict[str, Any] | None = None
+
+
+class ExecuteBody(_Body):
+    input: dict[str, Any] | None = None
+    from_start: bool = False
+
+
+class ResumeBody(_Body):
+    value: Any = None
+
+
+def reply(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=to_json(data), status=status, content_type="application/json")
+
+
+async def read_json(request: web.Request, *, required: bool = True) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        if required:
+            raise BadRequest("the request needs a JSON body")
+        return {}
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise BadRequest(f"malformed JSON: {exc.msg} ({where})") from None
+    except RecursionError:
+        raise BadRequest("the JSON body is nested too deeply") from None
+
+
+async def read_body(request: web.Request, model: type[BodyT], *, required: bool) -> BodyT:
+    data = await read_json(request, required=required)
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            "the request body is not valid", problems_from_pydantic(exc)
+        ) from None
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name!r} must be an integer, not {raw!r}") from None
+    if not low <= value <= high:
+        raise BadRequest(f"query parameter {name!r} must be between {low} and {high}")
+    return value
+
+
+def _project(request: web.Request) -> str:
+    return request.match_info["project_id"]
+
+
+# -- graphs ------------------------------------------------------------------------------------
+
+
+async def list_graphs(request: web.Request) -> web.Response:
+    return reply(await request.app[SERVICE].list_graphs(_project(request)))
+
+
+async def get_graph(request: web.Request) -> web.Response:
+    graph_id = request.match_info["workflow_id"]
+    return reply(await request.app[SERVICE].get_graph(_project(request), graph_id))
+
+
+async def create_graph(request: web.Request) -> web.Response:
+    data = await read_json(request)
+    return reply(await request.app[SERVICE].create_graph(_project(request), data), status=201)
+
+
+async def replace_graph(request: web.Request) -> web.Response:
+    data = await read_json(request)
+    graph_id = request.match_info["workflow_id"]
+    return reply(await request.app[SERVICE].replace_graph(_project(request), graph_id, data))
+
+
+async def delete_graph(request: web.Request) -> web.Response:
+    graph_id = request.match_info["workflow_id"]
+    await request.app[SERVICE].delete_graph(_project(request), graph_id)
+    return web.Response(status=204)
+
+
+async def validate_graph(request: web.Request) -> web.Response:
+    problems = request.app[SERVICE].validate_graph(await read_json(request))
+    if problems:
+        return problem(422, "the graph is not valid", problems)
+    return reply({"valid": True, "problems": []})
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+
+async def create_run(request: web.Request) -> web.Response:
+    body = await read_body(request, CreateRunBody, required=True)
+    run = await request.app[SERVICE].create_run(_project(request), body.workflow_id, body.input)
+    return reply(run, status=201)
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    try:
+        wanted = RunStatus(status) if status is not None else None
+    except ValueError:
+        choices = ", ".join(s.value for s in RunStatus)
+        raise BadRequest(f"unknown status {status!r}; one of: {choices}") from None
+    runs = await request.app[SERVICE].list_runs(
+        _project(request), request.query.get("workflow_id"), wanted
+    )
+    return reply(runs)
+
+
+async def get_run(request: web.Request) -> web.Response:
+    run_id = request.match_info["run_id"]
+    return reply(await request.app[SERVICE].get_run(_project(request), run_id))
+
+
+async def execute_run(request: web.Request) -> web.Response:
+    body = await read_body(request, ExecuteBody, required=False)
+    run = await request.app[SERVICE].execute(
+        _project(request), request.match_info["run_id"], body.input, body.from_start
+    )
+    return reply(run)
+
+
+async def cancel_run(request: web.Request) -> web.Response:
+    run_id = request.match_info["run_id"]
+    return reply(await request.app[SERVICE].cancel(_project(request), run_id))
+
+
+async def pause_run(request: web.Request) -> web.Response:
+    run_id = request.match_info["run_id"]
+    return reply(await request.app[SERVICE].pause(_project(request), run_id))
+
+
+async def resume_run(request: web.Request) -> web.Response:
+    body = await read_body(request, ResumeBody, required=False)
+    value = (body.value,) if "value" in body.model_fields_set else ()
+    run_id = request.match_info["run_id"]
+    return reply(await request.app[SERVICE].resume(_project(request), run_id, *value))
+
+
+async def run_status(request: web.Request) -> web.Response:
+    run_id = request.match_info["run_id"]
+    return reply(await request.app[SERVICE].status(_project(request), run_id))
+
+
+async def run_events(request: web.Request) -> web.Response:
+    since = _query_int(request, "since", 0, 0, 2**62)
+    limit = _query_int(request, "limit", 1000, 1, 10_000)
+    events = await request.app[SERVICE].events(
+        _project(request), since, request.match_info["run_id"], limit
+    )
+    return reply(events)
+
+
+# -- catalogue and health ----------------------------------------------------------------------
+
+
+async def node_types(request: web.Request) -> web.Response:
+    catalogue = request.app[PLUGINS].node_types.values()
+    return reply(
+        [
+            {
+                "name": t.name,
+                "title": t.title,
+                "description": t.description,
+                "config_schema": t.config_schema,
+            }
+            for t in sorted(catalogue, key=lambda t: t.name)
+        ]
+    )
+
+
+async def plugins(request: web.Request) -> web.Response:
+    return reply(request.app[PLUGINS].info())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return reply({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = await request.app[READY_CHECK]()
+    engine = request.app[ENGINE]
+    body = {
+        "status": "ready" if all(checks.values()) else "not ready",
+        "checks": checks,
+        "runs": {"running": engine.running, "queued": engine.queued},
+    }
+    return reply(body, status=200 if all(checks.values()) else 503)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(f"{PROJECT}/graphs", list_graphs)
+    app.router.add_post(f"{PROJECT}/graphs", create_graph)
+    app.router.add_post(f"{PROJECT}/graphs/validate", validate_graph)
+    app.router.add_get(f"{PROJECT}/graphs/{{workflow_id}}", get_graph)
+    app.router.add_put(f"{PROJECT}/graphs/{{workflow_id}}", replace_graph)
+    app.router.add_delete(f"{PROJECT}/graphs/{{workflow_id}}", delete_graph)
+    app.router.add_post(f"{PROJECT}/runs", create_run)
+    app.router.add_get(f"{PROJECT}/runs", list_runs)
+    app.router.add_get(f"{PROJECT}/runs/{{run_id}}", get_run)
+    app.router.add_post(f"{PROJECT}/runs/{{run_id}}/execute", execute_run)
+    app.router.add_post(f"{PROJECT}/runs/{{run_id}}/cancel", cancel_run)
+    app.router.add_post(f"{PROJECT}/runs/{{run_id}}/pause", pause_run)
+    app.router.add_post(f"{PROJECT}/runs/{{run_id}}/resume", resume_run)
+    app.router.add_get(f"{PROJECT}/runs/{{run_id}}/status", run_status)
+    app.router.add_get(f"{PROJECT}/runs/{{run_id}}/events", run_events)
+    app.router.add_get("/api/node-types", node_types)
+    app.router.add_get("/api/plugins", plugins)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)

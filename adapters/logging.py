@@ -1,0 +1,108 @@
+"""structlog and stdlib logging through one handler: JSON lines, or a console renderer on a TTY."""
+
+import logging
+import sys
+from typing import TextIO
+
+import structlog
+from structlog.typing import Processor
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+# Loggers of libraries whose records must come out in our format, not through their own handlers.
+ROUTED_LOGGERS = ("aiohttp.access", "aiohttp.server", "aiohttp.web", "langgraph")
+
+
+class _Handler(logging.StreamHandler[TextIO]):
+    """Marks the handler configure_logging() owns, so a second call replaces exactly it."""
+
+
+def _level_number(level: str) -> int:
+    try:
+        return LEVELS[level.lower()]
+    except KeyError:
+        raise ValueError(f"unknown log level {level!r}; expected one of {sorted(LEVELS)}") from None
+
+
+def _shared_processors() -> list[Processor]:
+    """Applied to structlog events and stdlib records alike, before rendering."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+    ]
+
+
+def _renderer_chain(fmt: str, stream: TextIO) -> list[Processor]:
+    if fmt not in ("auto", "json", "console"):
+        raise ValueError(f"unknown log format {fmt!r}; expected auto, json or console")
+    is_tty = stream.isatty()
+    if fmt == "console" or (fmt == "auto" and is_tty):
+        # The console renderer formats exc_info itself, as a readable traceback.
+        return [structlog.dev.ConsoleRenderer(colors=is_tty)]
+    # Structured tracebacks, but without frame locals: those would leak tokens and run inputs.
+    tracebacks = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+    return [
+        structlog.processors.ExceptionRenderer(tracebacks),
+        structlog.processors.JSONRenderer(),
+    ]
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Route structlog and stdlib logging to ``stream`` (stdout by default) in one format.
+
+    Safe to call again (e.g. on reload): the previous handler is replaced, never duplicated.
+    """
+    number = _level_number(level)
+    stream = sys.stdout if stream is None else stream
+    shared = _shared_processors()
+    structlog.configure(
+        processors=[
+            shared[0],
+            # Checked against the stdlib logger's effective level, so set_level() applies live.
+            structlog.stdlib.filter_by_level,
+            *shared[1:],
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # Caching would pin a logger first used before this call to the previous configuration.
+        cache_logger_on_first_use=False,
+    )
+    handler = _Handler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *_renderer_chain(fmt, stream),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    for name in ROUTED_LOGGERS:
+        routed = logging.getLogger(name)
+        routed.propagate = True
+        routed.setLevel(logging.NOTSET)
+    root.setLevel(number)
+
+
+def set_level(level: str) -> None:
+    """Change the level live (SIGHUP): structlog filters on the stdlib level, so both follow."""
+    logging.getLogger().setLevel(_level_number(level))
+
+
+def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
+    return structlog.stdlib.get_logger(name)

@@ -1,0 +1,64 @@
+"""Opening the database: one writer connection, one reader connection, pragmas, migrations."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import aiosqlite
+import structlog
+
+log = structlog.get_logger("cortexd.sqlite")
+
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    # In WAL mode NORMAL loses no committed transaction on a process crash (kill -9);
+    # only a power loss can drop the last ones. FULL costs an fsync per commit.
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA foreign_keys=ON",
+)
+_MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+async def connect(path: Path) -> aiosqlite.Connection:
+    """A connection in autocommit mode: cortexd writes its own BEGIN/COMMIT."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    for pragma in PRAGMAS:
+        await conn.execute(pragma)
+    return conn
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files("adapters.sqlite") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+async def migrate(conn: aiosqlite.Connection) -> list[str]:
+    """Apply the numbered migrations not yet recorded, each in its own transaction.
+    Idempotent: a second call applies nothing. Returns the names applied."""
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    async with conn.execute("SELECT version FROM schema_migrations") as cursor:
+        done = {row[0] for row in await cursor.fetchall()}
+    applied = []
+    for version, name, sql in migrations():
+        if version in done:
+            continue
+        record = (
+            "INSERT INTO schema_migrations (version, name, applied_at) "
+            f"VALUES ({version}, '{name}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));"
+        )
+        await conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\n{record}\nCOMMIT;")
+        applied.append(name)
+        log.info("migration_applied", migration=name)
+    return applied

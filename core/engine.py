@@ -1,0 +1,376 @@
+"""The executor: a durable FIFO of runs, a concurrency limit, and one owned task per run.
+
+Every status change of a run happens here, under that run's lock, through `core.states`.
+The queue's truth is the store (status `pending`); the deque here is its in-memory index,
+rebuilt at start-up by `start()` (crash recovery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+from weakref import WeakValueDictionary
+
+import structlog
+from langgraph.errors import GraphDrained, GraphRecursionError
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import RunControl
+from langgraph.types import Command
+
+from core.compiler import compile_graph, initial_state
+from core.domain import Graph, NodeStatus, PauseReason, Run, RunStatus
+from core.errors import Conflict, NotFound
+from core.nodes import NodeType
+from core.ports import Checkpoints, Clock, Store
+from core.runner import RunScope, error_json
+from core.states import event_type, transition
+
+log = structlog.get_logger("cortexd.engine")
+_NO_VALUE = object()
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    max_concurrent_runs: int = 8
+    recursion_limit: int = 100
+    node_timeout_s: float = 300.0
+    shutdown_grace_s: float = 10.0
+    cancel_grace_s: float = 5.0
+    checkpoint_retention: int = 1
+    compiled_cache_size: int = 128
+
+
+@dataclass(slots=True)
+class _Active:
+    task: asyncio.Task[None]
+    control: RunControl
+    scope: RunScope | None = None
+
+
+@dataclass(slots=True)
+class _Outcome:
+    status: RunStatus
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        checkpoints: Checkpoints,
+        clock: Clock,
+        node_types: Mapping[str, NodeType],
+        settings: EngineSettings,
+    ) -> None:
+        self._store = store
+        self._checkpoints = checkpoints
+        self._clock = clock
+        self._node_types = node_types
+        self.settings = settings
+        self.max_concurrent_runs = settings.max_concurrent_runs
+        self._queue: OrderedDict[str, None] = OrderedDict()
+        self._active: dict[str, _Active] = {}
+        self._detached: set[asyncio.Task[None]] = set()  # cancelled, not yet finished
+        self._resume_values: dict[str, Any] = {}
+        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+        self._compiled: OrderedDict[tuple[str, str, int], CompiledStateGraph[Any, Any, Any, Any]]
+        self._compiled = OrderedDict()
+        self._accepting = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        return len(self._active)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    async def start(self) -> int:
+        """Recover: runs left `running` resume first, then `pending` ones in FIFO order.
+        Returns how many runs were queued."""
+        interrupted = await self._store.runs_by_status([RunStatus.RUNNING])
+        pending = await self._store.runs_by_status([RunStatus.PENDING])
+        for run in [*interrupted, *pending]:
+            self._queue[run.id] = None
+        self._accepting = True
+        if interrupted:
+            log.info("recovering_runs", running=len(interrupted), pending=len(pending))
+        self._fill()
+        return len(self._queue)
+
+    async def stop(self) -> None:
+        """Stop taking runs; let running nodes finish within the grace period (their runs stay
+        `running` and resume at the next start), then cancel what is left."""
+        self._accepting = False
+        for active in self._active.values():
+            active.control.request_drain("shutdown")
+        tasks = [a.task for a in self._active.values()]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
+            for task in late:
+                task.cancel()
+        leftovers = [a.task for a in self._active.values()] + list(self._detached)
+        if leftovers:
+            await asyncio.wait(leftovers, timeout=self.settings.cancel_grace_s)
+
+    async def wait_idle(self) -> None:
+        """Until nothing runs or waits (tests and burst mode)."""
+        await self.idle.wait()
+
+    # -- commands --------------------------------------------------------------------------
+
+    def submit(self, run_id: str) -> None:
+        self._queue[run_id] = None
+        self._fill()
+
+    async def execute(self, run: Run, *, new_input: dict[str, Any] | None, from_start: bool) -> Run:
+        async with self._lock(run.id):
+            run = await self._fresh(run)
+            if run.status is RunStatus.COMPLETED:
+                raise Conflict(f"run {run.id!r} is completed; create a new run to run it again")
+            fresh = from_start or new_input is not None or run.status is RunStatus.CANCELLED
+            # Checked before anything is deleted, so a refused execute changes nothing.
+            transition(run, RunStatus.PENDING, self._clock.now(), action="execute")
+            if fresh:
+                await self._checkpoints.delete(run.id)
+                await self._store.clear_node_states(run.id)
+            changes: dict[str, Any] = {"last_message": "queued"}
+            if new_input is not None:
+                changes["input"] = new_input
+            run = await self._move(run, RunStatus.PENDING, action="execute", **changes)
+        self.submit(run.id)
+        return run
+
+    async def cancel(self, run: Run) -> Run:
+        async with self._lock(run.id):
+            run = await self._fresh(run)
+            run = await self._move(
+                run, RunStatus.CANCELLED, action="cancel", last_message="cancelled"
+            )
+            self._queue.pop(run.id, None)
+            self._resume_values.pop(run.id, None)
+            active = self._active.pop(run.id, None)
+            if active is not None:
+                if active.scope is not None:
+                    active.scope.close()
+                active.task.cancel()
+                self._detached.add(active.task)
+                await self._cancel_running_nodes(run, active.scope)
+        self._fill()
+        return run
+
+    async def pause(self, run: Run) -> Run:
+        async with self._lock(run.id):
+            run = await self._fresh(run)
+            run = await self._move(
+                run,
+                RunStatus.PAUSED,
+                action="pause",
+                pause_reason=PauseReason.REQUESTED,
+                last_message="paused",
+            )
+            self._queue.pop(run.id, None)
+            active = self._active.get(run.id)
+            if active is not None:
+                # The nodes in flight finish and are checkpointed; no new superstep starts.
+                active.control.request_drain("pause")
+        return run
+
+    async def resume(self, run: Run, value: Any = _NO_VALUE) -> Run:
+        async with self._lock(run.id):
+            run = await self._fresh(run)
+            waiting_for_input = run.pause_reason is PauseReason.INPUT_REQUIRED
+            run = await self._move(run, RunStatus.RUNNING, action="resume", last_message="resumed")
+            if waiting_for_input:
+                self._resume_values[run.id] = None if value is _NO_VALUE else value
+        # Ahead of pending runs: it was already admitted once.
+        self._queue[run.id] = None
+        self._queue.move_to_end(run.id, last=False)
+        self._fill()
+        return run
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        if self._accepting:
+            for run_id in list(self._queue):
+                if len(self._active) >= self.max_concurrent_runs:
+                    break
+                if run_id in self._active:
+                    continue  # its previous task is still draining; it starts when that ends
+                del self._queue[run_id]
+                control = RunControl()
+                task = asyncio.create_task(self._drive(run_id, control), name=f"run:{run_id}")
+                self._active[run_id] = _Active(task, control)
+                task.add_done_callback(partial(self._reap, run_id))
+        if not self._active and not self._queue and not self._detached:
+            self.idle.set()
+        else:
+            self.idle.clear()
+
+    def _reap(self, run_id: str, task: asyncio.Task[None]) -> None:
+        active = self._active.get(run_id)
+        if active is not None and active.task is task:
+            del self._active[run_id]
+        self._detached.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("run_task_crashed", run_id=run_id, exc_info=exc)
+        self._fill()
+
+    # -- one run ---------------------------------------------------------------------------
+
+    async def _drive(self, run_id: str, control: RunControl) -> None:
+        async with self._lock(run_id):
+            run = await self._store.get_run(None, run_id)
+            if run is None:
+                return
+            if run.status is RunStatus.PENDING:
+                run = await self._move(run, RunStatus.RUNNING, last_message="running")
+            elif run.status is not RunStatus.RUNNING:
+                return  # paused or cancelled while it waited
+        graph = await self._store.get_graph(run.project_id, run.workflow_id, run.graph_version)
+        if graph is None:
+            await self._finish(run_id, _Outcome(RunStatus.FAILED, self._failed("graph missing")))
+            return
+        states = {s.node_id: s for s in await self._store.list_node_states(run_id)}
+        scope = RunScope(
+            run,
+            states,
+            store=self._store,
+            clock=self._clock,
+            node_types=self._node_types,
+            node_timeout_s=self.settings.node_timeout_s,
+        )
+        if (active := self._active.get(run_id)) is not None:
+            active.scope = scope
+        outcome = await self._execute(self._compile(graph), run, scope, control)
+        if outcome is not None:
+            await self._finish(run_id, outcome)
+
+    async def _execute(
+        self,
+        compiled: CompiledStateGraph[Any, Any, Any, Any],
+        run: Run,
+        scope: RunScope,
+        control: RunControl,
+    ) -> _Outcome | None:
+        config: Any = {
+            "configurable": {"thread_id": run.id},
+            "recursion_limit": self.settings.recursion_limit,
+        }
+        resume = self._resume_values.pop(run.id, _NO_VALUE)
+        graph_input: Any
+        if resume is not _NO_VALUE:
+            graph_input = Command(resume=resume)
+        elif await self._checkpoints.exists(run.id):
+            graph_input = None  # continue from the last checkpoint
+        else:
+            graph_input = initial_state(run.input)
+        final: dict[str, Any] = {}
+        try:
+            async for chunk in compiled.astream(
+                graph_input,
+                config,
+                context=scope,
+                stream_mode="values",
+                durability="sync",
+                control=control,
+            ):
+                if "__interrupt__" in chunk:
+                    prompt = chunk["__interrupt__"][0].value
+                    return _Outcome(
+                        RunStatus.PAUSED,
+                        {
+                            "pause_reason": PauseReason.INPUT_REQUIRED,
+                            "prompt": prompt,
+                            "last_message": "waiting for input",
+                        },
+                    )
+                final = chunk
+        except GraphDrained:
+            return None  # paused (status already says so) or shutting down (resumes on start)
+        except GraphRecursionError as exc:
+            return _Outcome(RunStatus.FAILED, self._failed(str(exc), "RecursionLimit"))
+        except Exception as exc:
+            error = scope.failure or error_json(exc)
+            return _Outcome(RunStatus.FAILED, {"error": error, "last_message": _summary(error)})
+        output = {"outputs": final.get("outputs", {}), "data": final.get("data", {})}
+        return _Outcome(RunStatus.COMPLETED, {"output": output, "last_message": "completed"})
+
+    async def _finish(self, run_id: str, outcome: _Outcome) -> None:
+        async with self._lock(run_id):
+            run = await self._store.get_run(None, run_id)
+            # Paused or cancelled meanwhile: the request that changed it wins; the run's work
+            # is checkpointed, so a resume finishes it.
+            if run is None or run.status is not RunStatus.RUNNING:
+                return
+            await self._move(run, outcome.status, **outcome.changes)
+        if outcome.status is RunStatus.COMPLETED and self.settings.checkpoint_retention > 0:
+            await self._checkpoints.prune(run_id, self.settings.checkpoint_retention)
+        log.info("run_finished", run_id=run_id, project_id=run.project_id, status=outcome.status)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _lock(self, run_id: str) -> asyncio.Lock:
+        lock = self._locks.get(run_id)
+        if lock is None:
+            lock = self._locks[run_id] = asyncio.Lock()
+        return lock
+
+    async def _fresh(self, run: Run) -> Run:
+        current = await self._store.get_run(run.project_id, run.id)
+        if current is None:
+            raise NotFound("run", run.id)
+        return current
+
+    async def _move(
+        self, run: Run, target: RunStatus, *, action: str | None = None, **changes: Any
+    ) -> Run:
+        now = self._clock.now()
+        moved = transition(run, target, now, action=action, **changes)
+        await self._store.update_run(moved, event_type(run.status, target), now)
+        return moved
+
+    async def _cancel_running_nodes(self, run: Run, scope: RunScope | None) -> None:
+        states = scope.states.values() if scope else await self._store.list_node_states(run.id)
+        now = self._clock.now()
+        cancelled = [
+            s.model_copy(update={"status": NodeStatus.CANCELLED, "completed_at": now})
+            for s in states
+            if s.status is NodeStatus.RUNNING
+        ]
+        if cancelled:
+            await self._store.save_node_states(run, cancelled, now)
+
+    def _compile(self, graph: Graph) -> CompiledStateGraph[Any, Any, Any, Any]:
+        key = (graph.project_id, graph.id, graph.version)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = compile_graph(graph, self._checkpoints.saver)
+            self._compiled[key] = compiled
+            while len(self._compiled) > self.settings.compiled_cache_size:
+                self._compiled.popitem(last=False)
+        else:
+            self._compiled.move_to_end(key)
+        return compiled
+
+    @staticmethod
+    def _failed(message: str, kind: str = "RunError") -> dict[str, Any]:
+        return {"error": {"type": kind, "message": message}, "last_message": f"failed: {message}"}
+
+
+def _summary(error: dict[str, Any]) -> str:
+    where = f" in node {error['node_id']!r}" if "node_id" in error else ""
+    return f"failed{where}: {error['message']}"

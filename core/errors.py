@@ -1,0 +1,54 @@
+"""Domain errors. The HTTP adapter maps each class to a status code in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class CortexdError(Exception):
+    """Base of every error cortexd raises on purpose; its message is safe to show a client."""
+
+
+class NotFound(CortexdError):
+    def __init__(self, kind: str, ident: str) -> None:
+        super().__init__(f"{kind} {ident!r} not found")
+        self.kind = kind
+        self.ident = ident
+
+
+class Conflict(CortexdError):
+    """The request is valid but contradicts the current state (e.g. execute a completed run)."""
+
+
+class InvalidTransition(CortexdError):
+    def __init__(self, run_id: str, current: str, target: str, action: str | None = None) -> None:
+        what = action or f"move to {target!r}"
+        super().__init__(f"cannot {what}: run {run_id!r} is {current!r}")
+        self.run_id = run_id
+        self.current = current
+        self.target = target
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with an input: where (a JSON pointer) and why."""
+
+    path: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "message": self.message}
+
+
+class ValidationFailed(CortexdError):
+    def __init__(self, message: str, problems: list[Problem]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class LimitExceeded(CortexdError):
+    """An input is larger than a configured limit."""
+
+
+class PluginError(CortexdError):
+    """A plugin failed to load or broke the plugin contract; the message names the plugin."""

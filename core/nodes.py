@@ -1,0 +1,64 @@
+"""What node types and plugins receive: the node-type contract and its contexts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import structlog
+from langgraph.types import interrupt as _interrupt
+
+JSON = dict[str, Any]
+
+
+@runtime_checkable
+class NodeType(Protocol):
+    """Any object with these attributes is a node type (plugins need not import this)."""
+
+    name: str
+    title: str
+    description: str
+    config_schema: JSON
+
+    async def execute(self, ctx: NodeContext, config: JSON, state: JSON) -> JSON: ...
+
+
+@dataclass(slots=True)
+class NodeContext:
+    """Handed to ``NodeType.execute``: who is running, a bound logger, and progress reporting."""
+
+    run_id: str
+    project_id: str
+    node_id: str
+    attempt: int
+    log: Any
+    _on_progress: Callable[[float, str | None], None]
+    data_updates: JSON = field(default_factory=dict)
+
+    def report_progress(self, fraction: float, message: str | None = None) -> None:
+        """Record progress (0..1, clamped) and an optional message; a plain call."""
+        self._on_progress(min(1.0, max(0.0, float(fraction))), message)
+
+    def set_data(self, key: str, value: Any) -> None:
+        """Write `data[key]`, the run's shared map, when this node completes."""
+        self.data_updates[key] = value
+
+    def interrupt(self, prompt: Any) -> Any:
+        """Pause the run until a human answers; returns the value given to ``resume``.
+
+        Code before this call runs again when the run resumes: keep it free of side effects.
+        """
+        return _interrupt(prompt)
+
+
+@dataclass(slots=True)
+class PluginContext:
+    """Handed to the lifecycle hooks."""
+
+    plugin_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    log: Any = field(default_factory=structlog.get_logger)
+
+    def options(self, name: str) -> Mapping[str, Any]:
+        """The ``[plugins.<name>]`` table of the config, or an empty mapping."""
+        return self.plugin_options.get(name, {})

@@ -1,0 +1,94 @@
+"""What the core needs from the outside world, as Protocols. Adapters implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from core.domain import EventType, Graph, GraphSpec, NodeState, Run, RunStatus
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class Store(Protocol):
+    """Graphs, runs, node states and the event log.
+
+    Every write is durable when it returns and records its event in the same transaction;
+    committed events are handed, in `seq` order, to the listener the composition root set.
+    """
+
+    async def list_graphs(self, project_id: str) -> list[Graph]: ...
+
+    async def get_graph(
+        self, project_id: str, graph_id: str, version: int | None = None
+    ) -> Graph | None: ...
+
+    async def put_graph(
+        self, project_id: str, graph_id: str, spec: GraphSpec, now: datetime, *, create: bool
+    ) -> Graph:
+        """Create (`create=True`; Conflict if it exists) or replace it as a new version
+        (NotFound if it does not exist). Every version is kept."""
+        ...
+
+    async def delete_graph(self, project_id: str, graph_id: str, now: datetime) -> None:
+        """Delete a graph (NotFound if missing, Conflict while it has active runs).
+        Its versions stay, so the runs of it can still be read."""
+        ...
+
+    async def create_run(self, run: Run) -> None: ...
+
+    async def get_run(self, project_id: str | None, run_id: str) -> Run | None:
+        """A run by id, or None; `project_id=None` only for the engine's own lookups."""
+        ...
+
+    async def list_runs(
+        self,
+        project_id: str,
+        workflow_id: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 1000,
+    ) -> list[Run]: ...
+
+    async def runs_by_status(self, statuses: Sequence[RunStatus]) -> list[Run]:
+        """All runs in these statuses, oldest first (the FIFO order of the queue)."""
+        ...
+
+    async def update_run(self, run: Run, event: EventType, now: datetime) -> None: ...
+
+    async def save_node_states(self, run: Run, states: Sequence[NodeState], now: datetime) -> None:
+        """Upsert node states, one `workflow.node_state.updated` event each."""
+        ...
+
+    async def list_node_states(self, run_id: str) -> list[NodeState]: ...
+
+    async def clear_node_states(self, run_id: str) -> None: ...
+
+    async def list_events(
+        self, project_id: str, since: int = 0, run_id: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Stored events after `since`, in `seq` order, as the JSON-ready dicts clients get."""
+        ...
+
+    async def min_event_seq(self) -> int:
+        """The oldest `seq` still stored (0 when there are none)."""
+        ...
+
+
+class Checkpoints(Protocol):
+    """LangGraph's checkpoint store for run threads (thread id = run id)."""
+
+    @property
+    def saver(self) -> BaseCheckpointSaver[str]: ...
+
+    async def exists(self, thread_id: str) -> bool: ...
+
+    async def delete(self, thread_id: str) -> None: ...
+
+    async def prune(self, thread_id: str, keep: int) -> None:
+        """Drop all but the newest `keep` checkpoints of a finished thread."""
+        ...

@@ -1,0 +1,182 @@
+"""One execution of a run: the single place node states are recorded and node types called.
+
+A `RunScope` is LangGraph's runtime context for every node of the run. It records each node
+attempt (running, then completed, retrying or failed) and the progress a node type reports.
+Once the run is cancelled the scope is closed: nothing it records afterwards is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from core.compiler import JSON, RunState
+from core.domain import Node, NodeState, NodeStatus, Run
+from core.nodes import NodeContext, NodeType
+from core.ports import Clock, Store
+
+
+class NodeFailure(Exception):
+    """Raised by cortexd itself about a node (timeout, bad output, missing type)."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def error_json(exc: BaseException, node_id: str | None = None, attempt: int | None = None) -> JSON:
+    error: JSON = {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__}
+    if node_id is not None:
+        error["node_id"] = node_id
+    if attempt is not None:
+        error["attempt"] = attempt
+    return error
+
+
+class RunScope:
+    def __init__(
+        self,
+        run: Run,
+        states: Mapping[str, NodeState],
+        *,
+        store: Store,
+        clock: Clock,
+        node_types: Mapping[str, NodeType],
+        node_timeout_s: float,
+    ) -> None:
+        self.run = run
+        self.states = dict(states)
+        self.closed = False
+        self.failure: JSON | None = None  # the error of the node that failed the run
+        self._store = store
+        self._clock = clock
+        self._node_types = node_types
+        self._node_timeout_s = node_timeout_s
+        self._writes: set[asyncio.Task[None]] = set()
+        self.log = structlog.get_logger("cortexd.run").bind(
+            run_id=run.id, project_id=run.project_id
+        )
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def run_node(self, node: Node, state: RunState, attempt: int) -> JSON:
+        node_type = self._node_types.get(node.type)
+        previous = self.states.get(node.id) or NodeState(node_id=node.id)
+        now = self._clock.now()
+        await self._record(
+            previous.model_copy(
+                update={
+                    "status": NodeStatus.RUNNING,
+                    "progress": 0.0,
+                    "attempts": previous.attempts + 1,
+                    "started_at": now,
+                    "completed_at": None,
+                    "message": f"attempt {attempt}" if attempt > 1 else "started",
+                    "error": None,
+                }
+            )
+        )
+        ctx = NodeContext(
+            run_id=self.run.id,
+            project_id=self.run.project_id,
+            node_id=node.id,
+            attempt=attempt,
+            log=self.log.bind(node_id=node.id),
+            _on_progress=lambda f, m: self._progress(node.id, f, m),
+        )
+        try:
+            if node_type is None:
+                raise NodeFailure(f"node type {node.type!r} is not loaded", retryable=False)
+            output = await self._call(node, node_type, ctx, state)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._record_failure(node, attempt, exc)
+            raise
+        await self._flush()
+        await self._record(
+            self.states[node.id].model_copy(
+                update={
+                    "status": NodeStatus.COMPLETED,
+                    "progress": 1.0,
+                    "completed_at": self._clock.now(),
+                    "message": "completed",
+                }
+            )
+        )
+        update: JSON = {"outputs": {node.id: output}}
+        if ctx.data_updates:
+            update["data"] = ctx.data_updates
+        return update
+
+    async def _call(
+        self, node: Node, node_type: NodeType, ctx: NodeContext, state: RunState
+    ) -> JSON:
+        timeout = node.timeout_s or self._node_timeout_s
+        view = {"input": state["input"], "outputs": state["outputs"], "data": state["data"]}
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                output = await node_type.execute(ctx, dict(node.config), view)
+        except TimeoutError:
+            if deadline.expired():
+                raise NodeFailure(f"node {node.id!r} timed out after {timeout:g}s") from None
+            raise
+        if not isinstance(output, dict):
+            raise NodeFailure(
+                f"node type {node.type!r} returned {type(output).__name__}, not a JSON object",
+                retryable=False,
+            )
+        return output
+
+    async def _record_failure(self, node: Node, attempt: int, exc: Exception) -> None:
+        max_attempts = node.retry.max_attempts if node.retry else 1
+        will_retry = attempt < max_attempts and bool(getattr(exc, "retryable", True))
+        error = error_json(exc, node.id, attempt)
+        current = self.states[node.id]
+        line = f"attempt {attempt} failed: {error['message']}"
+        if not will_retry:
+            self.failure = error
+        await self._flush()
+        await self._record(
+            current.model_copy(
+                update={
+                    "status": NodeStatus.RUNNING if will_retry else NodeStatus.FAILED,
+                    "error": error,
+                    "message": line + ("; retrying" if will_retry else ""),
+                    "messages": [*current.messages, line],
+                    "completed_at": None if will_retry else self._clock.now(),
+                }
+            )
+        )
+        self.log.warning("node_attempt_failed", node_id=node.id, attempt=attempt, error=error)
+
+    def _progress(self, node_id: str, fraction: float, message: str | None) -> None:
+        current = self.states[node_id]
+        if self.closed or current.status is not NodeStatus.RUNNING:
+            return
+        update: dict[str, Any] = {"progress": fraction}
+        if message is not None:
+            update.update(message=message, messages=[*current.messages, message])
+        # A plain call from the node type: the write is owned here and awaited before the
+        # node's next state is recorded, so events stay in the order they happened.
+        snapshot = current.model_copy(update=update)
+        self.states[node_id] = snapshot
+        task = asyncio.create_task(self._persist(snapshot))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _flush(self) -> None:
+        while self._writes:
+            await asyncio.gather(*tuple(self._writes))
+
+    async def _record(self, state: NodeState) -> None:
+        self.states[state.node_id] = state
+        await self._persist(state)
+
+    async def _persist(self, state: NodeState) -> None:
+        if not self.closed:
+            await self._store.save_node_states(self.run, [state], self._clock.now())

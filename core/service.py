@@ -1,0 +1,184 @@
+"""Use cases, as the adapters call them. Every method takes the project id and refuses, as not
+found, a graph or run of another project."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import uuid4
+
+from core.domain import Graph, NodeState, NodeStatus, Run, RunStatus
+from core.engine import Engine
+from core.errors import LimitExceeded, NotFound, Problem, ValidationFailed
+from core.nodes import NodeType
+from core.ports import Clock, Store
+from core.validation import GraphLimits, parse_graph, validate_graph
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceLimits:
+    graph: GraphLimits = field(default_factory=GraphLimits)
+    max_run_input_bytes: int = 262_144
+
+
+def new_id() -> str:
+    return str(uuid4())
+
+
+class WorkflowService:
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        clock: Clock,
+        node_types: Mapping[str, NodeType],
+        limits: ServiceLimits,
+        id_factory: Callable[[], str] = new_id,
+    ) -> None:
+        self._store = store
+        self._engine = engine
+        self._clock = clock
+        self._node_types = node_types
+        self._limits = limits
+        self._new_id = id_factory
+
+    # -- graphs ----------------------------------------------------------------------------
+
+    async def list_graphs(self, project_id: str) -> list[Graph]:
+        return await self._store.list_graphs(project_id)
+
+    async def get_graph(self, project_id: str, graph_id: str) -> Graph:
+        graph = await self._store.get_graph(project_id, graph_id)
+        if graph is None:
+            raise NotFound("graph", graph_id)
+        return graph
+
+    def validate_graph(self, data: Any) -> list[Problem]:
+        spec, problems = parse_graph(data)
+        if spec is None:
+            return problems
+        return validate_graph(spec, self._node_types, self._limits.graph)
+
+    async def create_graph(self, project_id: str, data: Any) -> Graph:
+        spec = self._valid_spec(data)
+        graph_id = spec.id or self._new_id()
+        return await self._store.put_graph(
+            project_id, graph_id, spec, self._clock.now(), create=True
+        )
+
+    async def replace_graph(self, project_id: str, graph_id: str, data: Any) -> Graph:
+        spec = self._valid_spec(data)
+        if spec.id is not None and spec.id != graph_id:
+            problem = Problem("/id", f"{spec.id!r} does not match the graph in the URL")
+            raise ValidationFailed("graph id mismatch", [problem])
+        return await self._store.put_graph(
+            project_id, graph_id, spec, self._clock.now(), create=False
+        )
+
+    async def delete_graph(self, project_id: str, graph_id: str) -> None:
+        await self._store.delete_graph(project_id, graph_id, self._clock.now())
+
+    def _valid_spec(self, data: Any) -> Any:
+        spec, problems = parse_graph(data)
+        if spec is not None:
+            problems = validate_graph(spec, self._node_types, self._limits.graph)
+        if problems:
+            raise ValidationFailed("the graph is not valid", problems)
+        return spec
+
+    # -- runs ------------------------------------------------------------------------------
+
+    async def create_run(self, project_id: str, workflow_id: str, run_input: Any = None) -> Run:
+        graph = await self.get_graph(project_id, workflow_id)
+        if not graph.nodes:
+            problem = Problem("/nodes", "a graph needs at least one node to run")
+            raise ValidationFailed(f"graph {workflow_id!r} has no nodes", [problem])
+        run_input = self._check_input(run_input)
+        now = self._clock.now()
+        run = Run(
+            id=self._new_id(),
+            workflow_id=graph.id,
+            status=RunStatus.PENDING,
+            project_id=project_id,
+            graph_version=graph.version,
+            input=run_input,
+            created_at=now,
+            last_message="queued",
+        )
+        await self._store.create_run(run)
+        self._engine.submit(run.id)
+        return run
+
+    async def list_runs(
+        self, project_id: str, workflow_id: str | None = None, status: RunStatus | None = None
+    ) -> list[Run]:
+        return await self._store.list_runs(project_id, workflow_id, status)
+
+    async def get_run(self, project_id: str, run_id: str) -> Run:
+        run = await self._store.get_run(project_id, run_id)
+        if run is None:
+            raise NotFound("run", run_id)
+        return run
+
+    async def execute(
+        self, project_id: str, run_id: str, run_input: Any = None, from_start: bool = False
+    ) -> Run:
+        run = await self.get_run(project_id, run_id)
+        new_input = None if run_input is None else self._check_input(run_input)
+        return await self._engine.execute(run, new_input=new_input, from_start=from_start)
+
+    async def cancel(self, project_id: str, run_id: str) -> Run:
+        return await self._engine.cancel(await self.get_run(project_id, run_id))
+
+    async def pause(self, project_id: str, run_id: str) -> Run:
+        return await self._engine.pause(await self.get_run(project_id, run_id))
+
+    async def resume(self, project_id: str, run_id: str, *value: Any) -> Run:
+        """`value`, when given, answers a run waiting for input."""
+        return await self._engine.resume(await self.get_run(project_id, run_id), *value)
+
+    async def status(self, project_id: str, run_id: str) -> dict[str, Any]:
+        run = await self.get_run(project_id, run_id)
+        graph = await self._store.get_graph(project_id, run.workflow_id, run.graph_version)
+        stored = {s.node_id: s for s in await self._store.list_node_states(run_id)}
+        node_ids = [n.id for n in graph.nodes] if graph else list(stored)
+        states = [stored.get(i) or NodeState(node_id=i) for i in node_ids]
+        states += [s for i, s in stored.items() if i not in set(node_ids)]
+        done = {NodeStatus.COMPLETED, NodeStatus.SKIPPED}
+        progress = (
+            sum(1.0 if s.status in done else s.progress for s in states) / len(states)
+            if states
+            else 0.0
+        )
+        current = next((s.node_id for s in states if s.status is NodeStatus.RUNNING), None)
+        return {
+            "run_id": run.id,
+            "status": run.status.value,
+            "progress": round(progress, 4),
+            "current_node": current,
+            "started_at": run.started_at,
+            "node_states": states,
+        }
+
+    async def events(
+        self, project_id: str, since: int = 0, run_id: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        if run_id is not None:
+            await self.get_run(project_id, run_id)
+        return await self._store.list_events(project_id, since, run_id, limit)
+
+    def _check_input(self, run_input: Any) -> dict[str, Any]:
+        if run_input is None:
+            return {}
+        if not isinstance(run_input, dict):
+            raise ValidationFailed(
+                "run input must be a JSON object", [Problem("/input", "must be a JSON object")]
+            )
+        size = len(json.dumps(run_input))
+        if size > self._limits.max_run_input_bytes:
+            raise LimitExceeded(
+                f"run input is {size} bytes; the limit is {self._limits.max_run_input_bytes}"
+            )
+        return run_input

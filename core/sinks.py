@@ -1,0 +1,78 @@
+"""Event sinks (the `cortexd_event` hook): one bounded queue and one worker per sink.
+
+A slow or failing sink only ever hurts itself: its queue fills and further events are dropped
+for it (counted and logged); a raising sink is logged and counted, and the next event goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+import structlog
+
+from core.events import JSON
+from core.plugins import Sink, await_me_maybe
+
+log = structlog.get_logger("cortexd.sinks")
+
+
+class SinkWorker:
+    def __init__(self, name: str, sink: Sink, queue_size: int) -> None:
+        self.name = name
+        self._sink = sink
+        self._queue: asyncio.Queue[JSON] = asyncio.Queue(maxsize=queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self.delivered = 0
+        self.failed = 0
+        self.dropped = 0
+
+    def offer(self, event: JSON) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.warning("sink_queue_full", sink=self.name, seq=event["seq"])
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._work(), name=f"sink:{self.name}")
+
+    async def _work(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                await await_me_maybe(self._sink(event=event))
+                self.delivered += 1
+            except Exception:
+                self.failed += 1
+                log.exception("sink_failed", sink=self.name, seq=event["seq"])
+            finally:
+                self._queue.task_done()
+
+    async def stop(self, grace_s: float) -> None:
+        """Deliver what is queued within the grace period, then stop."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), grace_s)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+
+class Sinks:
+    def __init__(self, sinks: Sequence[tuple[str, Sink]], queue_size: int = 10_000) -> None:
+        self.workers = [SinkWorker(name, sink, queue_size) for name, sink in sinks]
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    def offer(self, event: JSON) -> None:
+        for worker in self.workers:
+            worker.offer(event)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        await asyncio.gather(*(w.stop(grace_s) for w in self.workers))

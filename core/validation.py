@@ -1,0 +1,189 @@
+"""Graph validation: every problem found, each with the JSON pointer of where it is."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jmespath
+from jmespath.exceptions import JMESPathError
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import ValidationError
+
+from core.domain import END, ID_PATTERN, RESERVED_IDS, START, GraphSpec
+from core.errors import Problem
+from core.nodes import NodeType
+
+_ID = re.compile(ID_PATTERN)
+
+
+@dataclass(frozen=True, slots=True)
+class GraphLimits:
+    max_nodes: int = 500
+    max_edges: int = 2000
+    max_node_config_bytes: int = 65_536
+
+
+def pointer(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    """A pydantic/jsonschema location as an RFC 6901 JSON pointer."""
+    parts = (str(p).replace("~", "~0").replace("/", "~1") for p in loc)
+    return "/" + "/".join(parts) if loc else ""
+
+
+def problems_from_pydantic(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[Problem]:
+    return [
+        Problem(pointer([*prefix, *e["loc"]]), e["msg"])
+        for e in error.errors(include_url=False, include_context=False)
+    ]
+
+
+def parse_graph(data: Any) -> tuple[GraphSpec | None, list[Problem]]:
+    if not isinstance(data, dict):
+        return None, [Problem("", "a graph must be a JSON object")]
+    try:
+        return GraphSpec.model_validate(data), []
+    except ValidationError as exc:
+        return None, problems_from_pydantic(exc)
+
+
+def validate_graph(
+    spec: GraphSpec, node_types: Mapping[str, NodeType], limits: GraphLimits
+) -> list[Problem]:
+    problems: list[Problem] = []
+    if spec.id is not None and not _ID.match(spec.id):
+        problems.append(Problem("/id", f"must match {ID_PATTERN}"))
+    if len(spec.nodes) > limits.max_nodes:
+        problems.append(Problem("/nodes", f"{len(spec.nodes)} nodes; at most {limits.max_nodes}"))
+    if len(spec.edges) > limits.max_edges:
+        problems.append(Problem("/edges", f"{len(spec.edges)} edges; at most {limits.max_edges}"))
+    if problems:
+        return problems  # too large to look into further
+    problems += _check_nodes(spec, node_types, limits)
+    problems += _check_edges(spec)
+    if not problems:
+        problems += _check_cycles(spec)
+    return problems
+
+
+def _check_nodes(
+    spec: GraphSpec, node_types: Mapping[str, NodeType], limits: GraphLimits
+) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, node in enumerate(spec.nodes):
+        at = f"/nodes/{i}"
+        if node.id in RESERVED_IDS or not _ID.match(node.id):
+            problems.append(Problem(f"{at}/id", f"{node.id!r} is not a valid node id"))
+        elif node.id in seen:
+            problems.append(Problem(f"{at}/id", f"duplicate node id {node.id!r}"))
+        seen.add(node.id)
+        node_type = node_types.get(node.type)
+        if node_type is None:
+            known = ", ".join(sorted(node_types)) or "none"
+            problems.append(Problem(f"{at}/type", f"unknown node type {node.type!r} ({known})"))
+            continue
+        size = len(json.dumps(node.config))
+        if size > limits.max_node_config_bytes:
+            problems.append(
+                Problem(f"{at}/config", f"{size} bytes; at most {limits.max_node_config_bytes}")
+            )
+            continue
+        problems += _check_config(node.config, node_type.config_schema, f"{at}/config")
+    return problems
+
+
+def _check_config(config: dict[str, Any], schema: dict[str, Any], at: str) -> list[Problem]:
+    try:
+        validator = Draft202012Validator(schema)
+        errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    except SchemaError as exc:  # the node type's own schema is broken: not the client's fault
+        return [Problem(at, f"the node type's config_schema is invalid: {exc.message}")]
+    return [Problem(at + pointer(list(e.absolute_path)), e.message) for e in errors]
+
+
+def _check_edges(spec: GraphSpec) -> list[Problem]:
+    problems: list[Problem] = []
+    node_ids = {n.id for n in spec.nodes}
+    seen: set[str] = set()
+    for i, edge in enumerate(spec.edges):
+        at = f"/edges/{i}"
+        if edge.id in seen:
+            problems.append(Problem(f"{at}/id", f"duplicate edge id {edge.id!r}"))
+        seen.add(edge.id)
+        if edge.source not in node_ids and edge.source != START:
+            problems.append(Problem(f"{at}/source", f"no node {edge.source!r}"))
+        if edge.target not in node_ids and edge.target != END:
+            problems.append(Problem(f"{at}/target", f"no node {edge.target!r}"))
+        if edge.condition is not None:
+            try:
+                jmespath.compile(edge.condition)
+            except JMESPathError as exc:
+                problems.append(Problem(f"{at}/condition", f"invalid JMESPath: {exc}"))
+    return problems
+
+
+def _check_cycles(spec: GraphSpec) -> list[Problem]:
+    """A cycle must have a way out: a conditional edge leaving one of its nodes."""
+    succ: dict[str, list[str]] = defaultdict(list)
+    conditional_sources = set()
+    for edge in spec.edges:
+        if edge.target in RESERVED_IDS or edge.source in RESERVED_IDS:
+            continue
+        succ[edge.source].append(edge.target)
+        if edge.condition:
+            conditional_sources.add(edge.source)
+    problems = []
+    for component in _strongly_connected(list({n.id for n in spec.nodes}), succ):
+        cyclic = len(component) > 1 or component[0] in succ[component[0]]
+        if cyclic and not conditional_sources.intersection(component):
+            names = ", ".join(sorted(component))
+            problems.append(Problem("/edges", f"cycle with no conditional exit: {names}"))
+    return problems
+
+
+def _strongly_connected(nodes: list[str], succ: Mapping[str, list[str]]) -> list[list[str]]:
+    """Tarjan's algorithm, iterative (graphs may be deep enough to overflow recursion)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    counter = 0
+    for root in sorted(nodes):
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, child = work.pop()
+            if child == 0:
+                index[node] = low[node] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(node)
+            children = succ.get(node, [])
+            if child < len(children):
+                work.append((node, child + 1))
+                nxt = children[child]
+                if nxt not in index:
+                    work.append((nxt, 0))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            for nxt in children:
+                if nxt in on_stack:
+                    low[node] = min(low[node], low[nxt])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                components.append(component)
+    return components

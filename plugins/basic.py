@@ -1,0 +1,51 @@
+"""Built-in node types: `passthrough` (the original service's echo) and `delay`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pluggy
+
+hookimpl = pluggy.HookimplMarker("cortexd")
+
+JSON = dict[str, Any]
+
+
+class Passthrough:
+    name = "passthrough"
+    title = "Pass through"
+    description = (
+        "Echoes the run input as its output: the original service's stub node. "
+        "Every node of a graph without a `type` is one."
+    )
+    config_schema: JSON = {"type": "object"}
+
+    async def execute(self, ctx: Any, config: JSON, state: JSON) -> JSON:
+        return {"node_id": ctx.node_id, "input": state["input"], **config}
+
+
+class Delay:
+    name = "delay"
+    title = "Delay"
+    description = "Waits `seconds` (reporting progress about once a second), then passes on."
+    config_schema: JSON = {
+        "type": "object",
+        "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 86400}},
+        "required": ["seconds"],
+        "additionalProperties": False,
+    }
+
+    async def execute(self, ctx: Any, config: JSON, state: JSON) -> JSON:
+        seconds = float(config["seconds"])
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(1.0, left))
+            ctx.report_progress(1.0 - max(0.0, deadline - time.monotonic()) / seconds)
+        return {"slept_s": seconds}
+
+
+@hookimpl
+def cortexd_node_types() -> list[object]:
+    return [Passthrough(), Delay()]
