@@ -69,8 +69,17 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-        return problem(exc.status, detail)
+        return problem(exc.status, _detail(request, exc))
     except Exception:
         log.exception("request_failed", method=request.method, path=request.path)
         return problem(500, "internal error; the daemon's log has the details")
+
+
+def _detail(request: web.Request, exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return f"no such endpoint: {request.method} {request.path}"
+    if exc.status == 405:
+        return f"method {request.method} is not allowed on {request.path}"
+    if exc.text and not exc.text.startswith(f"{exc.status}:"):
+        return exc.text
+    return exc.reason
