@@ -50,7 +50,8 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
             raise BadRequest("the request needs a JSON body")
         return {}
     try:
-        return json.loads(raw)
+        # Decoded here: json.loads(bytes) would guess UTF-16/32 from the first bytes.
+        return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise BadRequest("the body is not valid UTF-8") from None
     except json.JSONDecodeError as exc:

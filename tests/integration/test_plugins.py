@@ -1,0 +1,73 @@
+"""Plugin discovery and contract checks, with real modules and the real app."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.errors import PluginError
+from core.plugins import build_plugins
+from plugins import BUILTINS
+from tests.integration.conftest import Api, ApiFactory, linear, until
+from tests.support import bad_plugins
+
+
+def test_builtins_load_and_a_disabled_plugin_is_blocked() -> None:
+    plugins = build_plugins(builtins=BUILTINS, use_entry_points=False)
+    assert {"passthrough", "delay"} <= set(plugins.node_types)
+    blocked = build_plugins(builtins=BUILTINS, disabled=["plugins.basic"], use_entry_points=False)
+    assert "passthrough" not in blocked.node_types
+
+
+def test_a_module_that_fails_to_import_is_named() -> None:
+    with pytest.raises(PluginError, match=r"tests\.support\.broken_import.*not installed"):
+        build_plugins(
+            builtins=BUILTINS, modules=["tests.support.broken_import"], use_entry_points=False
+        )
+
+
+def test_not_strict_skips_the_broken_plugin_and_reports_it() -> None:
+    plugins = build_plugins(
+        builtins=BUILTINS,
+        modules=["tests.support.broken_import", "tests.support.no_such_module"],
+        strict=False,
+        use_entry_points=False,
+    )
+    assert [name for name, _ in plugins.skipped] == [
+        "tests.support.broken_import",
+        "tests.support.no_such_module",
+    ]
+    assert "passthrough" in plugins.node_types
+
+
+def test_a_misspelt_hook_is_an_error_naming_the_plugin() -> None:
+    with pytest.raises(PluginError, match="typo.*cortexd_node_typez"):
+        build_plugins(
+            builtins=BUILTINS, use_entry_points=False, extra=[("typo", bad_plugins.Misspelt())]
+        )
+
+
+def test_two_node_types_with_one_name_name_both_plugins() -> None:
+    with pytest.raises(PluginError, match=r"'passthrough'.*'plugins\.basic'.*'clash'"):
+        build_plugins(
+            builtins=BUILTINS, use_entry_points=False, extra=[("clash", bad_plugins.Duplicate())]
+        )
+
+
+def test_an_object_lacking_the_node_type_attributes_is_refused() -> None:
+    with pytest.raises(PluginError, match="'odd'.*lacks name, title"):
+        build_plugins(
+            builtins=BUILTINS, use_entry_points=False, extra=[("odd", bad_plugins.NotANodeType())]
+        )
+
+
+async def test_a_failing_sink_breaks_neither_runs_nor_other_sinks(make_api: ApiFactory) -> None:
+    failing = bad_plugins.FailingSink()
+    api: Api = await make_api(extra=[("down", failing)])
+    await api.graph(linear("g", "passthrough"))
+    run_id = await api.start("g")
+    await api.idle()
+    assert (await api.run(run_id))["status"] == "completed"
+    stored = await api.call("GET", f"/api/projects/acme/workflows/runs/{run_id}/events")
+    await until(lambda: failing.calls >= len(stored) + 1)  # + the graph's event
+    await until(lambda: len(api.kit.events) >= len(stored) + 1)
+    assert api.kit.events[1:] == stored

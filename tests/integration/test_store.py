@@ -1,0 +1,101 @@
+"""The SQLite store: migrations, the single writer's group commit, and the event log."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+
+from adapters.sqlite.db import connect, migrate, migrations
+from adapters.sqlite.writer import Tx, Writer
+from core.domain import Event, EventType
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def test_migrations_are_recorded_and_idempotent(tmp_path: Path) -> None:
+    conn = await connect(tmp_path / "c.db")
+    try:
+        first = await migrate(conn)
+        second = await migrate(conn)
+        assert first == [name for _, name, _ in migrations()]
+        assert second == []
+        async with conn.execute("SELECT version, name FROM schema_migrations") as cursor:
+            rows = await cursor.fetchall()
+        assert [(v, n) for v, n in rows] == [(v, n) for v, n, _ in migrations()]
+        async with conn.execute("PRAGMA journal_mode") as cursor:
+            assert (await cursor.fetchone()) == ("wal",)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def writer(tmp_path: Path) -> Any:
+    conn = await connect(tmp_path / "c.db")
+    await migrate(conn)
+    published: list[dict[str, Any]] = []
+    writer = Writer(conn, batch_max=64, on_commit=published.extend)
+    writer.start()
+    writer.published = published  # type: ignore[attr-defined]
+    yield writer
+    await writer.close()
+    await conn.close()
+
+
+def _event(n: int) -> Event:
+    return Event(type=EventType.RUN_UPDATED, project_id="p", run_id=f"r{n}", timestamp=NOW)
+
+
+async def test_concurrent_writes_share_commits_and_all_land(writer: Writer) -> None:
+    async def op_for(n: int) -> Any:
+        async def op(tx: Tx) -> int:
+            event = await tx.emit(_event(n))
+            return int(event["seq"])
+
+        return await writer.write(op)
+
+    seqs = await asyncio.gather(*(op_for(n) for n in range(200)))
+    assert sorted(seqs) == list(range(1, 201))
+    assert writer.ops == 200
+    assert writer.commits < 200  # grouped: fewer transactions than writes
+    published = writer.published  # type: ignore[attr-defined]
+    assert [e["seq"] for e in published] == list(range(1, 201))
+
+
+async def test_a_failing_write_does_not_undo_its_batch_neighbours_nor_leave_a_seq_gap(
+    writer: Writer, tmp_path: Path
+) -> None:
+    async def good(tx: Tx) -> None:
+        await tx.emit(_event(1))
+
+    async def bad(tx: Tx) -> None:
+        await tx.emit(_event(2))
+        raise ValueError("refused")
+
+    results = await asyncio.gather(
+        writer.write(good), writer.write(bad), writer.write(good), return_exceptions=True
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], ValueError)
+    async with (
+        aiosqlite.connect(tmp_path / "c.db") as reader,
+        reader.execute("SELECT seq, run_id FROM events ORDER BY seq") as cursor,
+    ):
+        rows = await cursor.fetchall()
+    assert [tuple(r) for r in rows] == [(1, "r1"), (2, "r1")]
+    assert [e["seq"] for e in writer.published] == [1, 2]  # type: ignore[attr-defined]
+
+
+async def test_close_commits_what_was_submitted(writer: Writer, tmp_path: Path) -> None:
+    async def op(tx: Tx) -> None:
+        await tx.emit(_event(7))
+
+    futures = [writer.submit(op) for _ in range(10)]
+    await writer.close()
+    assert all(f.done() and f.exception() is None for f in futures)
+    with pytest.raises(RuntimeError, match="not running"):
+        writer.submit(op)
