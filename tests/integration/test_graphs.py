@@ -24,7 +24,8 @@ ORIGINAL_SHAPE: dict[str, Any] = {
 
 async def test_a_graph_of_the_original_service_loads_and_runs(api: Api) -> None:
     graph = await api.graph(ORIGINAL_SHAPE)
-    assert graph["version"] == 1 and graph["project_id"] == "acme"
+    assert graph["version"] == 1
+    assert graph["project_id"] == "acme"
     assert [n["type"] for n in graph["nodes"]] == ["passthrough", "passthrough"]
     assert graph["nodes"][0]["x"] == 10.5
     assert await api.call("GET", f"{P}/graphs/legacy", status=200) == graph
@@ -51,7 +52,8 @@ async def test_create_an_existing_id_is_a_conflict(api: Api) -> None:
 async def test_replace_makes_a_new_version_and_keeps_created_at(api: Api) -> None:
     first = await api.graph(ORIGINAL_SHAPE)
     second = await api.call("PUT", f"{P}/graphs/legacy", {**ORIGINAL_SHAPE, "name": "v2"}, 200)
-    assert second["version"] == 2 and second["name"] == "v2"
+    assert second["version"] == 2
+    assert second["name"] == "v2"
     assert second["created_at"] == first["created_at"]
     assert second["updated_at"] >= first["updated_at"]
     await api.call("PUT", f"{P}/graphs/missing", ORIGINAL_SHAPE | {"id": "missing"}, 404)
@@ -73,7 +75,8 @@ async def test_delete_refuses_while_runs_are_active_then_deletes(api: Api) -> No
     await api.call("DELETE", f"{P}/graphs/g", status=404)
     # The run of a deleted graph can still be read, with its status.
     status = await api.call("GET", f"{P}/runs/{run_id}/status", status=200)
-    assert status["status"] == "completed" and len(status["node_states"]) == 1
+    assert status["status"] == "completed"
+    assert len(status["node_states"]) == 1
 
 
 async def test_invalid_graph_is_422_with_every_problem_and_its_path(api: Api) -> None:
@@ -159,7 +162,8 @@ async def test_catalogue_health_and_readiness(api: Api) -> None:
     assert set(by_name["delay"]) == {"name", "title", "description", "config_schema"}
     plugins = await api.call("GET", "/api/plugins", status=200)
     basic = next(p for p in plugins if p["name"] == "plugins.basic")
-    assert basic["source"] == "builtin" and set(basic["node_types"]) == {"passthrough", "delay"}
+    assert basic["source"] == "builtin"
+    assert set(basic["node_types"]) == {"passthrough", "delay"}
     assert await api.call("GET", "/healthz", status=200) == {"status": "ok"}
     ready = await api.call("GET", "/readyz", status=200)
     assert ready["status"] == "ready"

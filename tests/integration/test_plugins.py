@@ -40,7 +40,7 @@ def test_not_strict_skips_the_broken_plugin_and_reports_it() -> None:
 
 
 def test_a_misspelt_hook_is_an_error_naming_the_plugin() -> None:
-    with pytest.raises(PluginError, match="typo.*cortexd_node_typez"):
+    with pytest.raises(PluginError, match=r"typo.*cortexd_node_typez"):
         build_plugins(
             builtins=BUILTINS, use_entry_points=False, extra=[("typo", bad_plugins.Misspelt())]
         )
@@ -54,7 +54,7 @@ def test_two_node_types_with_one_name_name_both_plugins() -> None:
 
 
 def test_an_object_lacking_the_node_type_attributes_is_refused() -> None:
-    with pytest.raises(PluginError, match="'odd'.*lacks name, title"):
+    with pytest.raises(PluginError, match=r"'odd'.*lacks name, title"):
         build_plugins(
             builtins=BUILTINS, use_entry_points=False, extra=[("odd", bad_plugins.NotANodeType())]
         )

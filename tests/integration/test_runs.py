@@ -12,7 +12,8 @@ async def test_run_completes_with_node_states_output_and_events(api: Api) -> Non
 
     run = await api.run(run_id)
     assert run["status"] == "completed"
-    assert run["started_at"] and run["finished_at"]
+    assert run["started_at"]
+    assert run["finished_at"]
     assert run["graph_version"] == 1
     assert run["output"]["outputs"]["n1"]["input"] == {"word": "hi"}
     assert run["output"]["outputs"]["n2"] == {"count": 1}
@@ -27,7 +28,8 @@ async def test_run_completes_with_node_states_output_and_events(api: Api) -> Non
         assert state["status"] == "completed"
         assert state["progress"] == 1.0
         assert state["attempts"] == 1
-        assert state["started_at"] and state["completed_at"]
+        assert state["started_at"]
+        assert state["completed_at"]
 
     events = await api.call("GET", f"{P}/runs/{run_id}/events", status=200)
     seqs = [e["seq"] for e in events]
@@ -67,7 +69,8 @@ async def test_failed_node_fails_the_run_and_execute_retries_from_the_failure(ap
 
     again = await api.call("POST", f"{P}/runs/{run_id}/execute", status=200)
     assert again["status"] == "pending"
-    assert again["finished_at"] is None and again["error"] is None
+    assert again["finished_at"] is None
+    assert again["error"] is None
     await api.idle()
 
     run = await api.run(run_id)
@@ -151,7 +154,8 @@ async def test_cancel_a_running_run_frees_its_slot_at_once(make_api: ApiFactory)
 
     run = await api.call("POST", f"{P}/runs/{blocked}/cancel", status=200)
     assert run["status"] == "cancelled"
-    assert run["cancelled_at"] and run["finished_at"]
+    assert run["cancelled_at"]
+    assert run["finished_at"]
     await api.idle()
 
     assert (await api.run(waiting))["status"] == "completed"
@@ -172,7 +176,8 @@ async def test_cancel_a_pending_run_and_execute_it_again(make_api: ApiFactory) -
     cancelled = await api.call("POST", f"{P}/runs/{queued}/cancel", status=200)
     assert cancelled["status"] == "cancelled"
     restarted = await api.call("POST", f"{P}/runs/{queued}/execute", status=200)
-    assert restarted["status"] == "pending" and restarted["cancelled_at"] is None
+    assert restarted["status"] == "pending"
+    assert restarted["cancelled_at"] is None
     api.kit.gate("default").set()
     await api.idle()
     assert (await api.run(first))["status"] == "completed"
@@ -189,7 +194,8 @@ async def test_pause_lets_the_node_in_flight_finish_and_resume_runs_the_rest_onc
 
     paused = await api.call("POST", f"{P}/runs/{run_id}/pause", status=200)
     assert paused["status"] == "paused"
-    assert paused["paused_at"] and paused["pause_reason"] == "requested"
+    assert paused["paused_at"]
+    assert paused["pause_reason"] == "requested"
     api.kit.gate("default").set()
     await api.idle()
 
@@ -199,12 +205,14 @@ async def test_pause_lets_the_node_in_flight_finish_and_resume_runs_the_rest_onc
     assert states == {"n1": "completed", "n2": "completed", "n3": "idle"}
 
     resumed = await api.call("POST", f"{P}/runs/{run_id}/resume", status=200)
-    assert resumed["status"] == "running" and resumed["pause_reason"] is None
+    assert resumed["status"] == "running"
+    assert resumed["pause_reason"] is None
     await api.idle()
     assert (await api.run(run_id))["status"] == "completed"
     assert [api.kit.count(run_id, n) for n in ("n1", "n2", "n3")] == [1, 1, 1]
     types = [e["type"] for e in await api.call("GET", f"{P}/runs/{run_id}/events")]
-    assert "workflow.run.paused" in types and "workflow.run.resumed" in types
+    assert "workflow.run.paused" in types
+    assert "workflow.run.resumed" in types
 
 
 async def test_pause_a_pending_run_holds_it_until_resumed(make_api: ApiFactory) -> None:
@@ -247,7 +255,8 @@ async def test_concurrency_limit_is_never_exceeded(make_api: ApiFactory) -> None
     statuses = [(await api.run(r))["status"] for r in run_ids]
     assert statuses.count("running") == 2
     assert statuses.count("pending") == 2
-    assert api.engine.running == 2 and api.engine.queued == 2
+    assert api.engine.running == 2
+    assert api.engine.queued == 2
     api.kit.gate("default").set()
     await api.idle()
     assert [(await api.run(r))["status"] for r in run_ids] == ["completed"] * 4
@@ -263,7 +272,8 @@ async def test_a_run_executes_the_graph_version_it_was_created_with(api: Api) ->
     api.kit.gate("default").set()
     await api.idle()
     run = await api.run(run_id)
-    assert run["status"] == "completed" and run["graph_version"] == 1
+    assert run["status"] == "completed"
+    assert run["graph_version"] == 1
     assert set(run["output"]["outputs"]) == {"n1", "n2"}
 
 

@@ -79,7 +79,8 @@ async def test_a_failing_write_does_not_undo_its_batch_neighbours_nor_leave_a_se
     results = await asyncio.gather(
         writer.write(good), writer.write(bad), writer.write(good), return_exceptions=True
     )
-    assert results[0] is None and results[2] is None
+    assert results[0] is None
+    assert results[2] is None
     assert isinstance(results[1], ValueError)
     async with (
         aiosqlite.connect(tmp_path / "c.db") as reader,
