@@ -59,7 +59,8 @@ class Daemon:
     service: WorkflowService
 
     @classmethod
-    async def open(cls, settings: Settings, sources: PluginSources = PluginSources()) -> Daemon:
+    async def open(cls, settings: Settings, sources: PluginSources | None = None) -> Daemon:
+        sources = sources or PluginSources()
         plugins = build_plugins(
             builtins=BUILTINS,
             modules=settings.plugins.modules,
@@ -162,7 +163,8 @@ async def _lifecycle(
         await daemon.close()
 
 
-def build_app(settings: Settings, sources: PluginSources = PluginSources()) -> web.Application:
+def build_app(settings: Settings, sources: PluginSources | None = None) -> web.Application:
+    sources = sources or PluginSources()
     app = create_app(max_request_bytes=settings.limits.max_request_bytes)
     app.cleanup_ctx.append(partial(_lifecycle, settings, sources))
     return app

@@ -107,8 +107,9 @@ class Engine:
         self._accepting = True
         if interrupted:
             log.info("recovering_runs", running=len(interrupted), pending=len(pending))
+        queued = len(self._queue)
         self._fill()
-        return len(self._queue)
+        return queued
 
     async def stop(self) -> None:
         """Stop taking runs; let running nodes finish within the grace period (their runs stay

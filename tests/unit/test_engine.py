@@ -1,0 +1,219 @@
+"""The engine against fake ports: queueing, draining, recovery, retries, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from core.domain import GraphSpec, NodeStatus, Run, RunStatus
+from core.engine import Engine, EngineSettings
+from core.service import ServiceLimits, WorkflowService
+from tests.support.nodes import TestKit
+from tests.unit.fakes import FakeCheckpoints, FakeClock, FakeStore
+
+
+class Harness:
+    """One 'daemon lifetime': an engine and service over a store and checkpoints that outlive it."""
+
+    def __init__(
+        self,
+        store: FakeStore,
+        checkpoints: FakeCheckpoints,
+        kit: TestKit,
+        **settings: Any,
+    ) -> None:
+        self.store = store
+        self.kit = kit
+        node_types = {t.name: t for t in kit.cortexd_node_types()}  # type: ignore[attr-defined]
+        clock = FakeClock()
+        self.engine = Engine(store, checkpoints, clock, node_types, EngineSettings(**settings))
+        self.service = WorkflowService(store, self.engine, clock, node_types, ServiceLimits())
+
+    async def graph(self, *nodes: dict[str, Any]) -> str:
+        edges = [{"source": a["id"], "target": b["id"]} for a, b in itertools.pairwise(nodes)]
+        spec = {"id": "g", "name": "g", "nodes": list(nodes), "edges": edges}
+        await self.store.put_graph(
+            "p", "g", GraphSpec.model_validate(spec), FakeClock().now(), create=True
+        )
+        return "g"
+
+    async def idle(self) -> None:
+        await asyncio.wait_for(self.engine.wait_idle(), 20)
+
+    def run(self, run_id: str) -> Run:
+        return self.store.runs[run_id]
+
+    def state(self, run_id: str, node_id: str) -> Any:
+        return self.store.node_states[run_id][node_id]
+
+
+@pytest.fixture
+def kit() -> TestKit:
+    return TestKit()
+
+
+@pytest.fixture
+async def harness(
+    store: FakeStore, checkpoints: FakeCheckpoints, kit: TestKit
+) -> AsyncIterator[Callable[..., Harness]]:
+    """Makes harnesses on the shared store; stops every engine at the end of the test."""
+    made: list[Harness] = []
+
+    def make(**settings: Any) -> Harness:
+        made.append(Harness(store, checkpoints, kit, **settings))
+        return made[-1]
+
+    yield make
+    kit.gate("default").set()
+    for h in made:
+        await h.engine.stop()
+
+
+@pytest.fixture
+def store() -> FakeStore:
+    return FakeStore()
+
+
+@pytest.fixture
+def checkpoints() -> FakeCheckpoints:
+    return FakeCheckpoints()
+
+
+def node(node_id: str, node_type: str, **extra: Any) -> dict[str, Any]:
+    return {"id": node_id, "type": node_type, **extra}
+
+
+async def test_stop_drains_and_the_next_start_finishes_without_repeating_nodes(
+    harness: Callable[..., Harness], kit: TestKit, store: FakeStore
+) -> None:
+    first = harness()
+    await first.engine.start()
+    await first.graph(node("a", "count"), node("b", "gate"), node("c", "count"))
+    run = await first.service.create_run("p", "g")
+    await asyncio.wait_for(kit.arrived("default").wait(), 20)
+
+    stopping = asyncio.create_task(first.engine.stop())
+    kit.gate("default").set()  # the node in flight finishes within the grace period
+    await stopping
+    assert first.run(run.id).status is RunStatus.RUNNING  # left for the next start
+    assert first.state(run.id, "b").status is NodeStatus.COMPLETED
+    assert kit.count(run.id, "c") == 0
+
+    second = harness()
+    assert await second.engine.start() == 1
+    await second.idle()
+    assert second.run(run.id).status is RunStatus.COMPLETED
+    assert [kit.count(run.id, n) for n in "abc"] == [1, 1, 1]
+
+
+async def test_a_node_cut_off_by_shutdown_runs_again_at_the_next_start(
+    harness: Callable[..., Harness], kit: TestKit, store: FakeStore
+) -> None:
+    first = harness(shutdown_grace_s=0)
+    await first.engine.start()
+    await first.graph(node("a", "count"), node("b", "gate"))
+    run = await first.service.create_run("p", "g")
+    await asyncio.wait_for(kit.arrived("default").wait(), 20)
+    await first.engine.stop()
+    assert first.run(run.id).status is RunStatus.RUNNING
+
+    kit.gate("default").set()
+    second = harness()
+    await second.engine.start()
+    await second.idle()
+    assert second.run(run.id).status is RunStatus.COMPLETED
+    assert kit.count(run.id, "a") == 1  # completed before the stop: never again
+    assert kit.count(run.id, "b") == 2  # in flight at the stop: at least once
+    assert second.state(run.id, "b").attempts == 2
+
+
+async def test_recovery_resumes_running_runs_first_and_keeps_the_limit(
+    harness: Callable[..., Harness], kit: TestKit, store: FakeStore
+) -> None:
+    first = harness(shutdown_grace_s=0)
+    await first.graph(node("a", "count"))
+    pending = [await first.service.create_run("p", "g") for _ in range(3)]
+    # Two runs were running when the previous process died (before any checkpoint).
+    crashed = [await first.service.create_run("p", "g") for _ in range(2)]
+    for run in crashed:
+        store.runs[run.id] = run.model_copy(update={"status": RunStatus.RUNNING})
+
+    second = harness(max_concurrent_runs=1)
+    assert await second.engine.start() == 5
+    assert second.engine.running == 1
+    await second.idle()
+    started = [run_id for run_id, _ in kit.started]
+    assert started == [r.id for r in crashed] + [r.id for r in pending]
+    assert all(second.run(r.id).status is RunStatus.COMPLETED for r in pending + crashed)
+
+
+async def test_retry_policy_retries_and_records_each_attempt(
+    harness: Callable[..., Harness], kit: TestKit, store: FakeStore
+) -> None:
+    h = harness()
+    await h.engine.start()
+    retry = {"max_attempts": 3, "backoff_s": 0}
+    await h.graph(node("a", "fail", config={"fail_times": 2, "message": "flaky"}, retry=retry))
+    run = await h.service.create_run("p", "g")
+    await h.idle()
+    assert h.run(run.id).status is RunStatus.COMPLETED
+    state = h.state(run.id, "a")
+    assert state.status is NodeStatus.COMPLETED
+    assert state.attempts == 3
+    assert state.messages == ["attempt 1 failed: flaky", "attempt 2 failed: flaky"]
+    assert h.run(run.id).output["outputs"]["a"] == {"attempt": 3}  # type: ignore[index]
+
+
+async def test_exhausted_retries_fail_the_run_with_the_nodes_error(
+    harness: Callable[..., Harness], kit: TestKit, store: FakeStore
+) -> None:
+    h = harness()
+    await h.engine.start()
+    await h.graph(node("a", "fail", retry={"max_attempts": 2, "backoff_s": 0}))
+    run = await h.service.create_run("p", "g")
+    await h.idle()
+    failed = h.run(run.id)
+    assert failed.status is RunStatus.FAILED
+    assert failed.error == {"type": "RuntimeError", "message": "boom", "node_id": "a", "attempt": 2}
+    assert h.state(run.id, "a").status is NodeStatus.FAILED
+    assert h.state(run.id, "a").attempts == 2
+
+
+async def test_a_node_over_its_timeout_fails_with_a_clear_error(
+    harness: Callable[..., Harness], kit: TestKit, store: FakeStore
+) -> None:
+    h = harness()
+    await h.engine.start()
+    await h.graph(node("a", "gate", config={"gate": "never"}, timeout_s=0.05))
+    run = await h.service.create_run("p", "g")
+    await h.idle()
+    failed = h.run(run.id)
+    assert failed.status is RunStatus.FAILED
+    assert failed.error is not None
+    assert failed.error["message"] == "node 'a' timed out after 0.05s"
+    assert h.state(run.id, "a").status is NodeStatus.FAILED
+
+
+async def test_progress_reports_become_node_state_events_in_order(
+    harness: Callable[..., Harness], kit: TestKit, store: FakeStore
+) -> None:
+    h = harness()
+    await h.engine.start()
+    await h.graph(node("a", "gate"))
+    kit.gate("default").set()
+    run = await h.service.create_run("p", "g")
+    await h.idle()
+    updates = [
+        (e["nodeState"]["status"], e["nodeState"]["progress"], e["nodeState"]["message"])
+        for e in store.events
+        if e["type"] == "workflow.node_state.updated" and e["run_id"] == run.id
+    ]
+    assert updates == [
+        ("running", 0.0, "started"),
+        ("running", 0.5, "waiting at the gate"),
+        ("completed", 1.0, "completed"),
+    ]
