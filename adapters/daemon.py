@@ -22,6 +22,7 @@ from adapters.http.keys import ENGINE, PLUGINS, READY_CHECK, SERVICE
 from adapters.logging import configure_logging
 from adapters.sqlite.checkpoints import SqliteCheckpoints, create_tables
 from adapters.sqlite.db import connect, migrate
+from adapters.sqlite.riders import TaskRiders
 from adapters.sqlite.store import SqliteStore
 from adapters.sqlite.writer import Writer
 from core.engine import Engine, EngineSettings
@@ -77,7 +78,8 @@ class Daemon:
         bus = EventBus()
         writer = Writer(writer_conn, batch_max=settings.storage.batch_max, on_commit=bus.publish)
         writer.start()
-        store = SqliteStore(writer, reader_conn)
+        riders = TaskRiders()
+        store = SqliteStore(writer, reader_conn, riders)
         sinks = Sinks(plugins.sinks())
         bus.subscribe(sinks)
         sinks.start()
@@ -86,7 +88,7 @@ class Daemon:
         clock = SystemClock()
         engine = Engine(
             store,
-            SqliteCheckpoints(writer, reader_conn),
+            SqliteCheckpoints(writer, reader_conn, riders),
             clock,
             plugins.node_types,
             _engine_settings(settings),

@@ -39,7 +39,7 @@ class RunState(TypedDict):
 class NodeRunner(Protocol):
     """The per-run object every node receives as LangGraph's runtime context."""
 
-    async def run_node(self, node: Node, state: RunState, attempt: int) -> JSON: ...
+    async def run_node(self, node: Node, state: RunState, attempt: int, task_id: str) -> JSON: ...
 
 
 def initial_state(run_input: JSON) -> RunState:
@@ -58,9 +58,10 @@ def retryable(exc: BaseException) -> bool:
 
 def _node_fn(node: Node) -> Callable[[RunState, Runtime[Any]], Awaitable[JSON]]:
     async def run(state: RunState, runtime: Runtime[Any]) -> JSON:
-        attempt = runtime.execution_info.node_attempt if runtime.execution_info else 1
+        info = runtime.execution_info
+        attempt, task_id = (info.node_attempt, info.task_id) if info else (1, "")
         runner: NodeRunner = runtime.context
-        return await runner.run_node(node, state, attempt)
+        return await runner.run_node(node, state, attempt, task_id)
 
     run.__name__ = f"node_{node.id}"
     return run

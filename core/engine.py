@@ -256,7 +256,10 @@ class Engine:
         )
         if (active := self._active.get(run_id)) is not None:
             active.scope = scope
-        outcome = await self._execute(self._compile(graph), run, scope, control)
+        try:
+            outcome = await self._execute(self._compile(graph), run, scope, control)
+        finally:
+            scope.close()
         if outcome is not None:
             await self._finish(run_id, outcome)
 

@@ -64,6 +64,18 @@ class Store(Protocol):
         """Upsert node states, one `workflow.node_state.updated` event each."""
         ...
 
+    def save_node_states_with_task(
+        self, run: Run, states: Sequence[NodeState], now: datetime, task_id: str
+    ) -> None:
+        """Persist `states` in the transaction that saves LangGraph's writes of task `task_id`
+        of the run's thread: a node is recorded complete exactly when LangGraph will not run it
+        again. Nothing is kept if those writes never come (see `drop_task_writes`)."""
+        ...
+
+    def drop_task_writes(self, run_id: str) -> None:
+        """Forget node states still waiting for task writes that will not come."""
+        ...
+
     async def list_node_states(self, run_id: str) -> list[NodeState]: ...
 
     async def clear_node_states(self, run_id: str) -> None: ...

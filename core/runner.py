@@ -61,9 +61,12 @@ class RunScope:
         )
 
     def close(self) -> None:
-        self.closed = True
+        """Record nothing more (the run was cancelled, or its execution ended). Idempotent."""
+        if not self.closed:
+            self.closed = True
+            self._store.drop_task_writes(self.run.id)
 
-    async def run_node(self, node: Node, state: RunState, attempt: int) -> JSON:
+    async def run_node(self, node: Node, state: RunState, attempt: int, task_id: str) -> JSON:
         node_type = self._node_types.get(node.type)
         previous = self.states.get(node.id) or NodeState(node_id=node.id)
         now = self._clock.now()
@@ -98,16 +101,18 @@ class RunScope:
             await self._record_failure(node, attempt, exc)
             raise
         await self._flush()
-        await self._record(
-            self.states[node.id].model_copy(
-                update={
-                    "status": NodeStatus.COMPLETED,
-                    "progress": 1.0,
-                    "completed_at": self._clock.now(),
-                    "message": "completed",
-                }
-            )
+        done = self.states[node.id].model_copy(
+            update={
+                "status": NodeStatus.COMPLETED,
+                "progress": 1.0,
+                "completed_at": self._clock.now(),
+                "message": "completed",
+            }
         )
+        self.states[node.id] = done
+        if not self.closed:
+            # Committed with LangGraph's writes of this task, not before them: see ports.Store.
+            self._store.save_node_states_with_task(self.run, [done], self._clock.now(), task_id)
         update: JSON = {"outputs": {node.id: output}}
         if ctx.data_updates:
             update["data"] = ctx.data_updates

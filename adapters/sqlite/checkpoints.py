@@ -23,6 +23,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from adapters.sqlite.riders import TaskRiders
 from adapters.sqlite.writer import Tx, Writer
 
 _PUT = (
@@ -42,9 +43,10 @@ async def create_tables(conn: aiosqlite.Connection) -> None:
 
 
 class GroupCommitSaver(AsyncSqliteSaver):
-    def __init__(self, writer: Writer, reader: aiosqlite.Connection) -> None:
+    def __init__(self, writer: Writer, reader: aiosqlite.Connection, riders: TaskRiders) -> None:
         super().__init__(reader)
         self._writer = writer
+        self._riders = riders
         self.is_setup = True  # tables were created by create_tables() at start-up
 
     async def aput(
@@ -103,8 +105,12 @@ class GroupCommitSaver(AsyncSqliteSaver):
             for idx, (channel, value) in enumerate(writes)
         ]
 
+        riders = self._riders.take(str(conf["thread_id"]), task_id)
+
         async def op(tx: Tx) -> None:
             await tx.executemany(_PUT_WRITES.format(mode=mode), rows)
+            for rider in riders:
+                await rider(tx)
 
         await self._writer.write(op)
 
@@ -119,8 +125,8 @@ class GroupCommitSaver(AsyncSqliteSaver):
 class SqliteCheckpoints:
     """The Checkpoints port: the saver LangGraph runs with, plus cortexd's housekeeping."""
 
-    def __init__(self, writer: Writer, reader: aiosqlite.Connection) -> None:
-        self._saver = GroupCommitSaver(writer, reader)
+    def __init__(self, writer: Writer, reader: aiosqlite.Connection, riders: TaskRiders) -> None:
+        self._saver = GroupCommitSaver(writer, reader, riders)
         self._writer = writer
         self._reader = reader
 

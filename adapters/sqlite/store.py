@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import aiosqlite
 
+from adapters.sqlite.riders import TaskRiders
 from adapters.sqlite.writer import Tx, Writer
 from core.domain import Event, EventType, Graph, GraphSpec, NodeState, Run, RunStatus
 from core.errors import Conflict, NotFound
@@ -19,9 +20,10 @@ _ACTIVE = tuple(s.value for s in ACTIVE)
 
 
 class SqliteStore:
-    def __init__(self, writer: Writer, reader: aiosqlite.Connection) -> None:
+    def __init__(self, writer: Writer, reader: aiosqlite.Connection, riders: TaskRiders) -> None:
         self._writer = writer
         self._reader = reader
+        self._riders = riders
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         async with self._reader.execute(sql, tuple(params)) as cursor:
@@ -182,6 +184,19 @@ class SqliteStore:
     # -- node states -----------------------------------------------------------------------
 
     async def save_node_states(self, run: Run, states: Sequence[NodeState], now: datetime) -> None:
+        await self._writer.write(self._node_states_op(run, states, now))
+
+    def save_node_states_with_task(
+        self, run: Run, states: Sequence[NodeState], now: datetime, task_id: str
+    ) -> None:
+        self._riders.add(run.id, task_id, self._node_states_op(run, states, now))
+
+    def drop_task_writes(self, run_id: str) -> None:
+        self._riders.drop_thread(run_id)
+
+    def _node_states_op(
+        self, run: Run, states: Sequence[NodeState], now: datetime
+    ) -> Callable[[Tx], Awaitable[None]]:
         async def op(tx: Tx) -> None:
             await tx.executemany(
                 "INSERT OR REPLACE INTO node_states (run_id, node_id, body) VALUES (?, ?, ?)",
@@ -198,7 +213,7 @@ class SqliteStore:
                     )
                 )
 
-        await self._writer.write(op)
+        return op
 
     async def list_node_states(self, run_id: str) -> list[NodeState]:
         rows = await self._all(

@@ -113,6 +113,25 @@ class FakeStore:
                 )
             )
 
+    def save_node_states_with_task(
+        self, run: Run, states: Sequence[NodeState], now: datetime, task_id: str
+    ) -> None:
+        # No transaction to share with the in-memory saver: record at once.
+        for state in states:
+            self.node_states.setdefault(run.id, {})[state.node_id] = state
+            self._emit(
+                Event(
+                    type=EventType.NODE_STATE_UPDATED,
+                    project_id=run.project_id,
+                    run_id=run.id,
+                    timestamp=now,
+                    nodeState=state,
+                )
+            )
+
+    def drop_task_writes(self, run_id: str) -> None:
+        pass
+
     async def list_node_states(self, run_id: str) -> list[NodeState]:
         return list(self.node_states.get(run_id, {}).values())
 
