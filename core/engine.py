@@ -166,6 +166,8 @@ class Engine:
             if active is not None:
                 if active.scope is not None:
                     active.scope.close()
+                # Both: no new step even if a node swallows its CancelledError.
+                active.control.request_drain("cancel")
                 active.task.cancel()
                 self._detached.add(active.task)
                 await self._cancel_running_nodes(run, active.scope)

@@ -67,6 +67,8 @@ class RunScope:
             self._store.drop_task_writes(self.run.id)
 
     async def run_node(self, node: Node, state: RunState, attempt: int, task_id: str) -> JSON:
+        if self.closed:  # cancelled: a node that swallowed the cancellation must not go on
+            raise asyncio.CancelledError("the run was cancelled")
         node_type = self._node_types.get(node.type)
         previous = self.states.get(node.id) or NodeState(node_id=node.id)
         now = self._clock.now()
@@ -100,6 +102,8 @@ class RunScope:
         except Exception as exc:
             await self._record_failure(node, attempt, exc)
             raise
+        if self.closed:
+            raise asyncio.CancelledError("the run was cancelled")
         await self._flush()
         done = self.states[node.id].model_copy(
             update={

@@ -68,10 +68,13 @@ ApiFactory = Callable[..., Awaitable[Api]]
 def make_api(
     aiohttp_client: Callable[..., Awaitable[TestClient[Any, web.Application]]], tmp_path: Path
 ) -> ApiFactory:
-    async def make(extra: Sequence[tuple[str, object]] = (), **env: str) -> Api:
+    async def make(
+        extra: Sequence[tuple[str, object]] = (), kit: TestKit | None = None, **env: str
+    ) -> Api:
+        """An app on the test's database (the same file each call: a restart)."""
         environ = {"CORTEXD_STORAGE__PATH": str(tmp_path / "cortexd.db"), **env}
         settings = load_settings(None, env=environ)
-        kit = TestKit()
+        kit = kit or TestKit()
         sources = PluginSources(use_entry_points=False, extra=[("testkit", kit), *extra])
         client = await aiohttp_client(build_app(settings, sources))
         return Api(client, kit)

@@ -71,6 +71,27 @@ class Gate:
         return {"passed": True}
 
 
+class Stubborn:
+    """Ignores cancellation: keeps waiting for its gate (a badly written plugin)."""
+
+    name = "stubborn"
+    title = "Stubborn"
+    description = "test: swallows CancelledError"
+    config_schema: JSON = {"type": "object"}
+
+    def __init__(self, kit: TestKit) -> None:
+        self.kit = kit
+
+    async def execute(self, ctx: Any, config: JSON, state: JSON) -> JSON:
+        self.kit.arrived("stubborn").set()
+        while not self.kit.gate("stubborn").is_set():
+            try:
+                await self.kit.gate("stubborn").wait()
+            except asyncio.CancelledError:
+                self.kit.executions[("cancel-ignored", ctx.node_id)] += 1
+        return {"finished": True}
+
+
 class TestKit:
     """The plugin object: shared counters and gates for one test."""
 
@@ -94,7 +115,7 @@ class TestKit:
 
     @hookimpl
     def cortexd_node_types(self) -> list[object]:
-        return [Count(self), Fail(self), Gate(self)]
+        return [Count(self), Fail(self), Gate(self), Stubborn(self)]
 
     @hookimpl
     def cortexd_event(self, event: JSON) -> None:
