@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from tests.integration.conftest import P, Api, ApiFactory, linear, until
+from tests.integration.conftest import Api, ApiFactory, P, linear, until
 from tests.support.nodes import TestKit
 
 
