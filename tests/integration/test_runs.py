@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.integration.conftest import Api, ApiFactory, P, linear, until
 
 
@@ -299,3 +301,24 @@ async def test_sinks_receive_every_stored_event_in_order(api: Api) -> None:
     # The sink's own queue delivers asynchronously.
     await until(lambda: len([e for e in api.kit.events if e.get("run_id") == run_id]) >= 6)
     assert [e for e in api.kit.events if e.get("run_id") == run_id] == stored
+
+
+async def test_status_averages_progress_and_names_the_running_node(api: Api) -> None:
+    await api.graph(linear("g", "count", "gate", "count"))
+    run_id = await api.start("g")
+    await api.arrived()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while True:  # the progress report is written asynchronously: poll until it is visible
+        status = await api.call("GET", f"{P}/runs/{run_id}/status", status=200)
+        if status["progress"] > 1 / 3 or loop.time() > deadline:
+            break
+    assert status["status"] == "running"
+    assert status["current_node"] == "n2"
+    # n1 done (1.0), n2 reported 0.5 at the gate, n3 not started (0.0)
+    assert status["progress"] == 0.5
+    gate = next(s for s in status["node_states"] if s["node_id"] == "n2")
+    assert gate["message"] == "waiting at the gate"
+    assert gate["messages"] == ["waiting at the gate"]
+    api.kit.gate("default").set()
+    await api.idle()

@@ -8,6 +8,7 @@ After every sequence it checks the invariants a user relies on.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,7 +62,7 @@ class World:
             "id": "g",
             "name": "g",
             "nodes": [{"id": n, "type": "count"} for n in NODES],
-            "edges": [{"source": a, "target": b} for a, b in zip(NODES, NODES[1:], strict=False)],
+            "edges": [{"source": a, "target": b} for a, b in itertools.pairwise(NODES)],
         }
         await self.store.put_graph(
             "p", "g", GraphSpec.model_validate(spec), FakeClock().now(), create=True
@@ -110,7 +111,7 @@ def check_invariants(world: World) -> None:
             if e.get("run_id") == run_id and "run" in e
         ]
         assert history[0] is RunStatus.PENDING
-        for previous, following in zip(history, history[1:], strict=False):
+        for previous, following in itertools.pairwise(history):
             assert following in TRANSITIONS[previous], (run_id, history)
 
         # Settled: every run ran to an end (nothing left running without a task).
