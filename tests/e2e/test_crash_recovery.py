@@ -1,0 +1,157 @@
+"""Crash recovery and graceful stop of the real daemon process, with real signals."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.process import DaemonProcess
+
+pytestmark = pytest.mark.e2e
+P = "/api/projects/acme/workflows"
+NODES = ("n1", "n2", "n3", "n4", "n5")
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    process = DaemonProcess(
+        tmp_path,
+        execution={"max_concurrent_runs": 30, "shutdown_grace_s": 5},
+    )
+    yield process
+    process.stop()
+
+
+def five_delays(seconds: float) -> dict[str, Any]:
+    nodes = [
+        {
+            "id": n,
+            "label": n,
+            "x": i * 100.0,
+            "y": 0.0,
+            "type": "delay",
+            "config": {"seconds": seconds},
+        }
+        for i, n in enumerate(NODES)
+    ]
+    pairs = enumerate(itertools.pairwise(NODES))
+    edges = [{"id": f"e{i}", "source": a, "target": b} for i, (a, b) in pairs]
+    return {"id": "five", "name": "five", "nodes": nodes, "edges": edges}
+
+
+def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(0.05)
+
+
+def start_runs(daemon: DaemonProcess, count: int) -> list[str]:
+    status, _ = daemon.request("POST", f"{P}/graphs", five_delays(0.25))
+    assert status == 201
+    run_ids = []
+    for i in range(count):
+        status, run = daemon.request(
+            "POST", f"{P}/runs", {"workflow_id": "five", "input": {"i": i}}
+        )
+        assert status == 201
+        run_ids.append(run["id"])
+    return run_ids
+
+
+def node_events(db: Path) -> list[tuple[int, str, str, str]]:
+    """(seq, run_id, node_id, node status) of every node-state event, straight from the file."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT seq, run_id, json_extract(body, '$.nodeState.node_id'), "
+            "json_extract(body, '$.nodeState.status') FROM events "
+            "WHERE type = 'workflow.node_state.updated' ORDER BY seq"
+        ).fetchall()
+    return [tuple(r) for r in rows]
+
+
+def all_seqs(db: Path) -> list[int]:
+    with sqlite3.connect(db) as conn:
+        return [r[0] for r in conn.execute("SELECT seq FROM events ORDER BY seq")]
+
+
+def statuses(daemon: DaemonProcess, run_ids: list[str]) -> Counter[str]:
+    return Counter(daemon.request("GET", f"{P}/runs/{r}")[1]["status"] for r in run_ids)
+
+
+def test_kill_9_with_runs_in_flight_loses_nothing_and_repeats_no_completed_node(
+    daemon: DaemonProcess,
+) -> None:
+    daemon.start()
+    run_ids = start_runs(daemon, 24)
+    # Kill once every run is under way and some nodes have completed.
+    until(lambda: len({r for _, r, _, s in node_events(daemon.db) if s == "completed"}) >= 20)
+    completed_before = {(r, n) for _, r, n, s in node_events(daemon.db) if s == "completed"}
+    daemon.signal(signal.SIGKILL)
+    assert daemon.wait(10) == -signal.SIGKILL
+
+    daemon.start()
+    until(lambda: statuses(daemon, run_ids)["completed"] == len(run_ids), timeout=120)
+
+    events = node_events(daemon.db)
+    completions = Counter((r, n) for _, r, n, s in events if s == "completed")
+    for run_id in run_ids:
+        for node in NODES:
+            assert completions[(run_id, node)] == 1, (run_id, node, "completed twice or never")
+        _, run = daemon.request("GET", f"{P}/runs/{run_id}")
+        assert set(run["output"]["outputs"]) == set(NODES)
+        status = daemon.request("GET", f"{P}/runs/{run_id}/status")[1]
+        attempts = {s["node_id"]: s["attempts"] for s in status["node_states"]}
+        for node in NODES:
+            # Completed before the kill: never run again. In flight: at least once more.
+            expected = {1} if (run_id, node) in completed_before else {1, 2}
+            assert attempts[node] in expected, (run_id, node, attempts[node])
+
+    seqs = all_seqs(daemon.db)
+    assert seqs == list(range(1, len(seqs) + 1)), "the event log has a gap"
+    assert "recovering_runs" in daemon.log()
+
+
+def test_sigterm_drains_exits_0_and_the_next_start_finishes_the_runs(
+    daemon: DaemonProcess,
+) -> None:
+    daemon.start()
+    run_ids = start_runs(daemon, 5)
+    until(lambda: len({r for _, r, _, s in node_events(daemon.db) if s == "running"}) == 5)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0
+    assert '"stopped"' in daemon.log()
+
+    daemon.start()
+    until(lambda: statuses(daemon, run_ids)["completed"] == 5, timeout=60)
+    completions = Counter((r, n) for _, r, n, s in node_events(daemon.db) if s == "completed")
+    assert all(completions[(r, n)] == 1 for r in run_ids for n in NODES)
+
+
+def test_a_second_sigterm_exits_at_once_and_nothing_is_lost(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, execution={"shutdown_grace_s": 60})
+    daemon.start()
+    try:
+        status, _ = daemon.request("POST", f"{P}/graphs", five_delays(30))
+        assert status == 201
+        _, run = daemon.request("POST", f"{P}/runs", {"workflow_id": "five"})
+        until(lambda: daemon.request("GET", f"{P}/runs/{run['id']}")[1]["status"] == "running")
+        daemon.signal(signal.SIGTERM)
+        until(lambda: '"stopping"' in daemon.log(), timeout=10)
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(10) != 0  # not drained: it went at once
+
+        daemon.start()
+        _, again = daemon.request("GET", f"{P}/runs/{run['id']}")
+        assert again["status"] == "running"  # recovered: under way again
+        daemon.request("POST", f"{P}/runs/{run['id']}/cancel")
+    finally:
+        daemon.stop()
