@@ -126,6 +126,12 @@ class Engine:
         if leftovers:
             await asyncio.wait(leftovers, timeout=self.settings.cancel_grace_s)
 
+    def set_max_concurrent_runs(self, limit: int) -> None:
+        """Change the limit live (SIGHUP). Lowering it lets running runs finish; raising it
+        starts queued runs at once."""
+        self.max_concurrent_runs = max(1, limit)
+        self._fill()
+
     async def wait_idle(self) -> None:
         """Until nothing runs or waits (tests and burst mode)."""
         await self.idle.wait()
