@@ -22,7 +22,7 @@ from langgraph.runtime import RunControl
 from langgraph.types import Command
 
 from core.compiler import compile_graph, initial_state
-from core.domain import Graph, NodeStatus, PauseReason, Run, RunStatus
+from core.domain import Graph, NodeState, NodeStatus, PauseReason, Run, RunStatus
 from core.errors import Conflict, NotFound
 from core.nodes import NodeType
 from core.ports import Checkpoints, Clock, Store
@@ -265,7 +265,7 @@ class Engine:
         if (active := self._active.get(run_id)) is not None:
             active.scope = scope
         try:
-            outcome = await self._execute(self._compile(graph), run, scope, control)
+            outcome = await self._execute(graph, run, scope, control)
         finally:
             scope.close()
         if outcome is not None:
@@ -273,7 +273,7 @@ class Engine:
 
     async def _execute(
         self,
-        compiled: CompiledStateGraph[Any, Any, Any, Any],
+        graph: Graph,
         run: Run,
         scope: RunScope,
         control: RunControl,
@@ -292,7 +292,7 @@ class Engine:
             graph_input = initial_state(run.input)
         final: dict[str, Any] = {}
         try:
-            async for chunk in compiled.astream(
+            async for chunk in self._compile(graph).astream(
                 graph_input,
                 config,
                 context=scope,
@@ -319,6 +319,7 @@ class Engine:
             error = scope.failure or error_json(exc)
             return _Outcome(RunStatus.FAILED, {"error": error, "last_message": _summary(error)})
         output = {"outputs": final.get("outputs", {}), "data": final.get("data", {})}
+        await self._mark_skipped(run, scope, graph)
         return _Outcome(RunStatus.COMPLETED, {"output": output, "last_message": "completed"})
 
     async def _finish(self, run_id: str, outcome: _Outcome) -> None:
@@ -354,6 +355,19 @@ class Engine:
         moved = transition(run, target, now, action=action, **changes)
         await self._store.update_run(moved, event_type(run.status, target), now)
         return moved
+
+    async def _mark_skipped(self, run: Run, scope: RunScope, graph: Graph) -> None:
+        """A completed run's nodes that never ran were on branches not taken."""
+        if scope.closed:
+            return
+        now = self._clock.now()
+        skipped = [
+            NodeState(node_id=n.id, status=NodeStatus.SKIPPED, message="branch not taken")
+            for n in graph.nodes
+            if scope.states.get(n.id) is None or scope.states[n.id].status is NodeStatus.IDLE
+        ]
+        if skipped:
+            await self._store.save_node_states(run, skipped, now)
 
     async def _cancel_running_nodes(self, run: Run, scope: RunScope | None) -> None:
         states = scope.states.values() if scope else await self._store.list_node_states(run.id)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
+from langgraph.errors import GraphBubbleUp
 
 from core.compiler import JSON, RunState
 from core.domain import Node, NodeState, NodeStatus, Run
@@ -98,6 +99,12 @@ class RunScope:
                 raise NodeFailure(f"node type {node.type!r} is not loaded", retryable=False)
             output = await self._call(node, node_type, ctx, state)
         except asyncio.CancelledError:
+            raise
+        except GraphBubbleUp:  # ctx.interrupt(): the run pauses for input; not a failure
+            await self._flush()
+            await self._record(
+                self.states[node.id].model_copy(update={"message": "waiting for input"})
+            )
             raise
         except Exception as exc:
             await self._record_failure(node, attempt, exc)

@@ -11,7 +11,7 @@ from typing import Any
 
 import jmespath
 from jmespath.exceptions import JMESPathError
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
 from pydantic import ValidationError
 
@@ -20,6 +20,17 @@ from core.errors import Problem
 from core.nodes import NodeType
 
 _ID = re.compile(ID_PATTERN)
+
+# Node types can mark config strings as JMESPath (`"format": "jmespath"`): a graph with an
+# invalid expression is refused when saved, not when it runs.
+FORMATS = FormatChecker()
+
+
+@FORMATS.checks("jmespath", raises=JMESPathError)
+def _is_jmespath(value: object) -> bool:
+    if isinstance(value, str):
+        jmespath.compile(value)
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +110,7 @@ def _check_nodes(
 
 def _check_config(config: dict[str, Any], schema: dict[str, Any], at: str) -> list[Problem]:
     try:
-        validator = Draft202012Validator(schema)
+        validator = Draft202012Validator(schema, format_checker=FORMATS)
         errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     except SchemaError as exc:  # the node type's own schema is broken: not the client's fault
         return [Problem(at, f"the node type's config_schema is invalid: {exc.message}")]

@@ -1,3 +1,3 @@
 """Built-in plugins, registered through the same path as third-party ones."""
 
-BUILTINS: tuple[str, ...] = ("plugins.basic",)
+BUILTINS: tuple[str, ...] = ("plugins.basic", "plugins.transform", "plugins.approval")
