@@ -22,6 +22,7 @@ from adapters.http.keys import ENGINE, PLUGINS, READY_CHECK, SERVICE
 from adapters.logging import configure_logging
 from adapters.sqlite.checkpoints import SqliteCheckpoints, create_tables
 from adapters.sqlite.db import connect, migrate
+from adapters.sqlite.plugin_env import SqliteEventLog, SqlitePluginState
 from adapters.sqlite.riders import TaskRiders
 from adapters.sqlite.store import SqliteStore
 from adapters.sqlite.writer import Writer
@@ -83,7 +84,11 @@ class Daemon:
         sinks = Sinks(plugins.sinks())
         bus.subscribe(sinks)
         sinks.start()
-        plugin_context = PluginContext(plugin_options=settings.plugins.tables)
+        plugin_context = PluginContext(
+            plugin_options=settings.plugins.tables,
+            state_factory=partial(SqlitePluginState, writer, reader_conn),
+            events=SqliteEventLog(reader_conn),
+        )
         await plugins.startup(plugin_context)
         clock = SystemClock()
         engine = Engine(

@@ -52,13 +52,37 @@ class NodeContext:
         return _interrupt(prompt)
 
 
+class PluginState(Protocol):
+    """A plugin's own persistent key/value space (values are JSON)."""
+
+    async def get(self, key: str, default: Any = None) -> Any: ...
+
+    async def set(self, key: str, value: Any) -> None: ...
+
+
+class EventLog(Protocol):
+    """The stored events of every project, oldest first."""
+
+    async def since(self, seq: int, limit: int = 500) -> list[JSON]: ...
+
+    async def last_seq(self) -> int: ...
+
+
 @dataclass(slots=True)
 class PluginContext:
-    """Handed to the lifecycle hooks."""
+    """Handed to the lifecycle hooks: config, a logger, persistent state, the event log."""
 
     plugin_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     log: Any = field(default_factory=structlog.get_logger)
+    state_factory: Callable[[str], PluginState] | None = None
+    events: EventLog | None = None
 
     def options(self, name: str) -> Mapping[str, Any]:
         """The ``[plugins.<name>]`` table of the config, or an empty mapping."""
         return self.plugin_options.get(name, {})
+
+    def state(self, name: str) -> PluginState:
+        """The persistent key/value space of the plugin `name` (e.g. a delivery cursor)."""
+        if self.state_factory is None:
+            raise RuntimeError("this context has no persistent state")
+        return self.state_factory(name)
