@@ -1,4 +1,5 @@
-"""`cortexd serve | check-config` (client commands come with the CLI issue).
+"""`cortexd serve | check-config`, and the client commands `graph`, `run`, `node-types`,
+`plugins` (in `adapters/client/`, talking HTTP to a running daemon).
 
 Imports stay light at module level: LangGraph takes most of a second to import, and only
 `serve` needs it.
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import click
 
+from adapters.client.catalogue import node_types, plugins
+from adapters.client.graphs import graph
+from adapters.client.runs import run
 from adapters.config import ConfigError, Settings, load_settings, settings_summary
 
 CONFIG_OPTION = click.option(
@@ -41,13 +45,18 @@ def main() -> None:
 @main.command()
 @CONFIG_OPTION
 def serve(config_path: Path | None) -> None:
-    """Run the daemon (what systemd runs) until SIGTERM or SIGINT."""
+    """Run the daemon (what systemd runs) until SIGTERM or SIGINT; SIGHUP reloads the config."""
     settings = _load(config_path)
+    from adapters.daemon import StartupError
     from adapters.daemon import serve as run_daemon
     from core.errors import PluginError
 
     try:
-        asyncio.run(run_daemon(settings))
+        asyncio.run(run_daemon(settings, config_path))
+    except StartupError as exc:
+        # The same status as an invalid file: a setting to change, not a failure to retry.
+        click.echo(f"cortexd: {exc}", err=True)
+        sys.exit(2)
     except PluginError as exc:
         click.echo(f"cortexd: {exc}", err=True)
         sys.exit(3)
@@ -62,3 +71,9 @@ def check_config(config_path: Path | None) -> None:
     """Validate the configuration and print the effective settings as JSON."""
     settings = _load(config_path)
     click.echo(json.dumps(settings_summary(settings), indent=2, default=str))
+
+
+main.add_command(graph)
+main.add_command(run)
+main.add_command(node_types)
+main.add_command(plugins)

@@ -145,6 +145,7 @@ class LimitsSettings(_Section):
 class EventsSettings(_Section):
     retention_days: Annotated[Float, Field(gt=0)] = 7
     ws_queue_size: Annotated[Int, Field(ge=1)] = 1000
+    ws_heartbeat_s: Annotated[Float, Field(gt=0)] = 30
 
 
 class AuthSettings(_Section):

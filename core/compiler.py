@@ -48,7 +48,9 @@ def initial_state(run_input: JSON) -> RunState:
 
 def is_truthy(value: Any) -> bool:
     """JMESPath truthiness: false, null, "", [] and {} are false; everything else is true."""
-    return value not in (None, False, "", [], {})
+    if value is None or value is False:  # not `in (...)`: 0 == False in Python
+        return False
+    return not (isinstance(value, str | list | dict) and len(value) == 0)
 
 
 def retryable(exc: BaseException) -> bool:

@@ -7,13 +7,27 @@ The store publishes each committed batch in `seq` order, synchronously, from its
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 JSON = dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Published:
+    """A committed event, with its JSON text made once for every client that sends it."""
+
+    event: JSON
+    text: str
+
+    @property
+    def seq(self) -> int:
+        seq: int = self.event["seq"]
+        return seq
+
+
 class Subscriber(Protocol):
-    def offer(self, event: JSON) -> None:
+    def offer(self, item: Published) -> None:
         """Take one event without blocking (queue it, or mark itself as overflowed)."""
         ...
 
@@ -30,8 +44,8 @@ class EventBus:
         if subscriber in self._subscribers:
             self._subscribers.remove(subscriber)
 
-    def publish(self, events: Sequence[JSON]) -> None:
-        for event in events:
-            self.last_seq = event["seq"]
+    def publish(self, items: Sequence[Published]) -> None:
+        for item in items:
+            self.last_seq = item.seq
             for subscriber in tuple(self._subscribers):
-                subscriber.offer(event)
+                subscriber.offer(item)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from core.events import JSON
+from core.events import JSON, Published
 from core.plugins import Sink, await_me_maybe
 
 log = structlog.get_logger("cortexd.sinks")
@@ -28,12 +28,12 @@ class SinkWorker:
         self.failed = 0
         self.dropped = 0
 
-    def offer(self, event: JSON) -> None:
+    def offer(self, item: Published) -> None:
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait(item.event)
         except asyncio.QueueFull:
             self.dropped += 1
-            log.warning("sink_queue_full", sink=self.name, seq=event["seq"])
+            log.warning("sink_queue_full", sink=self.name, seq=item.seq)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._work(), name=f"sink:{self.name}")
@@ -70,9 +70,9 @@ class Sinks:
         for worker in self.workers:
             worker.start()
 
-    def offer(self, event: JSON) -> None:
+    def offer(self, item: Published) -> None:
         for worker in self.workers:
-            worker.offer(event)
+            worker.offer(item)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         await asyncio.gather(*(w.stop(grace_s) for w in self.workers))

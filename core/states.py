@@ -47,12 +47,13 @@ def transition(
     if not can_transition(run.status, target):
         raise InvalidTransition(run.id, run.status.value, target.value, action)
     update: dict[str, Any] = {"status": target, **changes}
+    if run.status is S.PAUSED:
+        # Leaving a pause, whichever way: what the pause asked for is over.
+        update.setdefault("pause_reason", None)
+        update.setdefault("prompt", None)
     if target is S.RUNNING:
         if run.started_at is None:
             update["started_at"] = now
-        # Leaving a pause: what the pause asked for is answered.
-        update.setdefault("pause_reason", None)
-        update.setdefault("prompt", None)
     elif target is S.PAUSED:
         update["paused_at"] = now
     elif target is S.PENDING:

@@ -139,19 +139,22 @@ def _check_edges(spec: GraphSpec) -> list[Problem]:
 
 
 def _check_cycles(spec: GraphSpec) -> list[Problem]:
-    """A cycle must have a way out: a conditional edge leaving one of its nodes."""
+    """A cycle must be able to end: one of the edges on it must be conditional (if every edge
+    of a cycle is always taken, once entered it never stops, whatever leaves it)."""
     succ: dict[str, list[str]] = defaultdict(list)
-    conditional_sources = set()
+    conditional: list[tuple[str, str]] = []
     for edge in spec.edges:
         if edge.target in RESERVED_IDS or edge.source in RESERVED_IDS:
             continue
         succ[edge.source].append(edge.target)
         if edge.condition:
-            conditional_sources.add(edge.source)
+            conditional.append((edge.source, edge.target))
     problems = []
     for component in _strongly_connected(list({n.id for n in spec.nodes}), succ):
+        members = set(component)
         cyclic = len(component) > 1 or component[0] in succ[component[0]]
-        if cyclic and not conditional_sources.intersection(component):
+        breakable = any(s in members and t in members for s, t in conditional)
+        if cyclic and not breakable:
             names = ", ".join(sorted(component))
             problems.append(Problem("/edges", f"cycle with no conditional exit: {names}"))
     return problems

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from adapters.ws import EventSockets
 from core.engine import Engine
 from core.plugins import Plugins
 from core.service import WorkflowService
@@ -16,3 +17,4 @@ SERVICE = web.AppKey("service", WorkflowService)
 ENGINE = web.AppKey("engine", Engine)
 PLUGINS = web.AppKey("plugins", Plugins)
 READY_CHECK = web.AppKey[ReadyCheck]("ready_check")
+SOCKETS = web.AppKey("sockets", EventSockets)

@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_json
 
-from adapters.http.keys import ENGINE, PLUGINS, READY_CHECK, SERVICE
+from adapters.http.keys import ENGINE, PLUGINS, READY_CHECK, SERVICE, SOCKETS
 from adapters.http.problems import BadRequest, problem
 from core.domain import RunStatus
 from core.errors import ValidationFailed
@@ -229,6 +229,15 @@ async def readyz(request: web.Request) -> web.Response:
     return reply(body, status=200 if all(checks.values()) else 503)
 
 
+async def event_socket(request: web.Request) -> web.StreamResponse:
+    return await request.app[SOCKETS].handle(request)
+
+
+async def close_sockets(app: web.Application) -> None:
+    if SOCKETS in app:
+        await app[SOCKETS].close_all(app)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PROJECT}/graphs", list_graphs)
     app.router.add_post(f"{PROJECT}/graphs", create_graph)
@@ -245,6 +254,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(f"{PROJECT}/runs/{{run_id}}/resume", resume_run)
     app.router.add_get(f"{PROJECT}/runs/{{run_id}}/status", run_status)
     app.router.add_get(f"{PROJECT}/runs/{{run_id}}/events", run_events)
+    app.router.add_get("/api/projects/{project_id}/ws", event_socket)
     app.router.add_get("/api/node-types", node_types)
     app.router.add_get("/api/plugins", plugins)
     app.router.add_get("/healthz", healthz)

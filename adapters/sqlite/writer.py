@@ -19,6 +19,7 @@ import aiosqlite
 import structlog
 
 from core.domain import Event
+from core.events import Published
 
 log = structlog.get_logger("cortexd.sqlite")
 T = TypeVar("T")
@@ -30,7 +31,7 @@ class Tx:
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
-        self.events: list[JSON] = []
+        self.events: list[Published] = []
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
         await self.conn.execute(sql, tuple(params))
@@ -45,6 +46,7 @@ class Tx:
     async def emit(self, event: Event) -> JSON:
         payload = event.to_json()
         del payload["seq"]
+        body = json.dumps(payload, separators=(",", ":"))
         row = await self.fetchone(
             "INSERT INTO events (project_id, run_id, type, timestamp, body) "
             "VALUES (?, ?, ?, ?, ?) RETURNING seq",
@@ -53,11 +55,12 @@ class Tx:
                 event.run_id,
                 event.type.value,
                 payload["timestamp"],
-                json.dumps(payload, separators=(",", ":")),
+                body,
             ),
         )
         published = {"seq": row[0], **payload}
-        self.events.append(published)
+        # The text clients get is the stored body with `seq` put first: serialised once.
+        self.events.append(Published(published, f'{{"seq":{row[0]},{body[1:]}'))
         return published
 
 
@@ -71,7 +74,7 @@ class Writer:
         conn: aiosqlite.Connection,
         *,
         batch_max: int = 256,
-        on_commit: Callable[[list[JSON]], None] = lambda events: None,
+        on_commit: Callable[[list[Published]], None] = lambda events: None,
     ) -> None:
         self._conn = conn
         self._batch_max = batch_max

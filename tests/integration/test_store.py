@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from adapters.sqlite.db import connect, migrate, migrations
 from adapters.sqlite.writer import Tx, Writer
 from core.domain import Event, EventType
+from core.events import Published
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -37,7 +39,7 @@ async def test_migrations_are_recorded_and_idempotent(tmp_path: Path) -> None:
 async def writer(tmp_path: Path) -> Any:
     conn = await connect(tmp_path / "c.db")
     await migrate(conn)
-    published: list[dict[str, Any]] = []
+    published: list[Published] = []
     writer = Writer(conn, batch_max=64, on_commit=published.extend)
     writer.start()
     writer.published = published  # type: ignore[attr-defined]
@@ -63,7 +65,8 @@ async def test_concurrent_writes_share_commits_and_all_land(writer: Writer) -> N
     assert writer.ops == 200
     assert writer.commits < 200  # grouped: fewer transactions than writes
     published = writer.published  # type: ignore[attr-defined]
-    assert [e["seq"] for e in published] == list(range(1, 201))
+    assert [e.seq for e in published] == list(range(1, 201))
+    assert all(json.loads(e.text) == e.event for e in published)
 
 
 async def test_a_failing_write_does_not_undo_its_batch_neighbours_nor_leave_a_seq_gap(
@@ -88,7 +91,7 @@ async def test_a_failing_write_does_not_undo_its_batch_neighbours_nor_leave_a_se
     ):
         rows = await cursor.fetchall()
     assert [tuple(r) for r in rows] == [(1, "r1"), (2, "r1")]
-    assert [e["seq"] for e in writer.published] == [1, 2]  # type: ignore[attr-defined]
+    assert [e.seq for e in writer.published] == [1, 2]  # type: ignore[attr-defined]
 
 
 async def test_close_commits_what_was_submitted(writer: Writer, tmp_path: Path) -> None:

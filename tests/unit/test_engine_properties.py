@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -41,12 +40,12 @@ class World:
         self.kit = TestKit()
         self.node_types = {t.name: t for t in self.kit.cortexd_node_types()}  # type: ignore[attr-defined]
         self.run_ids: list[str] = []
+        self.clock = FakeClock()  # one clock for every engine: time never goes back
         self.restarted_fresh: set[str] = set()
         self.engine, self.service = self._new_engine()
 
     def _new_engine(self) -> tuple[Engine, WorkflowService]:
-        clock = FakeClock()
-        clock.current = datetime.now(UTC)
+        clock = self.clock
         engine = Engine(
             self.store,
             self.checkpoints,

@@ -1,0 +1,184 @@
+"""Live events over WebSocket: `GET /api/projects/{p}/ws[?since=SEQ][&run_id=ID]`.
+
+Each text frame is one event, the same dict event sinks get. With `since`, stored events after it
+are replayed first, then live ones follow: the socket subscribes to the bus *before* reading the
+store, so an event committed during the replay is in its queue, and the seam is deduplicated by
+`seq`. A client too slow for its bounded queue is closed with 1013; reconnecting with the last
+`seq` it saw loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from typing import Any
+
+import structlog
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from core.events import JSON, EventBus, Published
+from core.ports import Store
+
+log = structlog.get_logger("cortexd.ws")
+REPLAY_PAGE = 500
+
+
+class ClientFeed:
+    """One client's subscription: its filters and its bounded queue of live events."""
+
+    def __init__(self, project_id: str, run_ids: set[str] | None, queue_size: int) -> None:
+        self.project_id = project_id
+        self.run_ids = run_ids  # None: every run of the project
+        self.queue: asyncio.Queue[Published] = asyncio.Queue(maxsize=queue_size)
+        self.overflowed = asyncio.Event()
+
+    def wants(self, event: JSON) -> bool:
+        if event["project_id"] != self.project_id:
+            return False
+        return self.run_ids is None or event.get("run_id") in self.run_ids
+
+    def offer(self, item: Published) -> None:
+        if self.overflowed.is_set() or not self.wants(item.event):
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed.set()  # never block the writer: this client is dropped instead
+
+
+class EventSockets:
+    """The WebSocket endpoint and the sockets it keeps (closed with 1001 on shutdown)."""
+
+    def __init__(self, bus: EventBus, store: Store, queue_size: int, heartbeat_s: float) -> None:
+        self._bus = bus
+        self._store = store
+        self._queue_size = queue_size
+        self._heartbeat_s = heartbeat_s
+        self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+
+    @property
+    def clients(self) -> int:
+        return len(self._sockets)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        project_id = request.match_info["project_id"]
+        since = _since(request.query.get("since"))
+        run_id = request.query.get("run_id")
+        ws = web.WebSocketResponse(heartbeat=self._heartbeat_s, max_msg_size=64 * 1024)
+        await ws.prepare(request)
+        feed = ClientFeed(project_id, {run_id} if run_id else None, self._queue_size)
+        self._bus.subscribe(feed)
+        self._sockets.add(ws)
+        reader = asyncio.create_task(self._read(ws, feed), name="ws-reader")
+        try:
+            await self._send_events(ws, feed, since, reader)
+        finally:
+            self._bus.unsubscribe(feed)
+            self._sockets.discard(ws)
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        return ws
+
+    async def _send_events(
+        self,
+        ws: web.WebSocketResponse,
+        feed: ClientFeed,
+        since: int | None,
+        reader: asyncio.Task[None],
+    ) -> None:
+        """Send until the socket closes (the reader ends) or the client falls too far behind."""
+        last_sent = self._bus.last_seq if since is None else since
+        if since is not None:
+            last_sent = await self._replay(ws, feed, since)
+        overflow = asyncio.create_task(feed.overflowed.wait())
+        try:
+            while not ws.closed:
+                if feed.overflowed.is_set():
+                    await ws.close(
+                        code=WSCloseCode.TRY_AGAIN_LATER,
+                        message=f"client too slow; reconnect with since={last_sent}".encode(),
+                    )
+                    return
+                if feed.queue.empty():  # wait for an event, the socket closing, or overflow
+                    getter = asyncio.create_task(feed.queue.get())
+                    done, _ = await asyncio.wait(
+                        {getter, overflow, reader}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if getter not in done:
+                        getter.cancel()
+                        if reader in done:
+                            return  # closed by the client, or by close_all() at shutdown
+                        continue
+                    item = getter.result()
+                else:
+                    item = feed.queue.get_nowait()
+                if item.seq <= last_sent:
+                    continue  # already sent by the replay
+                await ws.send_str(item.text)
+                last_sent = item.seq
+        except ConnectionResetError:
+            return
+        finally:
+            overflow.cancel()
+
+    async def _replay(self, ws: web.WebSocketResponse, feed: ClientFeed, since: int) -> int:
+        oldest = await self._store.min_event_seq()
+        if oldest and since < oldest - 1:
+            await ws.send_str(json.dumps({"type": "resume_gap", "min_available_seq": oldest}))
+        last_sent = since
+        run_id = next(iter(feed.run_ids)) if feed.run_ids else None
+        while True:
+            page = await self._store.list_events(feed.project_id, last_sent, run_id, REPLAY_PAGE)
+            for event in page:
+                await ws.send_str(json.dumps(event))
+                last_sent = event["seq"]
+            if len(page) < REPLAY_PAGE:
+                return last_sent
+
+    async def _read(self, ws: web.WebSocketResponse, feed: ClientFeed) -> None:
+        """Client messages: subscribe / unsubscribe to runs; anything else gets an error frame."""
+        async for message in ws:
+            if message.type is not WSMsgType.TEXT:
+                continue
+            reply = _apply(feed, message.data)
+            if reply is not None:
+                await ws.send_str(json.dumps(reply))
+
+    async def close_all(self, app: web.Application) -> None:
+        for ws in list(self._sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"cortexd is shutting down")
+
+
+def _apply(feed: ClientFeed, text: str) -> JSON | None:
+    try:
+        message: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return {"type": "error", "detail": f"malformed JSON: {exc.msg}"}
+    if not isinstance(message, dict) or message.get("type") not in {"subscribe", "unsubscribe"}:
+        return {"type": "error", "detail": 'expected {"type": "subscribe"|"unsubscribe", ...}'}
+    run_id = message.get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        return {"type": "error", "detail": "run_id must be a non-empty string"}
+    if feed.run_ids is None:
+        if message["type"] == "unsubscribe":
+            detail = "this socket gets every run of the project; connect with run_id to filter"
+            return {"type": "error", "detail": detail}
+    elif message["type"] == "subscribe":
+        feed.run_ids.add(run_id)
+    else:
+        feed.run_ids.discard(run_id)
+    return {"type": message["type"] + "d", "run_id": run_id}
+
+
+def _since(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        detail = f"query parameter 'since' must be an integer, not {raw!r}"
+        raise web.HTTPBadRequest(text=detail) from None
+    if value < 0:
+        raise web.HTTPBadRequest(text="query parameter 'since' must be 0 or more")
+    return value
