@@ -22,6 +22,7 @@ from aiohttp import web
 from adapters import systemd
 from adapters.clock import SystemClock
 from adapters.config import CONFIG_ENV_VAR, ConfigError, Settings, load_settings, settings_summary
+from adapters.housekeeping import Housekeeping
 from adapters.http.app import create_app
 from adapters.http.keys import ENGINE, PLUGINS, READY_CHECK, SERVICE, SOCKETS
 from adapters.logging import configure_logging, set_level
@@ -65,6 +66,7 @@ class Daemon:
     sinks: Sinks
     engine: Engine
     service: WorkflowService
+    housekeeping: Housekeeping
 
     @classmethod
     async def open(cls, settings: Settings, sources: PluginSources | None = None) -> Daemon:
@@ -131,9 +133,11 @@ class Daemon:
             sinks,
             engine,
             service,
+            Housekeeping(store, settings.events.retention_days),
         )
 
     async def close(self) -> None:
+        await self.housekeeping.stop()
         await self.engine.stop()
         await self.plugins.shutdown(self.plugin_context)
         await self.sinks.stop()
@@ -174,6 +178,7 @@ async def _lifecycle(
     )
     try:
         await daemon.engine.start()
+        daemon.housekeeping.start()
         yield
     finally:
         await daemon.close()

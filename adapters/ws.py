@@ -124,7 +124,7 @@ class EventSockets:
 
     async def _replay(self, ws: web.WebSocketResponse, feed: ClientFeed, since: int) -> int:
         oldest = await self._store.min_event_seq()
-        if oldest and since < oldest - 1:
+        if since < oldest - 1:
             await ws.send_str(json.dumps({"type": "resume_gap", "min_available_seq": oldest}))
         last_sent = since
         run_id = next(iter(feed.run_ids)) if feed.run_ids else None

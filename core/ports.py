@@ -87,7 +87,8 @@ class Store(Protocol):
         ...
 
     async def min_event_seq(self) -> int:
-        """The oldest `seq` still stored (0 when there are none)."""
+        """The oldest `seq` still stored; when none is, the next one to be given (so a client
+        that saw events since pruned still learns of the gap)."""
         ...
 
 

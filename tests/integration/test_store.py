@@ -12,6 +12,8 @@ import aiosqlite
 import pytest
 
 from adapters.sqlite.db import connect, migrate, migrations
+from adapters.sqlite.riders import TaskRiders
+from adapters.sqlite.store import SqliteStore
 from adapters.sqlite.writer import Tx, Writer
 from core.domain import Event, EventType
 from core.events import Published
@@ -103,3 +105,30 @@ async def test_close_commits_what_was_submitted(writer: Writer, tmp_path: Path) 
     assert all(f.done() and f.exception() is None for f in futures)
     with pytest.raises(RuntimeError, match="not running"):
         writer.submit(op)
+
+
+async def test_pruning_deletes_only_an_old_prefix_of_the_event_log(
+    writer: Writer, tmp_path: Path
+) -> None:
+    reader = await connect(tmp_path / "c.db")
+    store = SqliteStore(writer, reader, TaskRiders())
+    old, new = datetime(2020, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)
+    stamps = [old, old, new, old, new]  # an old event after a new one stays: no holes
+
+    for stamp in stamps:
+
+        async def op(tx: Tx, stamp: datetime = stamp) -> None:
+            await tx.emit(
+                Event(type=EventType.RUN_UPDATED, project_id="p", run_id="r", timestamp=stamp)
+            )
+
+        await writer.write(op)
+    try:
+        assert await store.prune_events(datetime(2025, 1, 1, tzinfo=UTC), batch=1) == 2
+        assert [e["seq"] for e in await store.list_events("p")] == [3, 4, 5]
+        assert await store.min_event_seq() == 3
+        assert await store.prune_events(datetime(2040, 1, 1, tzinfo=UTC)) == 3
+        assert await store.list_events("p") == []
+        assert await store.min_event_seq() == 6  # gone, but a client since=2 learns of the gap
+    finally:
+        await reader.close()

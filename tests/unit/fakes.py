@@ -150,7 +150,7 @@ class FakeStore:
         ][:limit]
 
     async def min_event_seq(self) -> int:
-        return 1 if self.events else 0
+        return self.events[0]["seq"] if self.events else 1
 
 
 class FakeCheckpoints:

@@ -1,0 +1,50 @@
+"""Background upkeep of the database: pruning events past their retention."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+log = structlog.get_logger("cortexd.housekeeping")
+
+
+class Prunable(Protocol):
+    async def prune_events(self, before: datetime, batch: int = 5000) -> int: ...
+
+
+class Housekeeping:
+    """Prunes events older than `retention_days`, at start and then every `interval_s`."""
+
+    def __init__(self, store: Prunable, retention_days: float, interval_s: float = 3600) -> None:
+        self._store = store
+        self._retention = timedelta(days=retention_days)
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="housekeeping")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def prune_once(self) -> int:
+        deleted = await self._store.prune_events(datetime.now(UTC) - self._retention)
+        if deleted:
+            log.info("events_pruned", deleted=deleted, retention_days=self._retention.days)
+        return deleted
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.prune_once()
+            except Exception:  # a failed pass is retried at the next interval
+                log.exception("events_prune_failed")
+            await asyncio.sleep(self._interval_s)
