@@ -30,7 +30,7 @@ VARIABLES = (
 
 
 class SystemdError(Exception):
-    """A systemd variable is malformed, or a passed file descriptor is not a stream socket."""
+    """A systemd variable is malformed, or a passed descriptor is not a listening stream socket."""
 
 
 def take_environment(environ: MutableMapping[str, str]) -> dict[str, str]:

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 CORTEXD = Path(sys.executable).parent / "cortexd"
+# Configuration the test sets itself, and systemd's variables: were the tests run under systemd,
+# the daemon must not notify it, nor take sockets meant for the test runner.
+_NOT_INHERITED = ("CORTEXD_", "NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_")
 
 
 def free_port() -> int:
@@ -38,21 +41,36 @@ class DaemonProcess:
             "storage": {"path": str(self.db)},
             **sections,
         }
+        self.settings = settings
         self.config.write_text(_toml(settings))
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        # Extra environment for the process, and a command it is started through (such as
+        # systemd-socket-activate and its options).
+        self.env: dict[str, str] = {}
+        self.launcher: list[str] = []
 
-    def start(self, timeout: float = 30.0) -> None:
+    def write_config(self, **sections: dict[str, Any]) -> None:
+        """Rewrite the config file with these sections changed (for a reload, or a restart)."""
+        self.settings = {**self.settings, **sections}
+        self.config.write_text(_toml(self.settings))
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it to be ready."""
         self.starts += 1
         log = (self.workdir / f"daemon-{self.starts}.log").open("wb")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CORTEXD_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
         self.proc = subprocess.Popen(
-            [str(CORTEXD), "serve", "--config", str(self.config)],
+            [*self.launcher, str(CORTEXD), "serve", "--config", str(self.config)],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
-            env=env,
+            env={**env, **self.env},
         )
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.spawn()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -88,12 +106,14 @@ class DaemonProcess:
             self.proc.wait(10)
             raise AssertionError(f"cortexd ignored SIGTERM:\n{self.log()}") from None
 
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    def request(
+        self, method: str, path: str, body: Any = None, timeout: float = 10.0
+    ) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=10) as response:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
                 raw = response.read()
                 return response.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as error:
