@@ -7,17 +7,19 @@ Imports stay light at module level: LangGraph takes most of a second to import, 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from adapters.client.catalogue import node_types, plugins
 from adapters.client.graphs import graph
 from adapters.client.runs import run
-from adapters.config import ConfigError, Settings, load_settings, settings_summary
+
+if TYPE_CHECKING:  # pydantic-settings costs ~90 ms at start-up: only the daemon commands need it
+    from adapters.config import Settings
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -29,6 +31,8 @@ CONFIG_OPTION = click.option(
 
 
 def _load(config_path: Path | None) -> Settings:
+    from adapters.config import ConfigError, load_settings
+
     try:
         return load_settings(config_path)
     except ConfigError as exc:
@@ -47,8 +51,10 @@ def main() -> None:
 def serve(config_path: Path | None) -> None:
     """Run the daemon (what systemd runs) until SIGTERM or SIGINT; SIGHUP reloads the config."""
     settings = _load(config_path)
-    from adapters.daemon import StartupError
-    from adapters.daemon import serve as run_daemon
+    import asyncio
+
+    from adapters.serve import StartupError
+    from adapters.serve import serve as run_daemon
     from core.errors import PluginError
 
     try:
@@ -69,6 +75,8 @@ def serve(config_path: Path | None) -> None:
 @CONFIG_OPTION
 def check_config(config_path: Path | None) -> None:
     """Validate the configuration and print the effective settings as JSON."""
+    from adapters.config import settings_summary
+
     settings = _load(config_path)
     click.echo(json.dumps(settings_summary(settings), indent=2, default=str))
 

@@ -36,18 +36,12 @@ _PUT_WRITES = (
 )
 
 
-async def create_tables(conn: aiosqlite.Connection) -> None:
-    """Let the library create (and migrate) its own tables, on the writer connection,
-    before the Writer starts."""
-    await AsyncSqliteSaver(conn).setup()
-
-
 class GroupCommitSaver(AsyncSqliteSaver):
     def __init__(self, writer: Writer, reader: aiosqlite.Connection, riders: TaskRiders) -> None:
         super().__init__(reader)
         self._writer = writer
         self._riders = riders
-        self.is_setup = True  # tables were created by create_tables() at start-up
+        self.is_setup = True  # tables were created by db.prepare_database() at start-up
 
     async def aput(
         self,
@@ -70,8 +64,8 @@ class GroupCommitSaver(AsyncSqliteSaver):
             meta.encode("utf-8", "ignore"),
         )
 
-        async def op(tx: Tx) -> None:
-            await tx.execute(_PUT, row)
+        def op(tx: Tx) -> None:
+            tx.execute(_PUT, row)
 
         await self._writer.write(op)
         return {
@@ -107,17 +101,17 @@ class GroupCommitSaver(AsyncSqliteSaver):
 
         riders = self._riders.take(str(conf["thread_id"]), task_id)
 
-        async def op(tx: Tx) -> None:
-            await tx.executemany(_PUT_WRITES.format(mode=mode), rows)
+        def op(tx: Tx) -> None:
+            tx.executemany(_PUT_WRITES.format(mode=mode), rows)
             for rider in riders:
-                await rider(tx)
+                rider(tx)
 
         await self._writer.write(op)
 
     async def adelete_thread(self, thread_id: str) -> None:
-        async def op(tx: Tx) -> None:
-            await tx.execute("DELETE FROM checkpoints WHERE thread_id = ?", (thread_id,))
-            await tx.execute("DELETE FROM writes WHERE thread_id = ?", (thread_id,))
+        def op(tx: Tx) -> None:
+            tx.execute("DELETE FROM checkpoints WHERE thread_id = ?", (thread_id,))
+            tx.execute("DELETE FROM writes WHERE thread_id = ?", (thread_id,))
 
         await self._writer.write(op)
 
@@ -146,16 +140,16 @@ class SqliteCheckpoints:
     async def prune(self, thread_id: str, keep: int) -> None:
         """Keep the newest `keep` checkpoints of a thread (ids sort by time) and their writes."""
 
-        async def op(tx: Tx) -> None:
+        def op(tx: Tx) -> None:
             kept = (
                 "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? "
                 "ORDER BY checkpoint_id DESC LIMIT ?"
             )
-            await tx.execute(
+            tx.execute(
                 f"DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id NOT IN ({kept})",
                 (thread_id, thread_id, keep),
             )
-            await tx.execute(
+            tx.execute(
                 f"DELETE FROM writes WHERE thread_id = ? AND checkpoint_id NOT IN ({kept})",
                 (thread_id, thread_id, keep),
             )

@@ -62,3 +62,16 @@ async def migrate(conn: aiosqlite.Connection) -> list[str]:
         applied.append(name)
         log.info("migration_applied", migration=name)
     return applied
+
+
+async def prepare_database(path: Path) -> None:
+    """Migrations, then LangGraph's own tables: on a connection of their own, closed before
+    the Writer opens the file's one writing connection."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    conn = await connect(path)
+    try:
+        await migrate(conn)
+        await AsyncSqliteSaver(conn).setup()
+    finally:
+        await conn.close()

@@ -26,8 +26,8 @@ class SqlitePluginState:
     async def set(self, key: str, value: Any) -> None:
         text = json.dumps(value)
 
-        async def op(tx: Tx) -> None:
-            await tx.execute(
+        def op(tx: Tx) -> None:
+            tx.execute(
                 "INSERT OR REPLACE INTO plugin_state (plugin, key, value) VALUES (?, ?, ?)",
                 (self._plugin, key, text),
             )

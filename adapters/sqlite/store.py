@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -59,15 +59,15 @@ class SqliteStore:
     async def put_graph(
         self, project_id: str, graph_id: str, spec: GraphSpec, now: datetime, *, create: bool
     ) -> Graph:
-        async def op(tx: Tx) -> Graph:
-            row = await tx.fetchone(
+        def op(tx: Tx) -> Graph:
+            row = tx.fetchone(
                 "SELECT body FROM graphs WHERE project_id = ? AND id = ?", (project_id, graph_id)
             )
             if create and row:
                 raise Conflict(f"graph {graph_id!r} already exists; PUT replaces it")
             if not create and not row:
                 raise NotFound("graph", graph_id)
-            (latest,) = await tx.fetchone(
+            (latest,) = tx.fetchone(
                 "SELECT COALESCE(MAX(version), 0) FROM graph_versions "
                 "WHERE project_id = ? AND graph_id = ?",
                 (project_id, graph_id),
@@ -82,40 +82,38 @@ class SqliteStore:
                 updated_at=now,
             )
             body = graph.model_dump_json()
-            await tx.execute(
+            tx.execute(
                 "INSERT INTO graph_versions (project_id, graph_id, version, body) "
                 "VALUES (?, ?, ?, ?)",
                 (project_id, graph_id, graph.version, body),
             )
-            await tx.execute(
+            tx.execute(
                 "INSERT OR REPLACE INTO graphs (project_id, id, version, body) VALUES (?, ?, ?, ?)",
                 (project_id, graph_id, graph.version, body),
             )
             kind = EventType.GRAPH_CREATED if create else EventType.GRAPH_UPDATED
-            await tx.emit(Event(type=kind, project_id=project_id, timestamp=now, graph=graph))
+            tx.emit(Event(type=kind, project_id=project_id, timestamp=now, graph=graph))
             return graph
 
         return await self._writer.write(op)
 
     async def delete_graph(self, project_id: str, graph_id: str, now: datetime) -> None:
-        async def op(tx: Tx) -> None:
-            row = await tx.fetchone(
+        def op(tx: Tx) -> None:
+            row = tx.fetchone(
                 "SELECT body FROM graphs WHERE project_id = ? AND id = ?", (project_id, graph_id)
             )
             if row is None:
                 raise NotFound("graph", graph_id)
-            (active,) = await tx.fetchone(
+            (active,) = tx.fetchone(
                 f"SELECT COUNT(*) FROM runs WHERE project_id = ? AND workflow_id = ? "
                 f"AND status IN ({', '.join('?' * len(_ACTIVE))})",
                 (project_id, graph_id, *_ACTIVE),
             )
             if active:
                 raise Conflict(f"graph {graph_id!r} has {active} active run(s); cancel them first")
-            await tx.execute(
-                "DELETE FROM graphs WHERE project_id = ? AND id = ?", (project_id, graph_id)
-            )
+            tx.execute("DELETE FROM graphs WHERE project_id = ? AND id = ?", (project_id, graph_id))
             graph = Graph.model_validate_json(row[0])
-            await tx.emit(
+            tx.emit(
                 Event(
                     type=EventType.GRAPH_DELETED, project_id=project_id, timestamp=now, graph=graph
                 )
@@ -126,13 +124,13 @@ class SqliteStore:
     # -- runs ------------------------------------------------------------------------------
 
     async def create_run(self, run: Run) -> None:
-        async def op(tx: Tx) -> None:
-            await tx.execute(
+        def op(tx: Tx) -> None:
+            tx.execute(
                 "INSERT INTO runs (id, project_id, workflow_id, status, body) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (run.id, run.project_id, run.workflow_id, run.status.value, run.model_dump_json()),
             )
-            await tx.emit(_run_event(run, EventType.RUN_CREATED, run.created_at))
+            tx.emit(_run_event(run, EventType.RUN_CREATED, run.created_at))
 
         await self._writer.write(op)
 
@@ -172,12 +170,12 @@ class SqliteStore:
         return [Run.model_validate_json(row[0]) for row in rows]
 
     async def update_run(self, run: Run, event: EventType, now: datetime) -> None:
-        async def op(tx: Tx) -> None:
-            await tx.execute(
+        def op(tx: Tx) -> None:
+            tx.execute(
                 "UPDATE runs SET status = ?, body = ? WHERE id = ?",
                 (run.status.value, run.model_dump_json(), run.id),
             )
-            await tx.emit(_run_event(run, event, now))
+            tx.emit(_run_event(run, event, now))
 
         await self._writer.write(op)
 
@@ -196,14 +194,14 @@ class SqliteStore:
 
     def _node_states_op(
         self, run: Run, states: Sequence[NodeState], now: datetime
-    ) -> Callable[[Tx], Awaitable[None]]:
-        async def op(tx: Tx) -> None:
-            await tx.executemany(
+    ) -> Callable[[Tx], None]:
+        def op(tx: Tx) -> None:
+            tx.executemany(
                 "INSERT OR REPLACE INTO node_states (run_id, node_id, body) VALUES (?, ?, ?)",
                 [(run.id, s.node_id, s.model_dump_json()) for s in states],
             )
             for state in states:
-                await tx.emit(
+                tx.emit(
                     Event(
                         type=EventType.NODE_STATE_UPDATED,
                         project_id=run.project_id,
@@ -222,8 +220,8 @@ class SqliteStore:
         return [NodeState.model_validate_json(row[0]) for row in rows]
 
     async def clear_node_states(self, run_id: str) -> None:
-        async def op(tx: Tx) -> None:
-            await tx.execute("DELETE FROM node_states WHERE run_id = ?", (run_id,))
+        def op(tx: Tx) -> None:
+            tx.execute("DELETE FROM node_states WHERE run_id = ?", (run_id,))
 
         await self._writer.write(op)
 
@@ -255,12 +253,12 @@ class SqliteStore:
         deleted = 0
         while True:
 
-            async def op(tx: Tx) -> int:
-                (count,) = await tx.fetchone(
+            def op(tx: Tx) -> int:
+                (count,) = tx.fetchone(
                     "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE seq < ? LIMIT ?)",
                     (first_kept, batch),
                 )
-                await tx.execute(
+                tx.execute(
                     "DELETE FROM events WHERE seq IN "
                     "(SELECT seq FROM events WHERE seq < ? ORDER BY seq LIMIT ?)",
                     (first_kept, batch),

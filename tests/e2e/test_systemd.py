@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from adapters.config import ExecutionSettings
-from adapters.daemon import HTTP_SHUTDOWN_TIMEOUT_S
+from adapters.serve import HTTP_SHUTDOWN_TIMEOUT_S
 from core.engine import EngineSettings
 from tests.support.process import DaemonProcess, free_port
 

@@ -11,7 +11,7 @@ from typing import Any
 import aiosqlite
 import pytest
 
-from adapters.sqlite.db import connect, migrate, migrations
+from adapters.sqlite.db import connect, migrate, migrations, prepare_database
 from adapters.sqlite.riders import TaskRiders
 from adapters.sqlite.store import SqliteStore
 from adapters.sqlite.writer import Tx, Writer
@@ -39,15 +39,13 @@ async def test_migrations_are_recorded_and_idempotent(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def writer(tmp_path: Path) -> Any:
-    conn = await connect(tmp_path / "c.db")
-    await migrate(conn)
+    await prepare_database(tmp_path / "c.db")
     published: list[Published] = []
-    writer = Writer(conn, batch_max=64, on_commit=published.extend)
-    writer.start()
+    writer = Writer(tmp_path / "c.db", batch_max=64, on_commit=published.extend)
+    await writer.start()
     writer.published = published  # type: ignore[attr-defined]
     yield writer
     await writer.close()
-    await conn.close()
 
 
 def _event(n: int) -> Event:
@@ -56,8 +54,8 @@ def _event(n: int) -> Event:
 
 async def test_concurrent_writes_share_commits_and_all_land(writer: Writer) -> None:
     async def op_for(n: int) -> Any:
-        async def op(tx: Tx) -> int:
-            event = await tx.emit(_event(n))
+        def op(tx: Tx) -> int:
+            event = tx.emit(_event(n))
             return int(event["seq"])
 
         return await writer.write(op)
@@ -74,11 +72,11 @@ async def test_concurrent_writes_share_commits_and_all_land(writer: Writer) -> N
 async def test_a_failing_write_does_not_undo_its_batch_neighbours_nor_leave_a_seq_gap(
     writer: Writer, tmp_path: Path
 ) -> None:
-    async def good(tx: Tx) -> None:
-        await tx.emit(_event(1))
+    def good(tx: Tx) -> None:
+        tx.emit(_event(1))
 
-    async def bad(tx: Tx) -> None:
-        await tx.emit(_event(2))
+    def bad(tx: Tx) -> None:
+        tx.emit(_event(2))
         raise ValueError("refused")
 
     results = await asyncio.gather(
@@ -97,8 +95,8 @@ async def test_a_failing_write_does_not_undo_its_batch_neighbours_nor_leave_a_se
 
 
 async def test_close_commits_what_was_submitted(writer: Writer, tmp_path: Path) -> None:
-    async def op(tx: Tx) -> None:
-        await tx.emit(_event(7))
+    def op(tx: Tx) -> None:
+        tx.emit(_event(7))
 
     futures = [writer.submit(op) for _ in range(10)]
     await writer.close()
@@ -117,8 +115,8 @@ async def test_pruning_deletes_only_an_old_prefix_of_the_event_log(
 
     for stamp in stamps:
 
-        async def op(tx: Tx, stamp: datetime = stamp) -> None:
-            await tx.emit(
+        def op(tx: Tx, stamp: datetime = stamp) -> None:
+            tx.emit(
                 Event(type=EventType.RUN_UPDATED, project_id="p", run_id="r", timestamp=stamp)
             )
 

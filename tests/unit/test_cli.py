@@ -457,7 +457,7 @@ def test_client_modules_do_not_import_the_engine_or_langgraph() -> None:
     code = (
         "import sys, adapters.cli, adapters.client.runs, adapters.client.graphs\n"
         "heavy = ('langgraph', 'aiohttp', 'aiosqlite', 'core.engine', 'core.compiler',"
-        " 'adapters.daemon', 'adapters.http')\n"
+        " 'adapters.daemon', 'adapters.serve', 'adapters.http')\n"
         "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
     )
     loaded = subprocess.run(

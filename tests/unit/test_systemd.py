@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from adapters import systemd
 from adapters.config import AuthSettings, Settings
-from adapters.daemon import StartupError, _refuse_unauthenticated_exposure, is_loopback
+from adapters.serve import StartupError, _refuse_unauthenticated_exposure, is_loopback
 from adapters.systemd import SystemdError
 
 

@@ -1,0 +1,133 @@
+"""Shared pieces of the benchmarks: the daemon as a subprocess, raw LangGraph baselines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiosqlite
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph import END, START, StateGraph
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.process import DaemonProcess  # noqa: E402
+
+
+def linear_graph(graph_id: str, count: int, node_type: str = "passthrough") -> dict[str, Any]:
+    nodes = [{"id": f"n{i}", "type": node_type} for i in range(count)]
+    edges = [{"source": f"n{i}", "target": f"n{i + 1}"} for i in range(count - 1)]
+    return {"id": graph_id, "name": graph_id, "nodes": nodes, "edges": edges}
+
+
+def fan_graph(graph_id: str, width: int) -> dict[str, Any]:
+    nodes = [{"id": "start"}, *({"id": f"b{i}"} for i in range(width)), {"id": "join"}]
+    edges = [{"source": "start", "target": f"b{i}"} for i in range(width)]
+    edges += [{"source": f"b{i}", "target": "join"} for i in range(width)]
+    return {"id": graph_id, "name": graph_id, "nodes": nodes, "edges": edges}
+
+
+def raw_graph(spec: dict[str, Any]) -> StateGraph[Any, Any, Any, Any]:
+    """The same graph on plain LangGraph: no-op async nodes, the same reducer and joins."""
+    from core.compiler import RunState
+
+    builder: StateGraph[Any, Any, Any, Any] = StateGraph(RunState)
+    incoming: dict[str, int] = {}
+    for edge in spec["edges"]:
+        incoming[edge["target"]] = incoming.get(edge["target"], 0) + 1
+    for node in spec["nodes"]:
+
+        async def run(state: Any, node_id: str = node["id"]) -> dict[str, Any]:
+            return {"outputs": {node_id: {"node_id": node_id, "input": state["input"]}}}
+
+        builder.add_node(node["id"], run, defer=incoming.get(node["id"], 0) > 1)
+    builder.add_edge(START, spec["nodes"][0]["id"])
+    targets = {e["source"] for e in spec["edges"]}
+    for edge in spec["edges"]:
+        builder.add_edge(edge["source"], edge["target"])
+    for node in spec["nodes"]:
+        if node["id"] not in targets:
+            builder.add_edge(node["id"], END)
+    return builder
+
+
+async def raw_langgraph_runs(spec: dict[str, Any], runs: int, concurrency: int) -> float:
+    """Seconds for `runs` runs at `concurrency`, durable: AsyncSqliteSaver, sync durability."""
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = await aiosqlite.connect(Path(tmp) / "raw.db")
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        saver = AsyncSqliteSaver(conn)
+        await saver.setup()
+        graph = raw_graph(spec).compile(checkpointer=saver)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with gate:
+                config: Any = {"configurable": {"thread_id": f"t{i}"}, "recursion_limit": 100}
+                await graph.ainvoke(
+                    {"input": {"i": i}, "outputs": {}, "data": {}}, config, durability="sync"
+                )
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(runs)))
+        elapsed = time.perf_counter() - started
+        await conn.close()
+        return elapsed
+
+
+@contextmanager
+def daemon(**sections: dict[str, Any]) -> Iterator[DaemonProcess]:
+    with tempfile.TemporaryDirectory() as tmp:
+        process = DaemonProcess(Path(tmp), logging={"level": "warning"}, **sections)
+        process.start()
+        try:
+            yield process
+        finally:
+            process.stop()
+
+
+async def submit_and_wait(
+    process: DaemonProcess, graph_id: str, runs: int, clients: int, project: str = "bench"
+) -> float:
+    """Seconds from the first submission to the last completion, over HTTP and WebSocket."""
+    base = f"{process.url}/api/projects/{project}"
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.ws_connect(f"{base}/ws") as ws:
+            counter = iter(range(runs))
+            started = time.perf_counter()
+
+            async def client() -> None:
+                for i in counter:
+                    body = {"workflow_id": graph_id, "input": {"i": i}}
+                    async with session.post(f"{base}/workflows/runs", json=body) as response:
+                        assert response.status == 201, await response.text()
+
+            submitters = asyncio.gather(*(client() for _ in range(clients)))
+            done = 0
+            async for message in ws:
+                event = json.loads(message.data)
+                if event.get("type") in ("workflow.run.completed", "workflow.run.failed"):
+                    assert event["type"] == "workflow.run.completed", event
+                    done += 1
+                    if done == runs:
+                        break
+            elapsed = time.perf_counter() - started
+            await submitters
+    return elapsed
+
+
+def emit(result: dict[str, Any]) -> None:
+    result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    print(json.dumps(result, indent=2))
