@@ -79,6 +79,10 @@ class Engine:
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
         self._compiled: OrderedDict[tuple[str, str, int], CompiledStateGraph[Any, Any, Any, Any]]
         self._compiled = OrderedDict()
+        self._graphs: OrderedDict[tuple[str, str, int], Graph] = OrderedDict()
+        # The latest state of the runs this engine queued or runs. The engine is the only
+        # writer of a run after its creation, so these spare a read per transition.
+        self._runs: dict[str, Run] = {}
         self._accepting = False
         self.idle = asyncio.Event()
         self.idle.set()
@@ -138,8 +142,10 @@ class Engine:
 
     # -- commands --------------------------------------------------------------------------
 
-    def submit(self, run_id: str) -> None:
-        self._queue[run_id] = None
+    def submit(self, run: Run) -> None:
+        """Queue a pending run (just created, or executed again)."""
+        self._runs[run.id] = run
+        self._queue[run.id] = None
         self._fill()
 
     async def execute(self, run: Run, *, new_input: dict[str, Any] | None, from_start: bool) -> Run:
@@ -157,7 +163,7 @@ class Engine:
             if new_input is not None:
                 changes["input"] = new_input
             run = await self._move(run, RunStatus.PENDING, action="execute", **changes)
-        self.submit(run.id)
+        self.submit(run)
         return run
 
     async def cancel(self, run: Run) -> Run:
@@ -242,18 +248,21 @@ class Engine:
 
     async def _drive(self, run_id: str, control: RunControl) -> None:
         async with self._lock(run_id):
-            run = await self._store.get_run(None, run_id)
+            run = await self._current(run_id)
             if run is None:
                 return
+            # A run that never ran has no checkpoint and no node states to read back.
+            first_start = run.started_at is None
             if run.status is RunStatus.PENDING:
                 run = await self._move(run, RunStatus.RUNNING, last_message="running")
             elif run.status is not RunStatus.RUNNING:
                 return  # paused or cancelled while it waited
-        graph = await self._store.get_graph(run.project_id, run.workflow_id, run.graph_version)
+        graph = await self._graph(run)
         if graph is None:
             await self._finish(run_id, _Outcome(RunStatus.FAILED, self._failed("graph missing")))
             return
-        states = {s.node_id: s for s in await self._store.list_node_states(run_id)}
+        stored = [] if first_start else await self._store.list_node_states(run_id)
+        states = {s.node_id: s for s in stored}
         scope = RunScope(
             run,
             states,
@@ -265,7 +274,7 @@ class Engine:
         if (active := self._active.get(run_id)) is not None:
             active.scope = scope
         try:
-            outcome = await self._execute(graph, run, scope, control)
+            outcome = await self._execute(graph, run, scope, control, first_start)
         finally:
             scope.close()
         if outcome is not None:
@@ -277,6 +286,7 @@ class Engine:
         run: Run,
         scope: RunScope,
         control: RunControl,
+        first_start: bool,
     ) -> _Outcome | None:
         config: Any = {
             "configurable": {"thread_id": run.id},
@@ -286,7 +296,7 @@ class Engine:
         graph_input: Any
         if resume is not _NO_VALUE:
             graph_input = Command(resume=resume)
-        elif await self._checkpoints.exists(run.id):
+        elif not first_start and await self._checkpoints.exists(run.id):
             graph_input = None  # continue from the last checkpoint
         else:
             graph_input = initial_state(run.input)
@@ -324,7 +334,7 @@ class Engine:
 
     async def _finish(self, run_id: str, outcome: _Outcome) -> None:
         async with self._lock(run_id):
-            run = await self._store.get_run(None, run_id)
+            run = await self._current(run_id)
             # Paused or cancelled meanwhile: the request that changed it wins; the run's work
             # is checkpointed, so a resume finishes it.
             if run is None or run.status is not RunStatus.RUNNING:
@@ -343,10 +353,25 @@ class Engine:
         return lock
 
     async def _fresh(self, run: Run) -> Run:
-        current = await self._store.get_run(run.project_id, run.id)
-        if current is None:
+        current = await self._current(run.id)
+        if current is None or current.project_id != run.project_id:
             raise NotFound("run", run.id)
         return current
+
+    async def _current(self, run_id: str) -> Run | None:
+        cached = self._runs.get(run_id)
+        return cached if cached is not None else await self._store.get_run(None, run_id)
+
+    async def _graph(self, run: Run) -> Graph | None:
+        key = (run.project_id, run.workflow_id, run.graph_version)
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = await self._store.get_graph(*key)
+            if graph is not None:  # a version never changes: safe to keep
+                self._graphs[key] = graph
+                while len(self._graphs) > self.settings.compiled_cache_size:
+                    self._graphs.popitem(last=False)
+        return graph
 
     async def _move(
         self, run: Run, target: RunStatus, *, action: str | None = None, **changes: Any
@@ -354,6 +379,10 @@ class Engine:
         now = self._clock.now()
         moved = transition(run, target, now, action=action, **changes)
         await self._store.update_run(moved, event_type(run.status, target), now)
+        if target in (RunStatus.PENDING, RunStatus.RUNNING):
+            self._runs[moved.id] = moved
+        else:
+            self._runs.pop(moved.id, None)
         return moved
 
     async def _mark_skipped(self, run: Run, scope: RunScope, graph: Graph) -> None:

@@ -108,7 +108,7 @@ class WorkflowService:
             last_message="queued",
         )
         await self._store.create_run(run)
-        self._engine.submit(run.id)
+        self._engine.submit(run)
         return run
 
     async def list_runs(
