@@ -278,7 +278,7 @@ class Engine:
         finally:
             scope.close()
         if outcome is not None:
-            await self._finish(run_id, outcome)
+            await self._finish(run_id, outcome, scope)
 
     async def _execute(
         self,
@@ -332,17 +332,37 @@ class Engine:
         await self._mark_skipped(run, scope, graph)
         return _Outcome(RunStatus.COMPLETED, {"output": output, "last_message": "completed"})
 
-    async def _finish(self, run_id: str, outcome: _Outcome) -> None:
+    async def _finish(self, run_id: str, outcome: _Outcome, scope: RunScope | None = None) -> None:
         async with self._lock(run_id):
             run = await self._current(run_id)
             # Paused or cancelled meanwhile: the request that changed it wins; the run's work
             # is checkpointed, so a resume finishes it.
             if run is None or run.status is not RunStatus.RUNNING:
                 return
-            await self._move(run, outcome.status, **outcome.changes)
+            moved = await self._move(run, outcome.status, **outcome.changes)
         if outcome.status is RunStatus.COMPLETED and self.settings.checkpoint_retention > 0:
             await self._checkpoints.prune(run_id, self.settings.checkpoint_retention)
-        log.info("run_finished", run_id=run_id, project_id=run.project_id, status=outcome.status)
+        self._log_summary(moved, scope)
+
+    @staticmethod
+    def _log_summary(run: Run, scope: RunScope | None) -> None:
+        """The one line per run an operator reads: how it ended, how long, how many nodes."""
+        duration = (
+            (run.finished_at - run.started_at).total_seconds()
+            if run.finished_at and run.started_at
+            else None
+        )
+        states = scope.states.values() if scope else ()
+        log.info(
+            "run_finished",
+            run_id=run.id,
+            project_id=run.project_id,
+            workflow_id=run.workflow_id,
+            status=run.status.value,
+            duration_s=duration,
+            nodes_completed=sum(s.status is NodeStatus.COMPLETED for s in states),
+            error=run.error["message"] if run.error else None,
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 

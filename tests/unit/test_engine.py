@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from core.domain import GraphSpec, NodeStatus, Run, RunStatus
 from core.engine import Engine, EngineSettings
@@ -217,3 +218,20 @@ async def test_progress_reports_become_node_state_events_in_order(
         ("running", 0.5, "waiting at the gate"),
         ("completed", 1.0, "completed"),
     ]
+
+
+async def test_one_summary_line_per_run_with_status_duration_and_nodes(
+    harness: Callable[..., Harness], kit: TestKit, store: FakeStore
+) -> None:
+    h = harness()
+    await h.engine.start()
+    await h.graph(node("a", "count"), node("b", "count"))
+    with structlog.testing.capture_logs() as logs:
+        run = await h.service.create_run("p", "g")
+        await h.idle()
+    (line,) = [entry for entry in logs if entry["event"] == "run_finished"]
+    assert line["run_id"] == run.id
+    assert line["project_id"] == "p"
+    assert line["status"] == "completed"
+    assert line["nodes_completed"] == 2
+    assert line["duration_s"] > 0
