@@ -131,3 +131,13 @@ async def submit_and_wait(
 def emit(result: dict[str, Any]) -> None:
     result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     print(json.dumps(result, indent=2))
+
+
+def compare(spec: dict[str, Any], runs: int, clients: int) -> dict[str, float]:
+    """The same graph, `runs` times at `clients` concurrent: raw LangGraph, then cortexd."""
+    raw_s = asyncio.run(raw_langgraph_runs(spec, runs, clients))
+    with daemon(execution={"max_concurrent_runs": clients}) as process:
+        status, _ = process.request("POST", "/api/projects/bench/workflows/graphs", spec)
+        assert status == 201
+        cortexd_s = asyncio.run(submit_and_wait(process, spec["id"], runs, clients))
+    return {"raw_s": raw_s, "cortexd_s": cortexd_s}

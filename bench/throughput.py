@@ -8,9 +8,8 @@ synchronous=NORMAL) running the same graph 1,000 times at 20 concurrent, in-proc
 from __future__ import annotations
 
 import argparse
-import asyncio
 
-from common import daemon, emit, linear_graph, raw_langgraph_runs, submit_and_wait
+from common import compare, emit, linear_graph
 
 
 def main() -> None:
@@ -20,11 +19,8 @@ def main() -> None:
     args = parser.parse_args()
     spec = linear_graph("three", 3)
 
-    raw_s = asyncio.run(raw_langgraph_runs(spec, args.runs, args.clients))
-    with daemon(execution={"max_concurrent_runs": args.clients}) as process:
-        status, _ = process.request("POST", "/api/projects/bench/workflows/graphs", spec)
-        assert status == 201
-        cortexd_s = asyncio.run(submit_and_wait(process, "three", args.runs, args.clients))
+    times = compare(spec, args.runs, args.clients)
+    raw_s, cortexd_s = times["raw_s"], times["cortexd_s"]
     emit(
         {
             "benchmark": "throughput",

@@ -275,6 +275,7 @@ class Engine:
             active.scope = scope
         try:
             outcome = await self._execute(graph, run, scope, control, first_start)
+            await scope.settle()
         finally:
             scope.close()
         if outcome is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -62,6 +62,13 @@ class Store(Protocol):
 
     async def save_node_states(self, run: Run, states: Sequence[NodeState], now: datetime) -> None:
         """Upsert node states, one `workflow.node_state.updated` event each."""
+        ...
+
+    def enqueue_node_states(
+        self, run: Run, states: Sequence[NodeState], now: datetime
+    ) -> Awaitable[None]:
+        """Like `save_node_states`, but queued at the call, in order with every other write;
+        the result resolves when the states are durable."""
         ...
 
     def save_node_states_with_task(

@@ -8,7 +8,7 @@ Once the run is cancelled the scope is closed: nothing it records afterwards is 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import structlog
@@ -56,7 +56,7 @@ class RunScope:
         self._clock = clock
         self._node_types = node_types
         self._node_timeout_s = node_timeout_s
-        self._writes: set[asyncio.Task[None]] = set()
+        self._writes: list[Awaitable[None]] = []
         self.log = structlog.get_logger("cortexd.run").bind(
             run_id=run.id, project_id=run.project_id
         )
@@ -73,7 +73,9 @@ class RunScope:
         node_type = self._node_types.get(node.type)
         previous = self.states.get(node.id) or NodeState(node_id=node.id)
         now = self._clock.now()
-        await self._record(
+        # Not awaited: the writer keeps every write in call order, so this commits before the
+        # node's outcome; waiting for it would only add a commit round trip to every node.
+        self._note(
             previous.model_copy(
                 update={
                     "status": NodeStatus.RUNNING,
@@ -101,17 +103,13 @@ class RunScope:
         except asyncio.CancelledError:
             raise
         except GraphBubbleUp:  # ctx.interrupt(): the run pauses for input; not a failure
-            await self._flush()
-            await self._record(
-                self.states[node.id].model_copy(update={"message": "waiting for input"})
-            )
+            self._note(self.states[node.id].model_copy(update={"message": "waiting for input"}))
             raise
         except Exception as exc:
-            await self._record_failure(node, attempt, exc)
+            self._record_failure(node, attempt, exc)
             raise
         if self.closed:
             raise asyncio.CancelledError("the run was cancelled")
-        await self._flush()
         done = self.states[node.id].model_copy(
             update={
                 "status": NodeStatus.COMPLETED,
@@ -148,7 +146,7 @@ class RunScope:
             )
         return output
 
-    async def _record_failure(self, node: Node, attempt: int, exc: Exception) -> None:
+    def _record_failure(self, node: Node, attempt: int, exc: Exception) -> None:
         max_attempts = node.retry.max_attempts if node.retry else 1
         will_retry = attempt < max_attempts and bool(getattr(exc, "retryable", True))
         error = error_json(exc, node.id, attempt)
@@ -156,8 +154,7 @@ class RunScope:
         line = f"attempt {attempt} failed: {error['message']}"
         if not will_retry:
             self.failure = error
-        await self._flush()
-        await self._record(
+        self._note(
             current.model_copy(
                 update={
                     "status": NodeStatus.RUNNING if will_retry else NodeStatus.FAILED,
@@ -177,22 +174,23 @@ class RunScope:
         update: dict[str, Any] = {"progress": fraction}
         if message is not None:
             update.update(message=message, messages=[*current.messages, message])
-        # A plain call from the node type: the write is owned here and awaited before the
-        # node's next state is recorded, so events stay in the order they happened.
-        snapshot = current.model_copy(update=update)
-        self.states[node_id] = snapshot
-        task = asyncio.create_task(self._persist(snapshot))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._note(current.model_copy(update=update))
 
-    async def _flush(self) -> None:
-        while self._writes:
-            await asyncio.gather(*tuple(self._writes))
-
-    async def _record(self, state: NodeState) -> None:
+    def _note(self, state: NodeState) -> None:
+        """Record a node state: queued for the writer at once (so events keep the order things
+        happened in), its outcome owned here and checked by `settle()`."""
         self.states[state.node_id] = state
-        await self._persist(state)
+        if self.closed:
+            return
+        self._writes = [w for w in self._writes if not _succeeded(w)]
+        self._writes.append(self._store.enqueue_node_states(self.run, [state], self._clock.now()))
 
-    async def _persist(self, state: NodeState) -> None:
-        if not self.closed:
-            await self._store.save_node_states(self.run, [state], self._clock.now())
+    async def settle(self) -> None:
+        """Wait until every node state recorded so far is durable; raise if one failed."""
+        writes, self._writes = self._writes, []
+        for write in writes:
+            await write
+
+
+def _succeeded(write: Awaitable[None]) -> bool:
+    return isinstance(write, asyncio.Future) and write.done() and write.exception() is None

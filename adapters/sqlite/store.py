@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -183,6 +184,11 @@ class SqliteStore:
 
     async def save_node_states(self, run: Run, states: Sequence[NodeState], now: datetime) -> None:
         await self._writer.write(self._node_states_op(run, states, now))
+
+    def enqueue_node_states(
+        self, run: Run, states: Sequence[NodeState], now: datetime
+    ) -> asyncio.Future[None]:
+        return self._writer.submit(self._node_states_op(run, states, now))
 
     def save_node_states_with_task(
         self, run: Run, states: Sequence[NodeState], now: datetime, task_id: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -112,6 +113,14 @@ class FakeStore:
                     nodeState=state,
                 )
             )
+
+    def enqueue_node_states(
+        self, run: Run, states: Sequence[NodeState], now: datetime
+    ) -> asyncio.Future[None]:
+        self.save_node_states_with_task(run, states, now, "")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     def save_node_states_with_task(
         self, run: Run, states: Sequence[NodeState], now: datetime, task_id: str
