@@ -103,28 +103,30 @@ async def submit_and_wait(
     """Seconds from the first submission to the last completion, over HTTP and WebSocket."""
     base = f"{process.url}/api/projects/{project}"
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.ws_connect(f"{base}/ws") as ws:
-            counter = iter(range(runs))
-            started = time.perf_counter()
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.ws_connect(f"{base}/ws") as ws,
+    ):
+        counter = iter(range(runs))
+        started = time.perf_counter()
 
-            async def client() -> None:
-                for i in counter:
-                    body = {"workflow_id": graph_id, "input": {"i": i}}
-                    async with session.post(f"{base}/workflows/runs", json=body) as response:
-                        assert response.status == 201, await response.text()
+        async def client() -> None:
+            for i in counter:
+                body = {"workflow_id": graph_id, "input": {"i": i}}
+                async with session.post(f"{base}/workflows/runs", json=body) as response:
+                    assert response.status == 201, await response.text()
 
-            submitters = asyncio.gather(*(client() for _ in range(clients)))
-            done = 0
-            async for message in ws:
-                event = json.loads(message.data)
-                if event.get("type") in ("workflow.run.completed", "workflow.run.failed"):
-                    assert event["type"] == "workflow.run.completed", event
-                    done += 1
-                    if done == runs:
-                        break
-            elapsed = time.perf_counter() - started
-            await submitters
+        submitters = asyncio.gather(*(client() for _ in range(clients)))
+        done = 0
+        async for message in ws:
+            event = json.loads(message.data)
+            if event.get("type") in ("workflow.run.completed", "workflow.run.failed"):
+                assert event["type"] == "workflow.run.completed", event
+                done += 1
+                if done == runs:
+                    break
+        elapsed = time.perf_counter() - started
+        await submitters
     return elapsed
 
 

@@ -1,6 +1,6 @@
 """Fan-out: 1 -> 8 parallel -> 1 join, cortexd versus raw LangGraph (same joins: `defer=True`).
 
-    python bench/fanout.py [--runs 300] [--clients 20]
+python bench/fanout.py [--runs 300] [--clients 20]
 """
 
 from __future__ import annotations
