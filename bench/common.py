@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +144,18 @@ def compare(spec: dict[str, Any], runs: int, clients: int) -> dict[str, float]:
         assert status == 201
         cortexd_s = asyncio.run(submit_and_wait(process, spec["id"], runs, clients))
     return {"raw_s": raw_s, "cortexd_s": cortexd_s}
+
+
+CORTEXD_EXE = str(Path(sys.executable).parent / "cortexd")
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    url: str
+
+
+def write_config(tmp: Path, sections: dict[str, dict[str, Any]]) -> Config:
+    """A config file for a daemon on a free loopback port with its database in `tmp`."""
+    process = DaemonProcess(tmp, logging={"level": "warning"}, **sections)
+    return Config(process.config, process.url)
