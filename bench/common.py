@@ -24,6 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.process import DaemonProcess  # noqa: E402
 
+__all__ = ["DaemonProcess"]
+
 
 def linear_graph(graph_id: str, count: int, node_type: str = "passthrough") -> dict[str, Any]:
     nodes = [{"id": f"n{i}", "type": node_type} for i in range(count)]
