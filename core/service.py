@@ -159,6 +159,8 @@ class WorkflowService:
             "progress": round(progress, 4),
             "current_node": current,
             "started_at": run.started_at,
+            "pause_reason": run.pause_reason,
+            "prompt": run.prompt,
             "node_states": states,
         }
 

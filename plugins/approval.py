@@ -8,6 +8,7 @@ import pluggy
 
 hookimpl = pluggy.HookimplMarker("cortexd")
 JSON = dict[str, Any]
+MAX_ASKS = 20
 
 
 class Approval:
@@ -30,13 +31,16 @@ class Approval:
         # Everything before interrupt() runs again when the run resumes: nothing here may have
         # a side effect.
         prompt: JSON = {"prompt": config.get("prompt", f"Approve {ctx.node_id}?")}
-        if "choices" in config:
-            prompt["choices"] = config["choices"]
-        value = ctx.interrupt(prompt)
         choices = config.get("choices")
-        if choices and value not in choices:
-            raise ValueError(f"the answer {value!r} is not one of {choices}")
-        return {"value": value}
+        if choices:
+            prompt["choices"] = choices
+        value = ctx.interrupt(prompt)
+        for _ in range(MAX_ASKS):
+            if not choices or value in choices:
+                return {"value": value}
+            # Asked again rather than failed: a failed run retried would replay the same answer.
+            value = ctx.interrupt({**prompt, "error": f"{value!r} is not one of {choices}"})
+        raise ValueError(f"no valid answer after {MAX_ASKS} attempts")
 
 
 @hookimpl

@@ -142,7 +142,7 @@ async def test_approval_pauses_for_input_and_resume_value_becomes_its_output(api
     assert api.kit.count(run_id, "after") == 1
 
 
-async def test_approval_refuses_an_answer_outside_its_choices(api: Api) -> None:
+async def test_approval_asks_again_after_an_answer_outside_its_choices(api: Api) -> None:
     approval = n("ok", "approval", config={"choices": ["yes", "no"]})
     await api.graph(graph([approval], []))
     run_id = await api.start("g")
@@ -150,8 +150,14 @@ async def test_approval_refuses_an_answer_outside_its_choices(api: Api) -> None:
     await api.call("POST", f"{P}/runs/{run_id}/resume", {"value": "maybe"}, 200)
     await api.idle()
     run = await api.run(run_id)
-    assert run["status"] == "failed"
-    assert "maybe" in run["error"]["message"]
+    assert run["status"] == "paused"
+    assert run["pause_reason"] == "input_required"
+    assert "'maybe' is not one of" in run["prompt"]["error"]
+    await api.call("POST", f"{P}/runs/{run_id}/resume", {"value": "no"}, 200)
+    await api.idle()
+    run = await api.run(run_id)
+    assert run["status"] == "completed"
+    assert run["output"]["outputs"]["ok"] == {"value": "no"}
 
 
 async def test_transform_maps_state_into_its_output_and_shared_data(api: Api) -> None:
