@@ -102,22 +102,12 @@ class FakeStore:
         )
 
     async def save_node_states(self, run: Run, states: Sequence[NodeState], now: datetime) -> None:
-        for state in states:
-            self.node_states.setdefault(run.id, {})[state.node_id] = state
-            self._emit(
-                Event(
-                    type=EventType.NODE_STATE_UPDATED,
-                    project_id=run.project_id,
-                    run_id=run.id,
-                    timestamp=now,
-                    nodeState=state,
-                )
-            )
+        self._record_states(run, states, now)
 
     def enqueue_node_states(
         self, run: Run, states: Sequence[NodeState], now: datetime
     ) -> asyncio.Future[None]:
-        self.save_node_states_with_task(run, states, now, "")
+        self._record_states(run, states, now)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -126,6 +116,9 @@ class FakeStore:
         self, run: Run, states: Sequence[NodeState], now: datetime, task_id: str
     ) -> None:
         # No transaction to share with the in-memory saver: record at once.
+        self._record_states(run, states, now)
+
+    def _record_states(self, run: Run, states: Sequence[NodeState], now: datetime) -> None:
         for state in states:
             self.node_states.setdefault(run.id, {})[state.node_id] = state
             self._emit(
