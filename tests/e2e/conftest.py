@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,20 +15,14 @@ from pathlib import Path
 
 import pytest
 
-CORTEXD = Path(sys.executable).parent / "cortexd"
+from tests.support.process import CORTEXD, free_port
+
 READY_TIMEOUT_S = 20.0
 SHUTDOWN_GRACE_S = 2.0
 # Beyond the engine's grace: aiohttp's stop, the store's close and interpreter exit.
 STOP_MARGIN_S = 10.0
 # The test runner's own cortexd settings and systemd variables must not reach the daemon.
 _NOT_INHERITED = ("CORTEXD_", "NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def daemon_env() -> dict[str, str]:
