@@ -15,14 +15,16 @@ from adapters.clock import SystemClock
 from adapters.config import Settings
 from adapters.housekeeping import Housekeeping
 from adapters.http.app import create_app
-from adapters.http.keys import ENGINE, PLUGINS, READY_CHECK, SERVICE, SOCKETS
+from adapters.http.auth import Access
+from adapters.http.keys import ENGINE, METRICS, PLUGINS, READY_CHECK, SERVICE, SOCKETS
+from adapters.metrics import Metrics
 from adapters.sqlite.checkpoints import SqliteCheckpoints
 from adapters.sqlite.db import connect, prepare_database
 from adapters.sqlite.plugin_env import SqliteEventLog, SqlitePluginState
 from adapters.sqlite.riders import TaskRiders
 from adapters.sqlite.store import SqliteStore
 from adapters.sqlite.writer import Writer
-from adapters.ws import EventSockets
+from adapters.ws import EventSockets, SocketLimits
 from core.engine import Engine, EngineSettings
 from core.events import EventBus
 from core.nodes import PluginContext
@@ -104,8 +106,10 @@ class Daemon:
                     max_nodes=limits.max_graph_nodes,
                     max_edges=limits.max_graph_edges,
                     max_node_config_bytes=limits.max_node_config_bytes,
+                    max_condition_bytes=limits.max_condition_bytes,
                 ),
                 max_run_input_bytes=limits.max_run_input_bytes,
+                max_event_bytes=limits.max_event_bytes,
             ),
         )
         return cls(
@@ -159,8 +163,17 @@ async def _lifecycle(
     app[PLUGINS] = daemon.plugins
     app[READY_CHECK] = daemon.ready
     app[SOCKETS] = EventSockets(
-        daemon.bus, daemon.store, settings.events.ws_queue_size, settings.events.ws_heartbeat_s
+        daemon.bus,
+        daemon.store,
+        settings.events.ws_queue_size,
+        settings.events.ws_heartbeat_s,
+        SocketLimits(
+            max_message_bytes=settings.limits.max_ws_message_bytes,
+            max_clients=settings.limits.max_ws_clients,
+            max_clients_per_token=settings.limits.max_ws_clients_per_token,
+        ),
     )
+    app[METRICS].watch(daemon.bus, daemon.engine, app[SOCKETS], daemon.sinks)
     try:
         await daemon.engine.start()
         daemon.housekeeping.start()
@@ -171,6 +184,10 @@ async def _lifecycle(
 
 def build_app(settings: Settings, sources: PluginSources | None = None) -> web.Application:
     sources = sources or PluginSources()
-    app = create_app(max_request_bytes=settings.limits.max_request_bytes)
+    app = create_app(
+        metrics=Metrics(),
+        max_request_bytes=settings.limits.max_request_bytes,
+        access=Access.from_settings(settings),
+    )
     app.cleanup_ctx.append(partial(_lifecycle, settings, sources))
     return app

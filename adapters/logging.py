@@ -5,7 +5,11 @@ import sys
 from typing import TextIO
 
 import structlog
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, Request, StreamResponse
 from structlog.typing import Processor
+
+from adapters.http.request_id import HEADER as REQUEST_ID_HEADER
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -80,7 +84,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     handler = _Handler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            # A stdlib record's `extra` fields become fields of the line (the access log's).
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 *_renderer_chain(fmt, stream),
@@ -97,6 +102,35 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         routed.propagate = True
         routed.setLevel(logging.NOTSET)
     root.setLevel(number)
+
+
+class AccessLog(AbstractAccessLogger):
+    """aiohttp's access log as one structured line per request, at info, through the stdlib
+    logger aiohttp hands it (``aiohttp.access``). The request context is gone by the time aiohttp
+    logs, so the request id is taken from the response, which echoes it."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        # A request aiohttp refused before routing (malformed, say) is a BaseRequest: no route.
+        resource = request.match_info.route.resource if isinstance(request, Request) else None
+        self.logger.info(
+            "request",
+            extra={
+                "request_id": response.headers.get(REQUEST_ID_HEADER),
+                "remote": request.remote,
+                "method": request.method,
+                # The path without its query string: a query may carry what should not be kept.
+                "path": request.path,
+                "route": resource.canonical if resource is not None else None,
+                "status": response.status,
+                "bytes": response.body_length,
+                "duration_s": round(time, 6),
+                "user_agent": request.headers.get("User-Agent"),
+            },
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
 
 
 def set_level(level: str) -> None:

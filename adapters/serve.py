@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import os
 import signal
 import socket
@@ -20,8 +21,9 @@ from aiohttp import web
 from adapters import systemd
 from adapters.config import CONFIG_ENV_VAR, ConfigError, Settings, load_settings, settings_summary
 from adapters.daemon import build_app
-from adapters.http.keys import ENGINE
-from adapters.logging import configure_logging, set_level
+from adapters.http.auth import tokens_from
+from adapters.http.keys import ACCESS, ENGINE, SOCKETS
+from adapters.logging import AccessLog, configure_logging, set_level
 from core.engine import Engine
 
 log = structlog.get_logger("cortexd.serve")
@@ -37,7 +39,7 @@ class StartupError(Exception):
 HTTP_SHUTDOWN_TIMEOUT_S = 15.0
 STATUS_INTERVAL_S = 1.0
 # What SIGHUP applies to the running daemon; any other changed key is logged as needing a restart.
-LIVE_KEYS = frozenset({"logging.level", "execution.max_concurrent_runs"})
+LIVE_KEYS = frozenset({"logging.level", "execution.max_concurrent_runs", "auth.tokens"})
 
 
 async def serve(
@@ -87,7 +89,8 @@ async def serve(
     runner = web.AppRunner(
         build_app(settings),
         handle_signals=False,
-        access_log=None,
+        access_log_class=AccessLog,
+        access_log=logging.getLogger("aiohttp.access"),
         shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT_S,
     )
     tasks = _Tasks(on_failure=stop.set)
@@ -111,7 +114,7 @@ async def serve(
         )
         if watchdog_s is not None:
             tasks.start(systemd.watchdog_pings(notifier, watchdog_s), "watchdog")
-        reload = _reload_on_hup(hup, notifier, engine, settings, config_path, environ)
+        reload = _reload_on_hup(hup, notifier, runner.app, settings, config_path, environ)
         tasks.start(reload, "reload")
         if on_ready is not None:
             on_ready()
@@ -214,7 +217,7 @@ def _status(engine: Engine, stop: asyncio.Event) -> str:
 async def _reload_on_hup(
     hup: asyncio.Event,
     notifier: systemd.Notifier,
-    engine: Engine,
+    app: web.Application,
     settings: Settings,
     config_path: Path | None,
     environ: Mapping[str, str],
@@ -224,12 +227,12 @@ async def _reload_on_hup(
         await hup.wait()
         hup.clear()
         notifier.reloading()
-        settings = await _reload(engine, settings, config_path, environ)
+        settings = await _reload(app, settings, config_path, environ)
         notifier.ready()  # also after a failed reload: the daemon serves on, unchanged
 
 
 async def _reload(
-    engine: Engine, current: Settings, config_path: Path | None, environ: Mapping[str, str]
+    app: web.Application, current: Settings, config_path: Path | None, environ: Mapping[str, str]
 ) -> Settings:
     """Validate the configuration again and apply what can change live. Returns the settings
     now in effect: the current ones with the live keys replaced."""
@@ -241,9 +244,18 @@ async def _reload(
         log.error("reload_failed", config=source, problems=problems, keeping="current settings")
         return current
     set_level(new.logging.level)
-    engine.set_max_concurrent_runs(new.execution.max_concurrent_runs)
+    app[ENGINE].set_max_concurrent_runs(new.execution.max_concurrent_runs)
+    # Tokens are swapped whole; sockets opened with a token now gone or narrowed are closed.
+    app[ACCESS].replace_tokens(tokens_from(new.auth.tokens))
+    revoked = await app[SOCKETS].revoke(app[ACCESS])
     changed = _changed_keys(current, new)
-    log.info("reloaded", config=source, applied=sorted(changed & LIVE_KEYS))
+    log.info(
+        "reloaded",
+        config=source,
+        applied=sorted(changed & LIVE_KEYS),
+        tokens=len(new.auth.tokens),
+        sockets_closed=revoked,
+    )
     if changed - LIVE_KEYS:
         log.warning("restart_required", keys=sorted(changed - LIVE_KEYS))
     return current.model_copy(
@@ -252,12 +264,14 @@ async def _reload(
             "execution": current.execution.model_copy(
                 update={"max_concurrent_runs": new.execution.max_concurrent_runs}
             ),
+            "auth": current.auth.model_copy(update={"tokens": new.auth.tokens}),
         }
     )
 
 
 def _changed_keys(old: Settings, new: Settings) -> set[str]:
-    before, after = _flatten(settings_summary(old)), _flatten(settings_summary(new))
+    before = _flatten(settings_summary(old, redact=False))
+    after = _flatten(settings_summary(new, redact=False))
     return {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
 
 

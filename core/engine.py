@@ -8,14 +8,17 @@ rebuilt at start-up by `start()` (crash recovery).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any
 from weakref import WeakValueDictionary
 
 import structlog
+import structlog.contextvars
 from langgraph.errors import GraphDrained, GraphRecursionError
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import RunControl
@@ -49,6 +52,8 @@ class _Active:
     task: asyncio.Task[None]
     control: RunControl
     scope: RunScope | None = None
+    project_id: str | None = None
+    started_at: datetime | None = None  # this execution's start (a run may execute again)
 
 
 @dataclass(slots=True)
@@ -184,6 +189,7 @@ class Engine:
                 self._detached.add(active.task)
                 await self._cancel_running_nodes(run, active.scope)
         self._fill()
+        self._log_summary(run, active.scope if active else None, active)
         return run
 
     async def pause(self, run: Run) -> Run:
@@ -227,7 +233,12 @@ class Engine:
                     continue  # its previous task is still draining; it starts when that ends
                 del self._queue[run_id]
                 control = RunControl()
-                task = asyncio.create_task(self._drive(run_id, control), name=f"run:{run_id}")
+                # A context of its own: not the one of whichever request happened to free a slot.
+                task = asyncio.create_task(
+                    self._drive(run_id, control),
+                    name=f"run:{run_id}",
+                    context=contextvars.Context(),
+                )
                 self._active[run_id] = _Active(task, control)
                 task.add_done_callback(partial(self._reap, run_id))
         if not self._active and not self._queue and not self._detached:
@@ -241,7 +252,8 @@ class Engine:
             del self._active[run_id]
         self._detached.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("run_task_crashed", run_id=run_id, exc_info=exc)
+            project_id = active.project_id if active is not None else None
+            log.error("run_task_crashed", run_id=run_id, project_id=project_id, exc_info=exc)
         self._fill()
 
     # -- one run ---------------------------------------------------------------------------
@@ -251,6 +263,8 @@ class Engine:
             run = await self._current(run_id)
             if run is None:
                 return
+            # Every line logged in this task, LangGraph's included, says which run it is about.
+            structlog.contextvars.bind_contextvars(run_id=run.id, project_id=run.project_id)
             # A run that never ran has no checkpoint and no node states to read back.
             first_start = run.started_at is None
             if run.status is RunStatus.PENDING:
@@ -273,6 +287,8 @@ class Engine:
         )
         if (active := self._active.get(run_id)) is not None:
             active.scope = scope
+            active.project_id = run.project_id
+            active.started_at = self._clock.now()
         try:
             outcome = await self._execute(graph, run, scope, control, first_start)
             await scope.settle()
@@ -343,16 +359,14 @@ class Engine:
             moved = await self._move(run, outcome.status, **outcome.changes)
         if outcome.status is RunStatus.COMPLETED and self.settings.checkpoint_retention > 0:
             await self._checkpoints.prune(run_id, self.settings.checkpoint_retention)
-        self._log_summary(moved, scope)
+        self._log_summary(moved, scope, self._active.get(run_id))
 
     @staticmethod
-    def _log_summary(run: Run, scope: RunScope | None) -> None:
-        """The one line per run an operator reads: how it ended, how long, how many nodes."""
-        duration = (
-            (run.finished_at - run.started_at).total_seconds()
-            if run.finished_at and run.started_at
-            else None
-        )
+    def _log_summary(run: Run, scope: RunScope | None, active: _Active | None) -> None:
+        """The one line per run an operator reads: how it ended, how long this execution took,
+        how many nodes completed."""
+        began = (active.started_at if active else None) or run.started_at
+        duration = (run.finished_at - began).total_seconds() if run.finished_at and began else None
         states = scope.states.values() if scope else ()
         log.info(
             "run_finished",

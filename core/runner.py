@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import structlog
+import structlog.contextvars
 from langgraph.errors import GraphBubbleUp
 
 from core.compiler import JSON, RunState
@@ -68,6 +69,10 @@ class RunScope:
             self._store.drop_task_writes(self.run.id)
 
     async def run_node(self, node: Node, state: RunState, attempt: int, task_id: str) -> JSON:
+        with structlog.contextvars.bound_contextvars(node_id=node.id):
+            return await self._run_node(node, state, attempt, task_id)
+
+    async def _run_node(self, node: Node, state: RunState, attempt: int, task_id: str) -> JSON:
         if self.closed:  # cancelled: a node that swallowed the cancellation must not go on
             raise asyncio.CancelledError("the run was cancelled")
         node_type = self._node_types.get(node.type)

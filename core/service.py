@@ -21,6 +21,11 @@ from core.validation import GraphLimits, parse_graph, validate_graph
 class ServiceLimits:
     graph: GraphLimits = field(default_factory=GraphLimits)
     max_run_input_bytes: int = 262_144
+    max_event_bytes: int = 1_048_576
+
+
+# What an event carries besides the graph or the run input (ids, times, status, the envelope).
+EVENT_OVERHEAD_BYTES = 4096
 
 
 def new_id() -> str:
@@ -59,7 +64,10 @@ class WorkflowService:
         spec, problems = parse_graph(data)
         if spec is None:
             return problems
-        return validate_graph(spec, self._node_types, self._limits.graph)
+        problems = validate_graph(spec, self._node_types, self._limits.graph)
+        if not problems:
+            self._check_event_size("the graph", len(spec.model_dump_json()))
+        return problems
 
     async def create_graph(self, project_id: str, data: Any) -> Graph:
         spec = self._valid_spec(data)
@@ -84,8 +92,9 @@ class WorkflowService:
         spec, problems = parse_graph(data)
         if spec is not None:
             problems = validate_graph(spec, self._node_types, self._limits.graph)
-        if problems:
+        if problems or spec is None:
             raise ValidationFailed("the graph is not valid", problems)
+        self._check_event_size("the graph", len(spec.model_dump_json()))
         return spec
 
     # -- runs ------------------------------------------------------------------------------
@@ -137,7 +146,10 @@ class WorkflowService:
 
     async def resume(self, project_id: str, run_id: str, *value: Any) -> Run:
         """`value`, when given, answers a run waiting for input."""
-        return await self._engine.resume(await self.get_run(project_id, run_id), *value)
+        run = await self.get_run(project_id, run_id)
+        if value:
+            self._check_event_size("the resume value", len(json.dumps(value[0])))
+        return await self._engine.resume(run, *value)
 
     async def status(self, project_id: str, run_id: str) -> dict[str, Any]:
         run = await self.get_run(project_id, run_id)
@@ -183,4 +195,14 @@ class WorkflowService:
             raise LimitExceeded(
                 f"run input is {size} bytes; the limit is {self._limits.max_run_input_bytes}"
             )
+        self._check_event_size("the run input", size)
         return run_input
+
+    def _check_event_size(self, what: str, size: int) -> None:
+        """Events carry whole graphs and runs: refuse what would make one too large to send."""
+        room = self._limits.max_event_bytes - EVENT_OVERHEAD_BYTES
+        if size > room:
+            raise LimitExceeded(
+                f"{what} is {size} bytes; events are limited to "
+                f"{self._limits.max_event_bytes} bytes, which leaves room for {max(room, 0)}"
+            )

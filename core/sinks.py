@@ -27,13 +27,17 @@ class SinkWorker:
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
+        self._dropping = False
 
     def offer(self, item: Published) -> None:
         try:
             self._queue.put_nowait(item.event)
+            self._dropping = False
         except asyncio.QueueFull:
             self.dropped += 1
-            log.warning("sink_queue_full", sink=self.name, seq=item.seq)
+            if not self._dropping:  # one line per burst; the count is in the metrics
+                self._dropping = True
+                log.warning("sink_queue_full", sink=self.name, seq=item.seq, **_ids(item.event))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._work(), name=f"sink:{self.name}")
@@ -46,7 +50,7 @@ class SinkWorker:
                 self.delivered += 1
             except Exception:
                 self.failed += 1
-                log.exception("sink_failed", sink=self.name, seq=event["seq"])
+                log.exception("sink_failed", sink=self.name, seq=event["seq"], **_ids(event))
             finally:
                 self._queue.task_done()
 
@@ -76,3 +80,7 @@ class Sinks:
 
     async def stop(self, grace_s: float = 5.0) -> None:
         await asyncio.gather(*(w.stop(grace_s) for w in self.workers))
+
+
+def _ids(event: JSON) -> dict[str, str]:
+    return {key: event[key] for key in ("project_id", "run_id") if key in event}

@@ -9,14 +9,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import jmespath
-from jmespath.exceptions import JMESPathError
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import ValidationError as JsonSchemaError
 from pydantic import ValidationError
 
 from core.domain import END, ID_PATTERN, RESERVED_IDS, START, GraphSpec
 from core.errors import Problem
+from core.expressions import ExpressionRejected, check_expression
 from core.nodes import NodeType
 
 _ID = re.compile(ID_PATTERN)
@@ -26,10 +26,10 @@ _ID = re.compile(ID_PATTERN)
 FORMATS = FormatChecker()
 
 
-@FORMATS.checks("jmespath", raises=JMESPathError)
+@FORMATS.checks("jmespath", raises=ExpressionRejected)
 def _is_jmespath(value: object) -> bool:
     if isinstance(value, str):
-        jmespath.compile(value)
+        check_expression(value)
     return True
 
 
@@ -38,6 +38,7 @@ class GraphLimits:
     max_nodes: int = 500
     max_edges: int = 2000
     max_node_config_bytes: int = 65_536
+    max_condition_bytes: int = 1024
 
 
 def pointer(loc: tuple[int | str, ...] | list[int | str]) -> str:
@@ -57,7 +58,8 @@ def parse_graph(data: Any) -> tuple[GraphSpec | None, list[Problem]]:
     if not isinstance(data, dict):
         return None, [Problem("", "a graph must be a JSON object")]
     try:
-        return GraphSpec.model_validate(data), []
+        # Strict: `false` is no number, "1" no integer, whatever lax coercion would accept.
+        return GraphSpec.model_validate(data, strict=True), []
     except ValidationError as exc:
         return None, problems_from_pydantic(exc)
 
@@ -75,7 +77,7 @@ def validate_graph(
     if problems:
         return problems  # too large to look into further
     problems += _check_nodes(spec, node_types, limits)
-    problems += _check_edges(spec)
+    problems += _check_edges(spec, limits)
     if not problems:
         problems += _check_cycles(spec)
     return problems
@@ -114,10 +116,17 @@ def _check_config(config: dict[str, Any], schema: dict[str, Any], at: str) -> li
         errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     except SchemaError as exc:  # the node type's own schema is broken: not the client's fault
         return [Problem(at, f"the node type's config_schema is invalid: {exc.message}")]
-    return [Problem(at + pointer(list(e.absolute_path)), e.message) for e in errors]
+    return [Problem(at + pointer(list(e.absolute_path)), _message(e)) for e in errors]
 
 
-def _check_edges(spec: GraphSpec) -> list[Problem]:
+def _message(error: JsonSchemaError) -> str:
+    # A failed format check says why (an expression's cost, say), not only "is not a 'x'".
+    if error.validator == "format" and error.cause is not None:
+        return str(error.cause)
+    return error.message
+
+
+def _check_edges(spec: GraphSpec, limits: GraphLimits) -> list[Problem]:
     problems: list[Problem] = []
     node_ids = {n.id for n in spec.nodes}
     seen: set[str] = set()
@@ -131,10 +140,15 @@ def _check_edges(spec: GraphSpec) -> list[Problem]:
         if edge.target not in node_ids and edge.target != END:
             problems.append(Problem(f"{at}/target", f"no node {edge.target!r}"))
         if edge.condition is not None:
+            size = len(edge.condition.encode())
+            if size > limits.max_condition_bytes:
+                message = f"{size} bytes; at most {limits.max_condition_bytes}"
+                problems.append(Problem(f"{at}/condition", message))
+                continue
             try:
-                jmespath.compile(edge.condition)
-            except JMESPathError as exc:
-                problems.append(Problem(f"{at}/condition", f"invalid JMESPath: {exc}"))
+                check_expression(edge.condition)
+            except ExpressionRejected as exc:
+                problems.append(Problem(f"{at}/condition", str(exc)))
     return problems
 
 

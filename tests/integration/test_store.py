@@ -116,9 +116,7 @@ async def test_pruning_deletes_only_an_old_prefix_of_the_event_log(
     for stamp in stamps:
 
         def op(tx: Tx, stamp: datetime = stamp) -> None:
-            tx.emit(
-                Event(type=EventType.RUN_UPDATED, project_id="p", run_id="r", timestamp=stamp)
-            )
+            tx.emit(Event(type=EventType.RUN_UPDATED, project_id="p", run_id="r", timestamp=stamp))
 
         await writer.write(op)
     try:

@@ -1,0 +1,169 @@
+"""Prometheus metrics, one registry per app (never the process-wide default).
+
+Runs and nodes are counted from the event bus, so the core knows nothing of metrics: every
+transition is an event carrying the run or node state with its timestamps. What is a level
+rather than a count (runs active and queued, WebSocket clients, sink counters) is read from its
+owner when Prometheus scrapes. No label ever holds a run or node id: each would be a new series.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from adapters.ws import EventSockets
+from core.engine import Engine
+from core.events import EventBus, Published
+from core.sinks import Sinks
+
+log = structlog.get_logger("cortexd.metrics")
+
+RUN_ENDS = {"workflow.run.completed", "workflow.run.failed", "workflow.run.cancelled"}
+FINAL = ("completed", "failed", "cancelled")  # of runs and of nodes alike
+# Workflows run from seconds to hours; nodes from milliseconds to minutes.
+RUN_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
+NODE_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"  # 404 and 405: the raw path would let any client make new series
+
+
+class Metrics:
+    """The app's registry and what feeds it. An event-bus subscriber: `offer` never blocks."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.handler: Handler = make_aiohttp_handler(self.registry)
+        r = self.registry
+        self.runs_started = Counter(
+            "cortexd_runs_started", "Runs that began executing (pending to running).", registry=r
+        )
+        self.runs_finished = Counter(
+            "cortexd_runs_finished", "Runs that reached a final status.", ["status"], registry=r
+        )
+        self.run_duration = Histogram(
+            "cortexd_run_duration_seconds",
+            "Wall-clock time from a run's start to its final status, pauses included.",
+            ["status"],
+            buckets=RUN_BUCKETS,
+            registry=r,
+        )
+        self.node_duration = Histogram(
+            "cortexd_node_duration_seconds",
+            "Time of a node's last attempt, by the status it ended with.",
+            ["status"],
+            buckets=NODE_BUCKETS,
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "cortexd_http_request_duration_seconds",
+            "HTTP request handling time by route template (WebSocket sessions excluded).",
+            ["route", "method", "status_class"],
+            registry=r,
+        )
+        for status in FINAL:  # present from the first scrape, so rate() sees the first one
+            self.runs_finished.labels(status)
+            self.run_duration.labels(status)
+            self.node_duration.labels(status)
+        # When each run began its current execution: an executed-again run keeps the
+        # `started_at` of its first execution, which is not the start of this one.
+        self._starts: dict[str, str] = {}
+
+    def watch(self, bus: EventBus, engine: Engine, sockets: EventSockets, sinks: Sinks) -> None:
+        """Count the bus's events from now on, and read the live levels at each scrape."""
+        bus.subscribe(self)
+        self.registry.register(_Levels(engine, sockets, sinks))
+
+    def offer(self, item: Published) -> None:
+        try:
+            self._count(item.event)
+        except (KeyError, TypeError, ValueError):
+            # Metrics are never worth breaking the bus for (it fans out to sinks and clients).
+            log.warning("metrics_event_unreadable", seq=item.seq, type=item.event.get("type"))
+
+    def _count(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "workflow.node_state.updated":
+            node = event["nodeState"]
+            if node["status"] in FINAL and node["started_at"] and node["completed_at"]:
+                seconds = _seconds(node["started_at"], node["completed_at"])
+                self.node_duration.labels(node["status"]).observe(seconds)
+            return
+        run = event.get("run")
+        if run is None:
+            return
+        if kind == "workflow.run.updated" and run["status"] == "running":
+            self.runs_started.inc()
+            self._starts[run["id"]] = event["timestamp"]
+        elif kind in RUN_ENDS:
+            self.runs_finished.labels(run["status"]).inc()
+            started = self._starts.pop(run["id"], None) or run["started_at"]
+            if started and run["finished_at"]:
+                seconds = _seconds(started, run["finished_at"])
+                self.run_duration.labels(run["status"]).observe(seconds)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Times each request, labelled by its route template, never by its path."""
+        start = time.perf_counter()
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            self._observe(request, exc.status, start)
+            raise
+        except Exception:
+            self._observe(request, 500, start)
+            raise
+        if response.status != 101:  # a WebSocket's duration is the session's, not a request's
+            self._observe(request, response.status, start)
+        return response
+
+    def _observe(self, request: web.Request, status: int, start: float) -> None:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else UNMATCHED
+        method = request.method if request.method in METHODS else "other"
+        self.http_duration.labels(route, method, f"{status // 100}xx").observe(
+            time.perf_counter() - start
+        )
+
+
+class _Levels:
+    """A collector of what is read, not counted, at scrape time."""
+
+    def __init__(self, engine: Engine, sockets: EventSockets, sinks: Sinks) -> None:
+        self._engine = engine
+        self._sockets = sockets
+        self._sinks = sinks
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "cortexd_runs_active", "Runs executing now.", value=self._engine.running
+        )
+        yield GaugeMetricFamily(
+            "cortexd_runs_queued", "Runs waiting for a free slot.", value=self._engine.queued
+        )
+        yield GaugeMetricFamily(
+            "cortexd_websocket_clients", "Connected WebSocket clients.", value=self._sockets.clients
+        )
+        counters = {
+            "delivered": "Events a sink took without error.",
+            "failed": "Events whose delivery raised in the sink.",
+            "dropped": "Events dropped because the sink's queue was full.",
+        }
+        for outcome, text in counters.items():
+            family = CounterMetricFamily(f"cortexd_sink_events_{outcome}", text, labels=["sink"])
+            for worker in self._sinks.workers:
+                family.add_metric([worker.name], getattr(worker, outcome))
+            yield family
+
+
+def _seconds(start: str, end: str) -> float:
+    return max(0.0, (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds())
