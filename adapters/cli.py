@@ -81,6 +81,65 @@ def check_config(config_path: Path | None) -> None:
     click.echo(json.dumps(settings_summary(settings), indent=2, default=str))
 
 
+# core.domain.ID_PATTERN, spelt again: importing it would load pydantic (a test keeps them equal).
+TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+
+
+@main.group()
+def token() -> None:
+    """Bearer tokens for the [auth] section of the config file."""
+
+
+def _check_id(value: str, what: str, option: str) -> None:
+    import re
+
+    if not re.match(TOKEN_NAME_PATTERN, value):
+        raise click.BadParameter(
+            f"{value!r} is not {what} (letters, digits and _.:- only)", param_hint=option
+        )
+
+
+@token.command("new")
+@click.option("--name", required=True, help="A unique name for the token (shown in logs).")
+@click.option(
+    "--project",
+    "projects",
+    required=True,
+    multiple=True,
+    help='A project the token is valid for (repeat for more), or "*" for every project.',
+)
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["read", "write", "admin"]),
+    help="read: GET and WebSocket; write: + graph and run changes; admin: + everything.",
+)
+def token_new(name: str, projects: tuple[str, ...], role: str) -> None:
+    """Make a token: print it once, and the [[auth.tokens]] table (with only its SHA-256) to
+    add to the config file. cortexd keeps no copy of the token: store it now."""
+    import hashlib
+    import secrets
+
+    _check_id(name, "a valid token name", "--name")
+    if "*" in projects and len(projects) > 1:
+        raise click.BadParameter('"*" means every project; give it alone', param_hint="--project")
+    for project in projects:
+        if project != "*":
+            _check_id(project, "a valid project id", "--project")
+    secret = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    listed = ", ".join(json.dumps(p) for p in projects)
+    click.echo(f"The token (shown only now; cortexd keeps only its SHA-256):\n\n    {secret}\n")
+    click.echo(
+        "Add this to the config file, then reload the daemon "
+        "(systemctl reload cortexd, or SIGHUP):\n"
+    )
+    click.echo(
+        f"[[auth.tokens]]\nname = {json.dumps(name)}\nsha256 = {json.dumps(digest)}\n"
+        f"projects = [{listed}]\nrole = {json.dumps(role)}"
+    )
+
+
 main.add_command(graph)
 main.add_command(run)
 main.add_command(node_types)

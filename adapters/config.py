@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +31,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 from pydantic_settings.sources.utils import parse_env_vars
+
+from core.domain import ID_PATTERN
 
 ENV_PREFIX = "CORTEXD_"
 CONFIG_ENV_VAR = "CORTEXD_CONFIG"
@@ -140,6 +143,11 @@ class LimitsSettings(_Section):
     max_graph_edges: Annotated[Int, Field(ge=1)] = 2000
     max_node_config_bytes: Annotated[Int, Field(ge=1)] = 65_536
     max_run_input_bytes: Annotated[Int, Field(ge=1)] = 262_144
+    max_condition_bytes: Annotated[Int, Field(ge=1)] = 1024
+    max_event_bytes: Annotated[Int, Field(ge=1)] = 1_048_576
+    max_ws_message_bytes: Annotated[Int, Field(ge=1)] = 65_536
+    max_ws_clients: Annotated[Int, Field(ge=1)] = 256
+    max_ws_clients_per_token: Annotated[Int, Field(ge=1)] = 32
 
 
 class EventsSettings(_Section):
@@ -148,8 +156,63 @@ class EventsSettings(_Section):
     ws_heartbeat_s: Annotated[Float, Field(gt=0)] = 30
 
 
+class MetricsSettings(_Section):
+    # Whether GET /metrics answers without a token when [auth] is enabled (else: admin only).
+    public: Bool = False
+
+
+def _sha256_hex(value: object) -> object:
+    if not isinstance(value, str) or not _HEX_DIGEST.fullmatch(value):
+        raise PydanticCustomError(
+            "sha256",
+            "must be the 64 hex digits of a SHA-256 digest (`cortexd token new` prints one)",
+        )
+    return value.lower()
+
+
+def _project_scope(value: object) -> object:
+    if value != "*" and not (isinstance(value, str) and _ID.fullmatch(value)):
+        raise PydanticCustomError("project", 'must be a project id or "*" (every project)')
+    return value
+
+
+_ID = re.compile(ID_PATTERN)
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+TokenName = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class TokenSettings(_Section):
+    """One ``[[auth.tokens]]`` table: the token itself is never stored, only its SHA-256."""
+
+    name: TokenName
+    sha256: Annotated[str, BeforeValidator(_sha256_hex)]
+    projects: Annotated[list[Annotated[str, BeforeValidator(_project_scope)]], Field(min_length=1)]
+    role: Literal["read", "write", "admin"]
+
+    @field_validator("projects")
+    @classmethod
+    def _star_stands_alone(cls, projects: list[str]) -> list[str]:
+        if "*" in projects and len(projects) > 1:
+            raise PydanticCustomError("project", '"*" already means every project; list it alone')
+        return projects
+
+
 class AuthSettings(_Section):
     enabled: Bool = False
+    tokens: list[TokenSettings] = []
+
+    @field_validator("tokens")
+    @classmethod
+    def _distinct(cls, tokens: list[TokenSettings]) -> list[TokenSettings]:
+        for attribute, what in (("name", "name"), ("sha256", "token (sha256)")):
+            values = [getattr(t, attribute) for t in tokens]
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                shown = ", ".join(repeated) if attribute == "name" else f"{len(repeated)} of them"
+                raise PydanticCustomError(
+                    "unique", f"each {what} must be unique; repeated: {shown}"
+                )
+        return tokens
 
 
 class Settings(BaseSettings):
@@ -170,6 +233,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -303,6 +367,22 @@ def _contains(data: Any, loc: tuple[str, ...]) -> bool:
     return True
 
 
-def settings_summary(settings: Settings) -> dict[str, Any]:
-    """The effective configuration as JSON-ready data, shaped like the TOML file."""
-    return settings.model_dump(mode="json")
+# Plugin options whose values are credentials (a webhook's `secret`, an `api_key`, ...).
+_SECRET_OPTION = re.compile(r"secret|password|passwd|token|api_?key|credential", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+
+def settings_summary(settings: Settings, *, redact: bool = True) -> dict[str, Any]:
+    """The effective configuration as JSON-ready data, shaped like the TOML file.
+
+    Plugin options that hold credentials are shown as ``[redacted]`` unless ``redact`` is
+    false (the reload compares real values). Token hashes stay: they are not secrets."""
+    summary: dict[str, Any] = settings.model_dump(mode="json")
+    if redact:
+        for name, table in summary["plugins"].items():
+            if isinstance(table, dict):
+                summary["plugins"][name] = {
+                    key: REDACTED if _SECRET_OPTION.search(key) else value
+                    for key, value in table.items()
+                }
+    return summary

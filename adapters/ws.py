@@ -11,17 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import json
-import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from adapters.http.auth import Access, Role, Token, principal
+from adapters.http.problems import TooManyRequests
 from core.events import JSON, EventBus, Published
 from core.ports import Store
 
 log = structlog.get_logger("cortexd.ws")
 REPLAY_PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SocketLimits:
+    max_message_bytes: int = 65_536  # from a client; larger closes the socket with 1009
+    max_clients: int = 256
+    max_clients_per_token: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class _Client:
+    token: Token | None  # None: auth is off
+    project_id: str
 
 
 class ClientFeed:
@@ -50,12 +65,21 @@ class ClientFeed:
 class EventSockets:
     """The WebSocket endpoint and the sockets it keeps (closed with 1001 on shutdown)."""
 
-    def __init__(self, bus: EventBus, store: Store, queue_size: int, heartbeat_s: float) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        store: Store,
+        queue_size: int,
+        heartbeat_s: float,
+        limits: SocketLimits | None = None,
+    ) -> None:
         self._bus = bus
         self._store = store
         self._queue_size = queue_size
         self._heartbeat_s = heartbeat_s
-        self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self._limits = limits or SocketLimits()
+        # Every socket from before its handshake to its end: what counts against the limits.
+        self._sockets: dict[web.WebSocketResponse, _Client] = {}
 
     @property
     def clients(self) -> int:
@@ -65,20 +89,56 @@ class EventSockets:
         project_id = request.match_info["project_id"]
         since = _since(request.query.get("since"))
         run_id = request.query.get("run_id")
-        ws = web.WebSocketResponse(heartbeat=self._heartbeat_s, max_msg_size=64 * 1024)
-        await ws.prepare(request)
-        feed = ClientFeed(project_id, {run_id} if run_id else None, self._queue_size)
-        self._bus.subscribe(feed)
-        self._sockets.add(ws)
-        reader = asyncio.create_task(self._read(ws, feed), name="ws-reader")
+        client = _Client(principal(request), project_id)
+        self._admit(client)
+        ws = web.WebSocketResponse(
+            heartbeat=self._heartbeat_s, max_msg_size=self._limits.max_message_bytes
+        )
+        self._sockets[ws] = client  # counted from here on: no await between check and count
         try:
-            await self._send_events(ws, feed, since, reader)
+            await ws.prepare(request)
+            feed = ClientFeed(project_id, {run_id} if run_id else None, self._queue_size)
+            self._bus.subscribe(feed)
+            reader = asyncio.create_task(self._read(ws, feed), name="ws-reader")
+            try:
+                await self._send_events(ws, feed, since, reader)
+            finally:
+                self._bus.unsubscribe(feed)
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
         finally:
-            self._bus.unsubscribe(feed)
-            self._sockets.discard(ws)
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            del self._sockets[ws]
         return ws
+
+    def _admit(self, client: _Client) -> None:
+        limits = self._limits
+        if len(self._sockets) >= limits.max_clients:
+            raise TooManyRequests(
+                f"{limits.max_clients} WebSocket clients are connected, the most allowed; "
+                "retry later"
+            )
+        if client.token is None:
+            return
+        name = client.token.name
+        same = sum(1 for c in self._sockets.values() if c.token and c.token.name == name)
+        if same >= limits.max_clients_per_token:
+            raise TooManyRequests(
+                f"token {name!r} has {same} WebSocket clients connected, the most allowed "
+                f"per token; close one first"
+            )
+
+    async def revoke(self, access: Access) -> int:
+        """Close (1008) the sockets whose token a reload removed or narrowed; how many."""
+        stale = [
+            ws
+            for ws, client in self._sockets.items()
+            if ws.prepared
+            and client.token is not None
+            and not access.still_allows(client.token, Role.READ, client.project_id)
+        ]
+        for ws in stale:
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"token revoked")
+        return len(stale)
 
     async def _send_events(
         self,
@@ -146,7 +206,7 @@ class EventSockets:
                 await ws.send_str(json.dumps(reply))
 
     async def close_all(self, app: web.Application) -> None:
-        for ws in list(self._sockets):
+        for ws in [ws for ws in self._sockets if ws.prepared]:
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"cortexd is shutting down")
 
 

@@ -1,3 +1,8 @@
 """Built-in plugins, registered through the same path as third-party ones."""
 
-BUILTINS: tuple[str, ...] = ("plugins.basic", "plugins.transform", "plugins.approval")
+BUILTINS: tuple[str, ...] = (
+    "plugins.basic",
+    "plugins.transform",
+    "plugins.approval",
+    "plugins.http_request",
+)

@@ -6,6 +6,7 @@ unexpected is logged with the request id and answered with a plain 500.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -35,11 +36,38 @@ _STATUS: list[tuple[type[CortexdError], int]] = [
 ]
 
 
-class BadRequest(CortexdError):
+class HttpProblem(CortexdError):
+    """An error of the HTTP layer itself, carrying its status (and headers) with it."""
+
+    status = 400
+
+    def __init__(self, detail: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.headers = dict(headers or {})
+
+
+class BadRequest(HttpProblem):
     """The request itself is malformed (not JSON, wrong query parameter)."""
 
 
-def problem(status: int, detail: str, problems: list[Problem] | None = None) -> web.Response:
+class Unauthorized(HttpProblem):
+    status = 401
+
+
+class Forbidden(HttpProblem):
+    status = 403
+
+
+class TooManyRequests(HttpProblem):
+    status = 429
+
+
+def problem(
+    status: int,
+    detail: str,
+    problems: list[Problem] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
@@ -48,10 +76,17 @@ def problem(status: int, detail: str, problems: list[Problem] | None = None) -> 
     }
     if problems is not None:
         body["problems"] = [p.to_json() for p in problems]
-    return web.Response(body=to_json(body), status=status, content_type="application/problem+json")
+    return web.Response(
+        body=to_json(body),
+        status=status,
+        content_type="application/problem+json",
+        headers=headers,
+    )
 
 
 def status_of(error: CortexdError) -> int:
+    if isinstance(error, HttpProblem):
+        return error.status
     for kind, status in _STATUS:
         if isinstance(error, kind):
             return status
@@ -64,6 +99,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except ValidationFailed as exc:
         return problem(422, str(exc), exc.problems)
+    except HttpProblem as exc:
+        return problem(exc.status, str(exc), headers=exc.headers)
     except CortexdError as exc:
         return problem(status_of(exc), str(exc))
     except web.HTTPException as exc:

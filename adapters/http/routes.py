@@ -3,40 +3,29 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 from pydantic_core import to_json
 
+from adapters.http.inputs import RUN_ID_PATTERN, Body, CreateRunBody, ExecuteBody, ResumeBody
 from adapters.http.keys import ENGINE, PLUGINS, READY_CHECK, SERVICE, SOCKETS
+from adapters.http.openapi import document
 from adapters.http.problems import BadRequest, problem
-from core.domain import RunStatus
-from core.errors import ValidationFailed
+from core.domain import ID_PATTERN, RunStatus
+from core.errors import NotFound, Problem, ValidationFailed
 from core.validation import problems_from_pydantic
 
 PROJECT = "/api/projects/{project_id}/workflows"
+_ID = re.compile(ID_PATTERN)
+_RUN_ID = re.compile(RUN_ID_PATTERN)
+# Numbers a run's state can hold: LangGraph's checkpoints store integers in 64 bits.
+_INT_RANGE = (-(2**63), 2**64 - 1)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]", re.IGNORECASE)
 
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-BodyT = TypeVar("BodyT", bound=_Body)
-
-
-class CreateRunBody(_Body):
-    workflow_id: str
-    input: dict[str, Any] | None = None
-
-
-class ExecuteBody(_Body):
-    input: dict[str, Any] | None = None
-    from_start: bool = False
-
-
-class ResumeBody(_Body):
-    value: Any = None
+BodyT = TypeVar("BodyT", bound=Body)
 
 
 def reply(data: Any, status: int = 200) -> web.Response:
@@ -51,7 +40,12 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
         return {}
     try:
         # Decoded here: json.loads(bytes) would guess UTF-16/32 from the first bytes.
-        return json.loads(raw.decode("utf-8"))
+        data = json.loads(
+            raw.decode("utf-8"),
+            parse_int=_integer,
+            parse_float=_finite,
+            parse_constant=_no_constant,
+        )
     except UnicodeDecodeError:
         raise BadRequest("the body is not valid UTF-8") from None
     except json.JSONDecodeError as exc:
@@ -59,6 +53,54 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
         raise BadRequest(f"malformed JSON: {exc.msg} ({where})") from None
     except RecursionError:
         raise BadRequest("the JSON body is nested too deeply") from None
+    except _NumberRefused as exc:
+        raise ValidationFailed("the body has a number cortexd cannot keep", [exc.problem]) from None
+    if _SURROGATE_ESCAPE.search(raw) and not _encodable(data):
+        raise BadRequest("the body has a lone UTF-16 surrogate escape (\\ud800-\\udfff)")
+    return data
+
+
+class _NumberRefused(Exception):
+    def __init__(self, message: str) -> None:
+        self.problem = Problem("", message)
+
+
+def _integer(text: str) -> int:
+    # Checked on the text first: int() of thousands of digits is slow, or refused outright.
+    if len(text.lstrip("-")) > 20 or not _INT_RANGE[0] <= int(text) <= _INT_RANGE[1]:
+        raise _NumberRefused(
+            f"integer {text[:24]}... is out of range; integers must fit in 64 bits"
+        )
+    return int(text)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _NumberRefused(f"number {text[:24]} is too large for a 64-bit float")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise _NumberRefused(f"{text} is not a JSON number")
+
+
+def _encodable(data: Any) -> bool:
+    """Whether every string (and key) can be written as UTF-8, as storage needs."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        try:
+            if isinstance(item, str):
+                item.encode()
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+        except UnicodeEncodeError:
+            return False
+    return True
 
 
 async def read_body(request: web.Request, model: type[BodyT], *, required: bool) -> BodyT:
@@ -86,8 +128,25 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
     return value
 
 
+def _path_id(request: web.Request, name: str, kind: str, pattern: re.Pattern[str]) -> str:
+    """An id from the path. One without the form of an id names nothing: a 404 like any other,
+    before it reaches the service (or the database)."""
+    value = request.match_info[name]
+    if not pattern.match(value):
+        raise NotFound(kind, value if len(value) <= 100 else value[:100] + "...")
+    return value
+
+
 def _project(request: web.Request) -> str:
-    return request.match_info["project_id"]
+    return _path_id(request, "project_id", "project", _ID)
+
+
+def _graph_id(request: web.Request) -> str:
+    return _path_id(request, "workflow_id", "graph", _ID)
+
+
+def _run_id(request: web.Request) -> str:
+    return _path_id(request, "run_id", "run", _RUN_ID)
 
 
 # -- graphs ------------------------------------------------------------------------------------
@@ -98,7 +157,7 @@ async def list_graphs(request: web.Request) -> web.Response:
 
 
 async def get_graph(request: web.Request) -> web.Response:
-    graph_id = request.match_info["workflow_id"]
+    graph_id = _graph_id(request)
     return reply(await request.app[SERVICE].get_graph(_project(request), graph_id))
 
 
@@ -109,12 +168,12 @@ async def create_graph(request: web.Request) -> web.Response:
 
 async def replace_graph(request: web.Request) -> web.Response:
     data = await read_json(request)
-    graph_id = request.match_info["workflow_id"]
+    graph_id = _graph_id(request)
     return reply(await request.app[SERVICE].replace_graph(_project(request), graph_id, data))
 
 
 async def delete_graph(request: web.Request) -> web.Response:
-    graph_id = request.match_info["workflow_id"]
+    graph_id = _graph_id(request)
     await request.app[SERVICE].delete_graph(_project(request), graph_id)
     return web.Response(status=204)
 
@@ -136,59 +195,58 @@ async def create_run(request: web.Request) -> web.Response:
 
 
 async def list_runs(request: web.Request) -> web.Response:
+    workflow_id = request.query.get("workflow_id")
+    if workflow_id is not None and not _ID.match(workflow_id):
+        raise BadRequest(f"query parameter 'workflow_id' is not a valid graph id: {workflow_id!r}")
     status = request.query.get("status")
     try:
         wanted = RunStatus(status) if status is not None else None
     except ValueError:
         choices = ", ".join(s.value for s in RunStatus)
         raise BadRequest(f"unknown status {status!r}; one of: {choices}") from None
-    runs = await request.app[SERVICE].list_runs(
-        _project(request), request.query.get("workflow_id"), wanted
-    )
+    runs = await request.app[SERVICE].list_runs(_project(request), workflow_id, wanted)
     return reply(runs)
 
 
 async def get_run(request: web.Request) -> web.Response:
-    run_id = request.match_info["run_id"]
+    run_id = _run_id(request)
     return reply(await request.app[SERVICE].get_run(_project(request), run_id))
 
 
 async def execute_run(request: web.Request) -> web.Response:
     body = await read_body(request, ExecuteBody, required=False)
     run = await request.app[SERVICE].execute(
-        _project(request), request.match_info["run_id"], body.input, body.from_start
+        _project(request), _run_id(request), body.input, body.from_start
     )
     return reply(run)
 
 
 async def cancel_run(request: web.Request) -> web.Response:
-    run_id = request.match_info["run_id"]
+    run_id = _run_id(request)
     return reply(await request.app[SERVICE].cancel(_project(request), run_id))
 
 
 async def pause_run(request: web.Request) -> web.Response:
-    run_id = request.match_info["run_id"]
+    run_id = _run_id(request)
     return reply(await request.app[SERVICE].pause(_project(request), run_id))
 
 
 async def resume_run(request: web.Request) -> web.Response:
     body = await read_body(request, ResumeBody, required=False)
     value = (body.value,) if "value" in body.model_fields_set else ()
-    run_id = request.match_info["run_id"]
+    run_id = _run_id(request)
     return reply(await request.app[SERVICE].resume(_project(request), run_id, *value))
 
 
 async def run_status(request: web.Request) -> web.Response:
-    run_id = request.match_info["run_id"]
+    run_id = _run_id(request)
     return reply(await request.app[SERVICE].status(_project(request), run_id))
 
 
 async def run_events(request: web.Request) -> web.Response:
     since = _query_int(request, "since", 0, 0, 2**62)
     limit = _query_int(request, "limit", 1000, 1, 10_000)
-    events = await request.app[SERVICE].events(
-        _project(request), since, request.match_info["run_id"], limit
-    )
+    events = await request.app[SERVICE].events(_project(request), since, _run_id(request), limit)
     return reply(events)
 
 
@@ -230,7 +288,17 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def event_socket(request: web.Request) -> web.StreamResponse:
+    _project(request)
     return await request.app[SOCKETS].handle(request)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    routes = frozenset(
+        (route.method, route.resource.canonical)
+        for route in request.app.router.routes()
+        if route.resource is not None
+    )
+    return reply(document(routes))
 
 
 async def close_sockets(app: web.Application) -> None:
@@ -259,3 +327,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/plugins", plugins)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.json", openapi)

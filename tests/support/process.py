@@ -30,8 +30,12 @@ def free_port() -> int:
 class DaemonProcess:
     """One `cortexd serve` process on a config file in a test's directory."""
 
-    def __init__(self, workdir: Path, **sections: dict[str, Any]) -> None:
+    def __init__(
+        self, workdir: Path, *, executable: Path = CORTEXD, **sections: dict[str, Any]
+    ) -> None:
         self.workdir = workdir
+        # The `cortexd` script to run: another environment's, to test what is installed there.
+        self.executable = executable
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = workdir / "cortexd.db"
@@ -61,7 +65,7 @@ class DaemonProcess:
         log = (self.workdir / f"daemon-{self.starts}.log").open("wb")
         env = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
         self.proc = subprocess.Popen(
-            [*self.launcher, str(CORTEXD), "serve", "--config", str(self.config)],
+            [*self.launcher, str(self.executable), "serve", "--config", str(self.config)],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,

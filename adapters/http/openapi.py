@@ -1,0 +1,428 @@
+"""The OpenAPI 3.1 document served at ``GET /openapi.json``.
+
+Schemas come from the pydantic models (the domain's, the request bodies', and a few written
+here for answers that are plain dicts); the paths are written out below, one entry per route.
+The document served lists the routes the app has (``/metrics`` is there only when mounted).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from adapters.http.inputs import RUN_ID_PATTERN, CreateRunBody, ExecuteBody, ResumeBody
+from core.domain import ID_PATTERN, Event, Graph, GraphSpec, NodeState, Run, RunStatus
+
+JSON = dict[str, Any]
+PROBLEM_TYPE = "application/problem+json"
+REF = "#/components/schemas/{model}"
+
+
+# -- answers that are plain dicts in the routes ------------------------------------------------
+
+
+class RunStatusReport(BaseModel):
+    run_id: str
+    status: RunStatus
+    progress: float
+    current_node: str | None
+    started_at: datetime | None
+    node_states: list[NodeState]
+
+
+class NodeTypeInfo(BaseModel):
+    name: str
+    title: str
+    description: str
+    config_schema: JSON
+
+
+class PluginInfo(BaseModel):
+    name: str
+    version: str | None
+    source: str
+    node_types: list[str]
+    sinks: bool
+
+
+class ProblemItem(BaseModel):
+    path: str
+    message: str
+
+
+class ProblemDocument(BaseModel):
+    """RFC 9457; `problems` lists each thing wrong with the body, with its JSON pointer."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    problems: list[ProblemItem] | None = None
+
+
+class ValidGraph(BaseModel):
+    valid: Literal[True]
+    problems: list[ProblemItem]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class RunCounts(BaseModel):
+    running: int
+    queued: int
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, bool]
+    runs: RunCounts
+
+
+_INPUTS: list[type[BaseModel]] = [GraphSpec, CreateRunBody, ExecuteBody, ResumeBody]
+_OUTPUTS: list[type[BaseModel]] = [
+    Graph,
+    Run,
+    Event,
+    RunStatusReport,
+    NodeTypeInfo,
+    PluginInfo,
+    ProblemDocument,
+    ValidGraph,
+    Health,
+    Readiness,
+]
+
+
+@lru_cache(maxsize=1)
+def _schemas() -> tuple[dict[str, JSON], JSON]:
+    """(a $ref per model and mode, every schema by name)."""
+    pairs: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
+        *((m, "validation") for m in _INPUTS),
+        *((m, "serialization") for m in _OUTPUTS),
+    ]
+    refs, top = models_json_schema(pairs, ref_template=REF)
+    by_model = {model.__name__: ref for (model, _), ref in refs.items()}
+    return by_model, top.get("$defs", {})
+
+
+def _ref(model: type[BaseModel]) -> JSON:
+    return _schemas()[0][model.__name__]
+
+
+# -- building blocks of the paths --------------------------------------------------------------
+
+
+def _path_param(name: str, pattern: str, description: str) -> JSON:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "pattern": pattern},
+    }
+
+
+PROJECT_ID = _path_param("project_id", ID_PATTERN, "Project id.")
+GRAPH_ID = _path_param("workflow_id", ID_PATTERN, "Graph (workflow) id.")
+RUN_ID = _path_param("run_id", RUN_ID_PATTERN, "Run id (a UUID).")
+
+
+def _query(name: str, schema: JSON, description: str) -> JSON:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+SINCE = _query("since", {"type": "integer", "minimum": 0, "maximum": 2**62}, "Events after seq.")
+
+_ERRORS = {
+    400: "Malformed request: not JSON, not UTF-8, nested too deeply, or a bad query parameter.",
+    401: "No token, or one that is not valid (with `WWW-Authenticate: Bearer`).",
+    403: "The token lacks the role or the project.",
+    404: "No such graph or run in this project, or an id that cannot be one.",
+    409: "The request contradicts the current state.",
+    413: "Larger than a configured limit.",
+    422: "Not valid: `problems` lists each problem with its JSON pointer.",
+    429: "Too many WebSocket clients.",
+}
+
+
+def _json(schema: JSON, description: str) -> JSON:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _array(model: type[BaseModel]) -> JSON:
+    return {"type": "array", "items": _ref(model)}
+
+
+def _operation(
+    summary: str,
+    ok: tuple[int, JSON],
+    errors: tuple[int, ...] = (),
+    *,
+    params: tuple[JSON, ...] = (),
+    body: type[BaseModel] | None = None,
+    body_required: bool = True,
+    secured: bool = True,
+) -> JSON:
+    status, response = ok
+    responses: JSON = {str(status): response}
+    codes = set(errors)
+    if secured:
+        codes |= {401, 403}
+    if body is not None:
+        codes |= {400, 413, 422}
+    for code in sorted(codes):
+        content = {PROBLEM_TYPE: {"schema": _ref(ProblemDocument)}}
+        responses[str(code)] = {"description": _ERRORS[code], "content": content}
+    operation: JSON = {"summary": summary, "responses": responses}
+    if params:
+        operation["parameters"] = list(params)
+    if body is not None:
+        operation["requestBody"] = {
+            "required": body_required,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+    if not secured:
+        operation["security"] = []
+    return operation
+
+
+def _paths() -> dict[str, dict[str, JSON]]:
+    project = "/api/projects/{project_id}/workflows"
+    graph = (PROJECT_ID, GRAPH_ID)
+    run = (PROJECT_ID, RUN_ID)
+    run_ok = (200, _json(_ref(Run), "The run."))
+    return {
+        f"{project}/graphs": {
+            "get": _operation(
+                "List the project's graphs",
+                (200, _json(_array(Graph), "The graphs.")),
+                (404,),
+                params=(PROJECT_ID,),
+            ),
+            "post": _operation(
+                "Create a graph (version 1)",
+                (201, _json(_ref(Graph), "The graph as stored.")),
+                (404, 409),
+                params=(PROJECT_ID,),
+                body=GraphSpec,
+            ),
+        },
+        f"{project}/graphs/validate": {
+            "post": _operation(
+                "Validate a graph without storing it",
+                (200, _json(_ref(ValidGraph), "The graph is valid.")),
+                (404,),
+                params=(PROJECT_ID,),
+                body=GraphSpec,
+            ),
+        },
+        f"{project}/graphs/{{workflow_id}}": {
+            "get": _operation(
+                "Get a graph", (200, _json(_ref(Graph), "The graph.")), (404,), params=graph
+            ),
+            "put": _operation(
+                "Replace a graph (a new version)",
+                (200, _json(_ref(Graph), "The new version.")),
+                (404, 409),
+                params=graph,
+                body=GraphSpec,
+            ),
+            "delete": _operation(
+                "Delete a graph (its versions stay readable by its runs)",
+                (204, {"description": "Deleted."}),
+                (404, 409),
+                params=graph,
+            ),
+        },
+        f"{project}/runs": {
+            "get": _operation(
+                "List runs, newest first",
+                (200, _json(_array(Run), "The runs.")),
+                (400, 404),
+                params=(
+                    PROJECT_ID,
+                    _query("workflow_id", {"type": "string", "pattern": ID_PATTERN}, "Graph."),
+                    _query(
+                        "status",
+                        {"type": "string", "enum": [s.value for s in RunStatus]},
+                        "Status.",
+                    ),
+                ),
+            ),
+            "post": _operation(
+                "Start a run (queued at once)",
+                (201, _json(_ref(Run), "The pending run.")),
+                (404,),
+                params=(PROJECT_ID,),
+                body=CreateRunBody,
+            ),
+        },
+        f"{project}/runs/{{run_id}}": {
+            "get": _operation("Get a run", run_ok, (404,), params=run),
+        },
+        f"{project}/runs/{{run_id}}/execute": {
+            "post": _operation(
+                "Execute a run again (from its last checkpoint, or from the start)",
+                run_ok,
+                (400, 404, 409),
+                params=run,
+                body=ExecuteBody,
+                body_required=False,
+            ),
+        },
+        f"{project}/runs/{{run_id}}/cancel": {
+            "post": _operation("Cancel a run", run_ok, (400, 404), params=run),
+        },
+        f"{project}/runs/{{run_id}}/pause": {
+            "post": _operation("Pause a run", run_ok, (400, 404), params=run),
+        },
+        f"{project}/runs/{{run_id}}/resume": {
+            "post": _operation(
+                "Resume a paused run (`value` answers one waiting for input)",
+                run_ok,
+                (400, 404),
+                params=run,
+                body=ResumeBody,
+                body_required=False,
+            ),
+        },
+        f"{project}/runs/{{run_id}}/status": {
+            "get": _operation(
+                "A run's status and its nodes' states",
+                (200, _json(_ref(RunStatusReport), "The status.")),
+                (404,),
+                params=run,
+            ),
+        },
+        f"{project}/runs/{{run_id}}/events": {
+            "get": _operation(
+                "A run's events after `since`, in seq order",
+                (200, _json(_array(Event), "The events.")),
+                (400, 404),
+                params=(
+                    *run,
+                    SINCE,
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 10_000}, "Most."),
+                ),
+            ),
+        },
+        "/api/projects/{project_id}/ws": {
+            "get": _operation(
+                "WebSocket: the project's events, one per text frame (`since` replays first)",
+                (101, {"description": "Switching to the WebSocket protocol."}),
+                (400, 404, 429),
+                params=(
+                    PROJECT_ID,
+                    SINCE,
+                    _query("run_id", {"type": "string"}, "Only this run's events."),
+                    _query("access_token", {"type": "string"}, "A token, for browsers."),
+                ),
+            )
+            | {"security": [{"bearer": []}, {"access_token": []}]},
+        },
+        "/api/node-types": {
+            "get": _operation(
+                "The node types plugins provide",
+                (200, _json(_array(NodeTypeInfo), "The node types.")),
+            ),
+        },
+        "/api/plugins": {
+            "get": _operation(
+                "The plugins loaded (admin)",
+                (200, _json(_array(PluginInfo), "The plugins.")),
+            ),
+        },
+        "/healthz": {
+            "get": _operation(
+                "Whether the process serves",
+                (200, _json(_ref(Health), "It does.")),
+                secured=False,
+            ),
+        },
+        "/readyz": {
+            "get": _operation(
+                "Whether the store answers and the engine takes runs",
+                (200, _json(_ref(Readiness), "Ready.")),
+                secured=False,
+            )
+            | {"responses": _readiness_responses()},
+        },
+        "/openapi.json": {
+            "get": _operation(
+                "This document",
+                (200, _json({"type": "object"}, "The OpenAPI 3.1 document.")),
+                secured=False,
+            ),
+        },
+        "/metrics": {
+            "get": _operation(
+                "Prometheus metrics (admin, unless [metrics] public = true)",
+                (
+                    200,
+                    {
+                        "description": "The text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                ),
+            ),
+        },
+    }
+
+
+def _readiness_responses() -> JSON:
+    readiness = _ref(Readiness)
+    return {
+        "200": _json(readiness, "Ready."),
+        "503": _json(readiness, "Not ready: `checks` says what is not."),
+    }
+
+
+@lru_cache(maxsize=4)
+def document(routes: frozenset[tuple[str, str]] | None = None) -> JSON:
+    """The document; with ``routes`` ((METHOD, path template) pairs), only those operations."""
+    paths: dict[str, dict[str, JSON]] = {}
+    for path, operations in _paths().items():
+        kept = {
+            method: operation
+            for method, operation in operations.items()
+            if routes is None or (method.upper(), path) in routes
+        }
+        if kept:
+            paths[path] = kept
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "cortexd",
+            "version": _version(),
+            "description": "A workflow daemon: stores workflow graphs and runs them durably.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _schemas()[1],
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "access_token": {"type": "apiKey", "in": "query", "name": "access_token"},
+            },
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def _version() -> str:
+    try:
+        return version("cortexd")
+    except PackageNotFoundError:
+        return "0"
