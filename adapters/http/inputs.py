@@ -1,17 +1,27 @@
-"""What a request may carry: the JSON bodies (strict: no `false` for a number, no "1" for an
-integer) and the form of the ids in paths. The routes parse with these, and the OpenAPI
-document describes them."""
+"""What a request may carry: JSON bodies, read safely and validated strictly (no `false` for a
+number, no "1" for an integer), and the form of the ids in paths. The routes parse with these,
+and the OpenAPI document describes them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+import re
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, ValidationError
 
+from adapters.http.problems import BadRequest
 from core.domain import ID_PATTERN
+from core.errors import Problem, ValidationFailed
+from core.validation import problems_from_pydantic
 
 # Run ids are made by cortexd: lowercase UUIDs, as str(uuid4()) spells them.
 RUN_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+# Numbers a run's state can hold: LangGraph's checkpoints store integers in 64 bits.
+_INT_RANGE = (-(2**63), 2**64 - 1)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]", re.IGNORECASE)
 
 GraphId = Annotated[str, Field(pattern=ID_PATTERN)]
 JsonObject = Annotated[dict[str, Any], Strict()]
@@ -33,3 +43,88 @@ class ExecuteBody(Body):
 
 class ResumeBody(Body):
     value: Any = None
+
+
+BodyT = TypeVar("BodyT", bound=Body)
+
+
+async def read_json(request: web.Request, *, required: bool = True) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        if required:
+            raise BadRequest("the request needs a JSON body")
+        return {}
+    try:
+        # Decoded here: json.loads(bytes) would guess UTF-16/32 from the first bytes.
+        data = json.loads(
+            raw.decode("utf-8"),
+            parse_int=_integer,
+            parse_float=_finite,
+            parse_constant=_no_constant,
+        )
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise BadRequest(f"malformed JSON: {exc.msg} ({where})") from None
+    except RecursionError:
+        raise BadRequest("the JSON body is nested too deeply") from None
+    except _NumberRefused as exc:
+        raise ValidationFailed("the body has a number cortexd cannot keep", [exc.problem]) from None
+    if _SURROGATE_ESCAPE.search(raw) and not _encodable(data):
+        raise BadRequest("the body has a lone UTF-16 surrogate escape (\\ud800-\\udfff)")
+    return data
+
+
+class _NumberRefused(Exception):
+    def __init__(self, message: str) -> None:
+        self.problem = Problem("", message)
+
+
+def _integer(text: str) -> int:
+    # Checked on the text first: int() of thousands of digits is slow, or refused outright.
+    if len(text.lstrip("-")) > 20 or not _INT_RANGE[0] <= int(text) <= _INT_RANGE[1]:
+        shown = text if len(text) <= 24 else text[:24] + "..."
+        raise _NumberRefused(f"integer {shown} is out of range; integers must fit in 64 bits")
+    return int(text)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _NumberRefused(f"number {text[:24]} is too large for a 64-bit float")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise _NumberRefused(f"{text} is not a JSON number")
+
+
+def _encodable(data: Any) -> bool:
+    """Whether every string (and key) can be written as UTF-8, as storage needs."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        try:
+            if isinstance(item, str):
+                item.encode()
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+async def read_body(request: web.Request, model: type[BodyT], *, required: bool) -> BodyT:
+    data = await read_json(request, required=required)
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            "the request body is not valid", problems_from_pydantic(exc)
+        ) from None

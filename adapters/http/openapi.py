@@ -186,6 +186,9 @@ def _operation(
     for code in sorted(codes):
         content = {PROBLEM_TYPE: {"schema": _ref(ProblemDocument)}}
         responses[str(code)] = {"description": _ERRORS[code], "content": content}
+    if 401 in codes:
+        challenge = {"description": "Bearer, with the error", "schema": {"type": "string"}}
+        responses["401"]["headers"] = {"WWW-Authenticate": challenge}
     operation: JSON = {"summary": summary, "responses": responses}
     if params:
         operation["parameters"] = list(params)

@@ -2,117 +2,33 @@
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
 from pydantic_core import to_json
 
-from adapters.http.inputs import RUN_ID_PATTERN, Body, CreateRunBody, ExecuteBody, ResumeBody
+from adapters.http.inputs import (
+    RUN_ID_PATTERN,
+    CreateRunBody,
+    ExecuteBody,
+    ResumeBody,
+    read_body,
+    read_json,
+)
 from adapters.http.keys import ENGINE, PLUGINS, READY_CHECK, SERVICE, SOCKETS
 from adapters.http.openapi import document
 from adapters.http.problems import BadRequest, problem
 from core.domain import ID_PATTERN, RunStatus
-from core.errors import NotFound, Problem, ValidationFailed
-from core.validation import problems_from_pydantic
+from core.errors import NotFound
 
 PROJECT = "/api/projects/{project_id}/workflows"
 _ID = re.compile(ID_PATTERN)
 _RUN_ID = re.compile(RUN_ID_PATTERN)
-# Numbers a run's state can hold: LangGraph's checkpoints store integers in 64 bits.
-_INT_RANGE = (-(2**63), 2**64 - 1)
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]", re.IGNORECASE)
-
-BodyT = TypeVar("BodyT", bound=Body)
 
 
 def reply(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=to_json(data), status=status, content_type="application/json")
-
-
-async def read_json(request: web.Request, *, required: bool = True) -> Any:
-    raw = await request.read()
-    if not raw.strip():
-        if required:
-            raise BadRequest("the request needs a JSON body")
-        return {}
-    try:
-        # Decoded here: json.loads(bytes) would guess UTF-16/32 from the first bytes.
-        data = json.loads(
-            raw.decode("utf-8"),
-            parse_int=_integer,
-            parse_float=_finite,
-            parse_constant=_no_constant,
-        )
-    except UnicodeDecodeError:
-        raise BadRequest("the body is not valid UTF-8") from None
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno}, column {exc.colno}"
-        raise BadRequest(f"malformed JSON: {exc.msg} ({where})") from None
-    except RecursionError:
-        raise BadRequest("the JSON body is nested too deeply") from None
-    except _NumberRefused as exc:
-        raise ValidationFailed("the body has a number cortexd cannot keep", [exc.problem]) from None
-    if _SURROGATE_ESCAPE.search(raw) and not _encodable(data):
-        raise BadRequest("the body has a lone UTF-16 surrogate escape (\\ud800-\\udfff)")
-    return data
-
-
-class _NumberRefused(Exception):
-    def __init__(self, message: str) -> None:
-        self.problem = Problem("", message)
-
-
-def _integer(text: str) -> int:
-    # Checked on the text first: int() of thousands of digits is slow, or refused outright.
-    if len(text.lstrip("-")) > 20 or not _INT_RANGE[0] <= int(text) <= _INT_RANGE[1]:
-        raise _NumberRefused(
-            f"integer {text[:24]}... is out of range; integers must fit in 64 bits"
-        )
-    return int(text)
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise _NumberRefused(f"number {text[:24]} is too large for a 64-bit float")
-    return value
-
-
-def _no_constant(text: str) -> float:
-    raise _NumberRefused(f"{text} is not a JSON number")
-
-
-def _encodable(data: Any) -> bool:
-    """Whether every string (and key) can be written as UTF-8, as storage needs."""
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        try:
-            if isinstance(item, str):
-                item.encode()
-            elif isinstance(item, dict):
-                stack.extend(item.keys())
-                stack.extend(item.values())
-            elif isinstance(item, list):
-                stack.extend(item)
-        except UnicodeEncodeError:
-            return False
-    return True
-
-
-async def read_body(request: web.Request, model: type[BodyT], *, required: bool) -> BodyT:
-    data = await read_json(request, required=required)
-    if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ValidationFailed(
-            "the request body is not valid", problems_from_pydantic(exc)
-        ) from None
 
 
 def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
