@@ -5,4 +5,5 @@ BUILTINS: tuple[str, ...] = (
     "plugins.transform",
     "plugins.approval",
     "plugins.http_request",
+    "plugins.sinks",
 )
