@@ -254,31 +254,27 @@ class SqliteStore:
         """Delete the events older than `before`, oldest first and only as a prefix of the log
         (so what is kept never has a hole), in short transactions. Returns how many went."""
         cutoff = before.isoformat().replace("+00:00", "Z")
-        row = await self._one("SELECT MIN(seq) FROM events WHERE timestamp >= ?", (cutoff,))
-        first_kept = row[0] if row and row[0] is not None else await self._next_seq()
         deleted = 0
         while True:
 
             def op(tx: Tx) -> int:
-                (count,) = tx.fetchone(
-                    "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE seq < ? LIMIT ?)",
-                    (first_kept, batch),
+                # Decided inside the write: an event committed meanwhile is never taken.
+                (first_kept,) = tx.fetchone(
+                    "SELECT COALESCE((SELECT MIN(seq) FROM events WHERE timestamp >= ?), "
+                    "(SELECT COALESCE(MAX(seq), 0) + 1 FROM events))",
+                    (cutoff,),
                 )
-                tx.execute(
+                rows = tx.conn.execute(
                     "DELETE FROM events WHERE seq IN "
                     "(SELECT seq FROM events WHERE seq < ? ORDER BY seq LIMIT ?)",
                     (first_kept, batch),
                 )
-                return int(count)
+                return int(rows.rowcount)
 
             count = await self._writer.write(op)
             deleted += count
             if count < batch:
                 return deleted
-
-    async def _next_seq(self) -> int:
-        row = await self._one("SELECT COALESCE(MAX(seq), 0) + 1 FROM events")
-        return int(row[0])
 
     async def min_event_seq(self) -> int:
         row = await self._one(

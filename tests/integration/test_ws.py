@@ -129,7 +129,9 @@ async def test_a_since_older_than_retention_first_gets_resume_gap(api: Api, tmp_
 async def test_a_slow_client_is_closed_with_1013_and_catches_up_by_reconnecting(
     make_api: ApiFactory,
 ) -> None:
-    api = await make_api(CORTEXD_EVENTS__WS_QUEUE_SIZE="5")
+    # A queue the fast client never fills: a commit publishes at most a few events per write,
+    # and batches are capped at 8 writes; the slow client falls behind by megabytes.
+    api = await make_api(CORTEXD_EVENTS__WS_QUEUE_SIZE="50", CORTEXD_STORAGE__BATCH_MAX="8")
     await api.graph(linear("g", "passthrough"))
     big = {"blob": "x" * 200_000}
     fast_seen: list[dict[str, Any]] = []
