@@ -149,14 +149,21 @@ class Plugins:
         ]
 
     async def startup(self, ctx: PluginContext) -> None:
-        for impl in reversed(self._pm.hook.cortexd_startup.get_hookimpls()):
+        """Start plugins in registration order; if one fails, those already started are shut
+        down (their sessions and tasks must not outlive a failed start) and the error names it."""
+        started: set[str] = set()
+        for impl in self._pm.hook.cortexd_startup.get_hookimpls():  # registration order
             try:
                 await await_me_maybe(impl.function(ctx=ctx))
             except Exception as exc:
+                await self.shutdown(ctx, only=started)
                 raise PluginError(f"plugin {impl.plugin_name!r} failed to start: {exc}") from exc
+            started.add(impl.plugin_name)
 
-    async def shutdown(self, ctx: PluginContext) -> None:
-        for impl in self._pm.hook.cortexd_shutdown.get_hookimpls():
+    async def shutdown(self, ctx: PluginContext, only: set[str] | None = None) -> None:
+        for impl in reversed(self._pm.hook.cortexd_shutdown.get_hookimpls()):  # last in, first out
+            if only is not None and impl.plugin_name not in only:
+                continue
             try:
                 await await_me_maybe(impl.function(ctx=ctx))
             except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import PluginError
+from core.nodes import PluginContext
 from core.plugins import build_plugins
 from plugins import BUILTINS
 from tests.integration.conftest import Api, ApiFactory, linear, until
@@ -71,3 +72,34 @@ async def test_a_failing_sink_breaks_neither_runs_nor_other_sinks(make_api: ApiF
     await until(lambda: failing.calls >= len(stored) + 1)  # + the graph's event
     await until(lambda: len(api.kit.events) >= len(stored) + 1)
     assert api.kit.events[1:] == stored
+
+
+class _Lifecycle:
+    def __init__(self, log: list[str], name: str, fail: bool = False) -> None:
+        self.log, self.name, self.fail = log, name, fail
+
+    @bad_plugins.hookimpl
+    def cortexd_startup(self, ctx: object) -> None:
+        if self.fail:
+            raise RuntimeError("no database")
+        self.log.append(f"start {self.name}")
+
+    @bad_plugins.hookimpl
+    def cortexd_shutdown(self, ctx: object) -> None:
+        self.log.append(f"stop {self.name}")
+
+
+async def test_a_plugin_failing_to_start_is_named_and_the_started_ones_are_stopped() -> None:
+    log: list[str] = []
+    plugins = build_plugins(
+        builtins=(),
+        use_entry_points=False,
+        extra=[
+            ("first", _Lifecycle(log, "first")),
+            ("broken", _Lifecycle(log, "broken", fail=True)),
+            ("never", _Lifecycle(log, "never")),
+        ],
+    )
+    with pytest.raises(PluginError, match=r"'broken' failed to start: no database"):
+        await plugins.startup(PluginContext())
+    assert log == ["start first", "stop first"]
