@@ -3,6 +3,7 @@ their lifecycle (open in order, close in reverse)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -72,21 +73,28 @@ class Daemon:
         )
         path = settings.storage.path
         await prepare_database(path)
-        reader_conn = await connect(path)
-        bus = EventBus()
-        writer = Writer(path, batch_max=settings.storage.batch_max, on_commit=bus.publish)
-        await writer.start()
-        riders = TaskRiders()
-        store = SqliteStore(writer, reader_conn, riders)
-        sinks = Sinks(plugins.sinks())
-        bus.subscribe(sinks)
-        sinks.start()
-        plugin_context = PluginContext(
-            plugin_options=settings.plugins.tables,
-            state_factory=partial(SqlitePluginState, writer, reader_conn),
-            events=SqliteEventLog(reader_conn),
-        )
-        await plugins.startup(plugin_context)
+        # What is opened is closed again if a later step fails (a plugin that will not start):
+        # aiosqlite's thread would otherwise keep the process alive instead of letting it exit.
+        async with contextlib.AsyncExitStack() as opened:
+            reader_conn = await connect(path)
+            opened.push_async_callback(reader_conn.close)
+            bus = EventBus()
+            writer = Writer(path, batch_max=settings.storage.batch_max, on_commit=bus.publish)
+            await writer.start()
+            opened.push_async_callback(writer.close)
+            riders = TaskRiders()
+            store = SqliteStore(writer, reader_conn, riders)
+            sinks = Sinks(plugins.sinks())
+            bus.subscribe(sinks)
+            sinks.start()
+            opened.push_async_callback(sinks.stop)
+            plugin_context = PluginContext(
+                plugin_options=settings.plugins.tables,
+                state_factory=partial(SqlitePluginState, writer, reader_conn),
+                events=SqliteEventLog(reader_conn),
+            )
+            await plugins.startup(plugin_context)
+            opened.pop_all()
         clock = SystemClock()
         engine = Engine(
             store,

@@ -149,10 +149,10 @@ class EventSockets:
     ) -> None:
         """Send until the socket closes (the reader ends) or the client falls too far behind."""
         last_sent = self._bus.last_seq if since is None else since
-        if since is not None:
-            last_sent = await self._replay(ws, feed, since)
         overflow = asyncio.create_task(feed.overflowed.wait())
         try:
+            if since is not None:
+                last_sent = await self._replay(ws, feed, since, reader)
             while not ws.closed:
                 if feed.overflowed.is_set():
                     await ws.close(
@@ -182,7 +182,14 @@ class EventSockets:
         finally:
             overflow.cancel()
 
-    async def _replay(self, ws: web.WebSocketResponse, feed: ClientFeed, since: int) -> int:
+    async def _replay(
+        self,
+        ws: web.WebSocketResponse,
+        feed: ClientFeed,
+        since: int,
+        reader: asyncio.Task[None],
+    ) -> int:
+        """Stored events after `since`; stops early when the client goes away."""
         oldest = await self._store.min_event_seq()
         if since < oldest - 1:
             await ws.send_str(json.dumps({"type": "resume_gap", "min_available_seq": oldest}))
@@ -193,7 +200,7 @@ class EventSockets:
             for event in page:
                 await ws.send_str(json.dumps(event))
                 last_sent = event["seq"]
-            if len(page) < REPLAY_PAGE:
+            if len(page) < REPLAY_PAGE or reader.done() or ws.closed:
                 return last_sent
 
     async def _read(self, ws: web.WebSocketResponse, feed: ClientFeed) -> None:

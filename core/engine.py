@@ -8,9 +8,10 @@ rebuilt at start-up by `start()` (crash recovery).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -79,7 +80,7 @@ class Engine:
         self.max_concurrent_runs = settings.max_concurrent_runs
         self._queue: OrderedDict[str, None] = OrderedDict()
         self._active: dict[str, _Active] = {}
-        self._detached: set[asyncio.Task[None]] = set()  # cancelled, not yet finished
+        self._detached: dict[asyncio.Task[None], str] = {}  # cancelled, not yet finished
         self._resume_values: dict[str, Any] = {}
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
         self._compiled: OrderedDict[tuple[str, str, int], CompiledStateGraph[Any, Any, Any, Any]]
@@ -161,6 +162,7 @@ class Engine:
             fresh = from_start or new_input is not None or run.status is RunStatus.CANCELLED
             # Checked before anything is deleted, so a refused execute changes nothing.
             transition(run, RunStatus.PENDING, self._clock.now(), action="execute")
+            await self._wait_detached(run.id)
             if fresh:
                 await self._checkpoints.delete(run.id)
                 await self._store.clear_node_states(run.id)
@@ -186,11 +188,22 @@ class Engine:
                 # Both: no new step even if a node swallows its CancelledError.
                 active.control.request_drain("cancel")
                 active.task.cancel()
-                self._detached.add(active.task)
+                self._detached[active.task] = run.id
                 await self._cancel_running_nodes(run, active.scope)
         self._fill()
         self._log_summary(run, active.scope if active else None, active)
         return run
+
+    async def _wait_detached(self, run_id: str) -> None:
+        """A cancelled task of this run that is still ending (a node ignoring its cancellation)
+        could write into the run's thread: wait for it a while, else refuse."""
+        ending = [task for task, owner in self._detached.items() if owner == run_id]
+        if ending:
+            _, late = await asyncio.wait(ending, timeout=self.settings.cancel_grace_s)
+            if late:
+                raise Conflict(
+                    f"run {run_id!r} is still ending a cancelled node; try again shortly"
+                )
 
     async def pause(self, run: Run) -> Run:
         async with self._lock(run.id):
@@ -229,8 +242,8 @@ class Engine:
             for run_id in list(self._queue):
                 if len(self._active) >= self.max_concurrent_runs:
                     break
-                if run_id in self._active:
-                    continue  # its previous task is still draining; it starts when that ends
+                if run_id in self._active or run_id in self._detached.values():
+                    continue  # its previous task is still ending; it starts when that ends
                 del self._queue[run_id]
                 control = RunControl()
                 # A context of its own: not the one of whichever request happened to free a slot.
@@ -250,7 +263,7 @@ class Engine:
         active = self._active.get(run_id)
         if active is not None and active.task is task:
             del self._active[run_id]
-        self._detached.discard(task)
+        self._detached.pop(task, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
             project_id = active.project_id if active is not None else None
             log.error("run_task_crashed", run_id=run_id, project_id=project_id, exc_info=exc)
@@ -259,6 +272,16 @@ class Engine:
     # -- one run ---------------------------------------------------------------------------
 
     async def _drive(self, run_id: str, control: RunControl) -> None:
+        try:
+            await self._drive_run(run_id, control)
+        except Exception as exc:
+            # A store or plugin error outside the graph: the run must not stay `running`
+            # without a task. Recorded as failed (execute retries it from its checkpoint).
+            log.exception("run_task_failed", run_id=run_id)
+            error = error_json(exc)
+            await self._finish(run_id, _Outcome(RunStatus.FAILED, self._failed(error["message"])))
+
+    async def _drive_run(self, run_id: str, control: RunControl) -> None:
         async with self._lock(run_id):
             run = await self._current(run_id)
             if run is None:
@@ -318,26 +341,25 @@ class Engine:
         else:
             graph_input = initial_state(run.input)
         final: dict[str, Any] = {}
+        prompts: list[Any] = []
+        # Typed as an iterator; it is an async generator, which is what aclosing() needs.
+        stream: AsyncGenerator[Any, None] = self._compile(graph).astream(  # type: ignore[assignment]
+            graph_input,
+            config,
+            context=scope,
+            stream_mode="values",
+            durability="sync",
+            control=control,
+        )
         try:
-            async for chunk in self._compile(graph).astream(
-                graph_input,
-                config,
-                context=scope,
-                stream_mode="values",
-                durability="sync",
-                control=control,
-            ):
-                if "__interrupt__" in chunk:
-                    prompt = chunk["__interrupt__"][0].value
-                    return _Outcome(
-                        RunStatus.PAUSED,
-                        {
-                            "pause_reason": PauseReason.INPUT_REQUIRED,
-                            "prompt": prompt,
-                            "last_message": "waiting for input",
-                        },
-                    )
-                final = chunk
+            # Read to the end even after an interrupt: the step's other branches finish and are
+            # checkpointed; leaving early would cancel them from an orphaned generator close.
+            async with contextlib.aclosing(stream):
+                async for chunk in stream:
+                    if "__interrupt__" in chunk:
+                        prompts.extend(i.value for i in chunk["__interrupt__"])
+                    else:
+                        final = chunk
         except GraphDrained:
             return None  # paused (status already says so) or shutting down (resumes on start)
         except GraphRecursionError as exc:
@@ -345,6 +367,16 @@ class Engine:
         except Exception as exc:
             error = scope.failure or error_json(exc)
             return _Outcome(RunStatus.FAILED, {"error": error, "last_message": _summary(error)})
+        if prompts:
+            return _Outcome(
+                RunStatus.PAUSED,
+                {
+                    "pause_reason": PauseReason.INPUT_REQUIRED,
+                    # One question is the usual case; parallel ones are all kept.
+                    "prompt": prompts[0] if len(prompts) == 1 else prompts,
+                    "last_message": "waiting for input",
+                },
+            )
         output = {"outputs": final.get("outputs", {}), "data": final.get("data", {})}
         await self._mark_skipped(run, scope, graph)
         return _Outcome(RunStatus.COMPLETED, {"output": output, "last_message": "completed"})

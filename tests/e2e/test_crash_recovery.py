@@ -155,3 +155,13 @@ def test_a_second_sigterm_exits_at_once_and_nothing_is_lost(tmp_path: Path) -> N
         daemon.request("POST", f"{P}/runs/{run['id']}/cancel")
     finally:
         daemon.stop()
+
+
+def test_a_plugin_failing_to_start_makes_serve_exit_naming_it(tmp_path: Path) -> None:
+    process = DaemonProcess(tmp_path, plugins={"modules": ["tests.support.failing_startup"]})
+    process.env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    process.spawn()
+    assert process.wait(30) == 3  # exits (nothing left open keeps it alive), not hangs
+    log = process.log()
+    assert "tests.support.failing_startup" in log
+    assert "cannot reach the plugin's database" in log

@@ -184,3 +184,27 @@ async def test_an_invalid_jmespath_in_a_transform_is_refused_when_saved(api: Api
     bad = n("t", "transform", config={"output": {"x": "input.[["}})
     body = await api.call("POST", f"{P}/graphs", graph([bad], []), 422)
     assert body["problems"][0]["path"] == "/nodes/0/config/output/x"
+
+
+async def test_a_question_does_not_cut_off_the_branch_running_beside_it(api: Api) -> None:
+    ask = n("ask", "approval", config={"prompt": "go?"})
+    await api.graph(
+        graph(
+            [n("a"), ask, n("slow", "gate"), n("end")],
+            [("a", "ask"), ("a", "slow"), ("ask", "end"), ("slow", "end")],
+        )
+    )
+    run_id = await api.start("g")
+    await api.arrived()
+    api.kit.gate("default").set()
+    await api.idle()
+    run = await api.run(run_id)
+    assert run["status"] == "paused"
+    assert run["prompt"] == {"prompt": "go?"}
+    statuses = await node_statuses(api, run_id)
+    assert statuses["slow"] == "completed"  # finished, not cancelled by the interrupt
+    await api.call("POST", f"{P}/runs/{run_id}/resume", {"value": "yes"}, 200)
+    await api.idle()
+    assert (await api.run(run_id))["status"] == "completed"
+    assert api.kit.count(run_id, "slow") == 1
+    assert api.kit.count(run_id, "end") == 1

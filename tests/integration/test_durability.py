@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -107,3 +108,19 @@ async def test_a_thousand_queued_runs_drain_in_order(make_api: ApiFactory) -> No
     assert [run for run, _ in api.kit.started] == run_ids
     completed = await api.call("GET", f"{P}/runs?status=completed", status=200)
     assert len(completed) == 1000
+
+
+async def test_execute_after_cancel_waits_for_a_node_still_ending(api: Api) -> None:
+    await api.graph(linear("g", "stubborn", "count"))
+    run_id = await api.start("g")
+    await api.arrived("stubborn")
+    await api.call("POST", f"{P}/runs/{run_id}/cancel", status=200)
+    api.kit.arrived("stubborn").clear()
+    execute = asyncio.create_task(api.call("POST", f"{P}/runs/{run_id}/execute", status=200))
+    await asyncio.sleep(0)
+    api.kit.gate("stubborn").set()  # the old task ends; only then does the fresh start begin
+    assert (await execute)["status"] == "pending"
+    await api.idle()
+    run = await api.run(run_id)
+    assert run["status"] == "completed"
+    assert api.kit.count(run_id, "n2") == 1

@@ -235,3 +235,27 @@ async def test_one_summary_line_per_run_with_status_duration_and_nodes(
     assert line["status"] == "completed"
     assert line["nodes_completed"] == 2
     assert line["duration_s"] > 0
+
+
+class BrokenStore(FakeStore):
+    """A store whose node-state writes fail (a disk error, say)."""
+
+    def enqueue_node_states(self, run: Any, states: Any, now: Any) -> asyncio.Future[None]:
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(OSError("disk I/O error"))
+        return failed
+
+
+async def test_a_store_error_outside_the_graph_fails_the_run_instead_of_stranding_it(
+    checkpoints: FakeCheckpoints, kit: TestKit
+) -> None:
+    h = Harness(BrokenStore(), checkpoints, kit)
+    await h.engine.start()
+    await h.graph(node("a", "count"))
+    run = await h.service.create_run("p", "g")
+    await h.idle()
+    failed = h.run(run.id)
+    assert failed.status is RunStatus.FAILED
+    assert failed.error is not None
+    assert "disk I/O error" in failed.error["message"]
+    await h.engine.stop()
