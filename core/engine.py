@@ -466,12 +466,21 @@ class Engine:
             await self._store.save_node_states(run, skipped, now)
 
     async def _cancel_running_nodes(self, run: Run, scope: RunScope | None) -> None:
-        states = scope.states.values() if scope else await self._store.list_node_states(run.id)
+        """Mark `cancelled` every node that is running, as the scope knows it or as stored: a
+        node that had just returned has its completion dropped with the scope (its writes
+        never came), so the store still says `running` for it."""
+        if scope is not None:
+            with contextlib.suppress(Exception):  # a failed write is reported by the run's task
+                await scope.settle()
+        latest = {s.node_id: s for s in await self._store.list_node_states(run.id)}
+        running = {i for i, s in latest.items() if s.status is NodeStatus.RUNNING}
+        if scope is not None:
+            latest.update({i: s for i, s in scope.states.items() if i not in latest})
+            running |= {i for i, s in scope.states.items() if s.status is NodeStatus.RUNNING}
         now = self._clock.now()
         cancelled = [
-            s.model_copy(update={"status": NodeStatus.CANCELLED, "completed_at": now})
-            for s in states
-            if s.status is NodeStatus.RUNNING
+            latest[i].model_copy(update={"status": NodeStatus.CANCELLED, "completed_at": now})
+            for i in sorted(running)
         ]
         if cancelled:
             await self._store.save_node_states(run, cancelled, now)
