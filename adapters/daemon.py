@@ -28,6 +28,7 @@ from adapters.sqlite.writer import Writer
 from adapters.ws import EventSockets, SocketLimits
 from core.engine import Engine, EngineSettings
 from core.events import EventBus
+from core.loopwatch import LoopWatch, NodeActivity
 from core.nodes import PluginContext
 from core.plugins import Plugins, build_plugins
 from core.service import ServiceLimits, WorkflowService
@@ -59,6 +60,7 @@ class Daemon:
     engine: Engine
     service: WorkflowService
     housekeeping: Housekeeping
+    loop_watch: LoopWatch
 
     @classmethod
     async def open(cls, settings: Settings, sources: PluginSources | None = None) -> Daemon:
@@ -96,12 +98,14 @@ class Daemon:
             await plugins.startup(plugin_context)
             opened.pop_all()
         clock = SystemClock()
+        activity = NodeActivity()
         engine = Engine(
             store,
             SqliteCheckpoints(writer, reader_conn, riders),
             clock,
             plugins.node_types,
             _engine_settings(settings),
+            activity,
         )
         limits = settings.limits
         service = WorkflowService(
@@ -132,9 +136,11 @@ class Daemon:
             engine,
             service,
             Housekeeping(store, settings.events.retention_days),
+            LoopWatch(activity, plugins.providers),
         )
 
     async def close(self) -> None:
+        await self.loop_watch.stop()
         await self.housekeeping.stop()
         await self.engine.stop()
         await self.plugins.shutdown(self.plugin_context)
@@ -185,6 +191,7 @@ async def _lifecycle(
     try:
         await daemon.engine.start()
         daemon.housekeeping.start()
+        daemon.loop_watch.start()
         yield
     finally:
         await daemon.close()

@@ -28,6 +28,7 @@ from langgraph.types import Command
 from core.compiler import compile_graph, initial_state
 from core.domain import Graph, NodeState, NodeStatus, PauseReason, Run, RunStatus
 from core.errors import Conflict, NotFound
+from core.loopwatch import NodeActivity
 from core.nodes import NodeType
 from core.ports import Checkpoints, Clock, Store
 from core.runner import RunScope, error_json
@@ -71,12 +72,14 @@ class Engine:
         clock: Clock,
         node_types: Mapping[str, NodeType],
         settings: EngineSettings,
+        activity: NodeActivity | None = None,
     ) -> None:
         self._store = store
         self._checkpoints = checkpoints
         self._clock = clock
         self._node_types = node_types
         self.settings = settings
+        self.activity = activity
         self.max_concurrent_runs = settings.max_concurrent_runs
         self._queue: OrderedDict[str, None] = OrderedDict()
         self._active: dict[str, _Active] = {}
@@ -307,6 +310,7 @@ class Engine:
             clock=self._clock,
             node_types=self._node_types,
             node_timeout_s=self.settings.node_timeout_s,
+            activity=self.activity,
         )
         if (active := self._active.get(run_id)) is not None:
             active.scope = scope

@@ -142,6 +142,11 @@ class Plugins:
         self._providers[name] = plugin
         self.node_types[name] = node_type  # type: ignore[assignment]
 
+    @property
+    def providers(self) -> dict[str, str]:
+        """Node type name -> the plugin that provides it."""
+        return dict(self._providers)
+
     def sinks(self) -> list[tuple[str, Sink]]:
         return [
             (impl.plugin_name, impl.function)

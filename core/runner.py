@@ -17,6 +17,7 @@ from langgraph.errors import GraphBubbleUp
 
 from core.compiler import JSON, RunState
 from core.domain import Node, NodeState, NodeStatus, Run
+from core.loopwatch import NodeActivity
 from core.nodes import NodeContext, NodeType
 from core.ports import Clock, Store
 
@@ -48,6 +49,7 @@ class RunScope:
         clock: Clock,
         node_types: Mapping[str, NodeType],
         node_timeout_s: float,
+        activity: NodeActivity | None = None,
     ) -> None:
         self.run = run
         self.states = dict(states)
@@ -57,6 +59,7 @@ class RunScope:
         self._clock = clock
         self._node_types = node_types
         self._node_timeout_s = node_timeout_s
+        self._activity = activity
         self._writes: list[Awaitable[None]] = []
         self.log = structlog.get_logger("cortexd.run").bind(
             run_id=run.id, project_id=run.project_id
@@ -137,6 +140,7 @@ class RunScope:
     ) -> JSON:
         timeout = node.timeout_s or self._node_timeout_s
         view = {"input": state["input"], "outputs": state["outputs"], "data": state["data"]}
+        key = self._activity.begin(node.type, self.run.id, node.id) if self._activity else None
         try:
             async with asyncio.timeout(timeout) as deadline:
                 output = await node_type.execute(ctx, dict(node.config), view)
@@ -144,6 +148,9 @@ class RunScope:
             if deadline.expired():
                 raise NodeFailure(f"node {node.id!r} timed out after {timeout:g}s") from None
             raise
+        finally:
+            if key is not None and self._activity is not None:
+                self._activity.end(key)
         if not isinstance(output, dict):
             raise NodeFailure(
                 f"node type {node.type!r} returned {type(output).__name__}, not a JSON object",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import structlog.testing
 
 from core.errors import PluginError
 from core.nodes import PluginContext
@@ -103,3 +104,19 @@ async def test_a_plugin_failing_to_start_is_named_and_the_started_ones_are_stopp
     with pytest.raises(PluginError, match=r"'broken' failed to start: no database"):
         await plugins.startup(PluginContext())
     assert log == ["start first", "stop first"]
+
+
+async def test_a_node_type_blocking_the_event_loop_is_named_in_a_warning(
+    make_api: ApiFactory,
+) -> None:
+    api = await make_api()
+    await api.graph(linear("g", "blocking"))
+    with structlog.testing.capture_logs() as logs:
+        run_id = await api.start("g")
+        await api.idle()
+        await until(lambda: any(e["event"] == "event_loop_blocked" for e in logs))
+    (warning,) = [e for e in logs if e["event"] == "event_loop_blocked"][:1]
+    assert warning["node_types"] == ["blocking"]
+    assert warning["plugins"] == ["testkit"]
+    assert warning["nodes"] == [f"{run_id}/n1"]
+    assert warning["blocked_s"] >= 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
@@ -115,8 +116,21 @@ class TestKit:
 
     @hookimpl
     def cortexd_node_types(self) -> list[object]:
-        return [Count(self), Fail(self), Gate(self), Stubborn(self)]
+        return [Count(self), Fail(self), Gate(self), Stubborn(self), Blocking()]
 
     @hookimpl
     def cortexd_event(self, event: JSON) -> None:
         self.events.append(event)
+
+
+class Blocking:
+    """Blocks the event loop (time.sleep): the mistake the loop watch names."""
+
+    name = "blocking"
+    title = "Blocking"
+    description = "test: time.sleep on the loop"
+    config_schema: JSON = {"type": "object", "properties": {"seconds": {"type": "number"}}}
+
+    async def execute(self, ctx: Any, config: JSON, state: JSON) -> JSON:
+        time.sleep(config.get("seconds", 0.8))  # noqa: ASYNC251 -- the mistake under test
+        return {}
