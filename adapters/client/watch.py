@@ -1,8 +1,10 @@
-"""Following a run until it ends: poll its status and events, show them, say how it ended.
+"""Following a run until it ends: show its events as they happen, say how it ended.
 
-There is no WebSocket client yet: the watcher polls `GET .../status` and `GET .../events?since=`
-every `interval_s`. On a terminal it keeps a rich `Live` table of the nodes; elsewhere it prints
-one plain line (or, with `--json`, one JSON object) per event.
+The watcher reads one `GET .../status`, then follows the run's events over the daemon's WebSocket
+(`adapters.client.live`, which imports aiohttp: only once a watch starts). When no socket can be
+opened, it polls `GET .../status` and `GET .../events?since=` every `interval_s` instead. On a
+terminal it keeps a rich `Live` table of the nodes; elsewhere it prints one plain line (or, with
+`--json`, one JSON object) per event.
 """
 
 from __future__ import annotations
@@ -80,11 +82,13 @@ class LiveView(View):
 
     def __init__(self, console: Console) -> None:
         self._live = Live(console=console, auto_refresh=False, transient=False)
+        self._last: list[str] = []  # the latest event's line, kept through redraws without one
 
     def update(self, status: JSON, events: list[JSON]) -> None:
         view = status_view(status, now=datetime.now(UTC))
-        lines = [event_line(e) for e in events[-1:]]
-        self._live.update(Group(view, *lines), refresh=True)
+        if events:
+            self._last = [event_line(events[-1])]
+        self._live.update(Group(view, *self._last), refresh=True)
 
     def __enter__(self) -> View:
         self._live.start()
@@ -109,13 +113,53 @@ def watch_run(
     timeout_s: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    websocket: bool = True,
 ) -> Ending:
-    """Poll until the run completes, fails, is cancelled or waits for input, or time is up.
+    """Follow until the run completes, fails, is cancelled or waits for input, or time is up.
 
-    Shows the run's events after `since` (0: its whole history). The status is read before
-    the events, so the events read after a final status include that final transition's.
+    Shows the run's events after `since` (0: its whole history): over the WebSocket when one
+    can be opened (and `websocket`), else by polling.
     """
     deadline = None if timeout_s is None else clock() + timeout_s
+    if websocket:
+        status = api.run_status(run_id)
+        if not _over(status):  # an ended run: one poll shows the rest of its events
+            try:
+                from adapters.client import live  # imports aiohttp: only now
+            except ImportError:
+                pass
+            else:
+                followed = live.follow(
+                    api, run_id, view, status, since=since, deadline=deadline, clock=clock
+                )
+                if isinstance(followed, Ending):
+                    return followed
+                since = followed.since
+    return _poll(api, run_id, view, since, interval_s, deadline, sleep, clock)
+
+
+def _over(status: JSON) -> bool:
+    state = status.get("status")
+    return state in EXIT_FOR_STATUS or (
+        state == "paused" and status.get("pause_reason") == "input_required"
+    )
+
+
+def _poll(
+    api: Api,
+    run_id: str,
+    view: View,
+    since: int,
+    interval_s: float,
+    deadline: float | None,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> Ending:
+    """Poll the run's status, then its events after `since`, every `interval_s`.
+
+    The status is read before the events, so the events read after a final status include that
+    final transition's.
+    """
     while True:
         status = api.run_status(run_id)
         events = api.events_after(run_id, since)

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import threading
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -342,6 +343,42 @@ def test_json_watch_prints_one_event_per_line(cli: Cli) -> None:
     assert events[-1]["type"] == "workflow.run.completed"
     assert [e["seq"] for e in events] == sorted({e["seq"] for e in events})
     assert " completed in " in result.stderr
+
+
+def http_requests(daemon: DaemonProcess, route_end: str) -> float:
+    """How many requests the daemon has answered on the run route ending `route_end`."""
+    with urllib.request.urlopen(f"{daemon.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    prefix = "cortexd_http_request_duration_seconds_count{"
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(prefix) and f'/runs/{{run_id}}{route_end}"' in line
+    )
+
+
+def test_watch_follows_the_websocket_without_polling(cli: Cli, daemon: DaemonProcess) -> None:
+    spec = graph("ticking", delay("wait", 2.5), {"id": "after"})
+    cli("graph", "apply", "-", stdin=json.dumps(spec))
+    before = (http_requests(daemon, "/status"), http_requests(daemon, "/events"))
+
+    result = cli("run", "start", "ticking", "--watch")
+
+    after = (http_requests(daemon, "/status"), http_requests(daemon, "/events"))
+    assert result.exit_code == 0, result.output
+    assert after[0] - before[0] == 1, "one status to start from, then no polling"
+    assert after[1] == before[1], "the events came over the WebSocket"
+    lines = [line.split()[2:] for line in result.stdout.splitlines()[1:-1]]
+    ticks = [
+        int(word[:-1])
+        for words in lines
+        if words[:3] == ["node", "wait", "running"]
+        for word in words
+        if word.endswith("%")
+    ]
+    assert len(ticks) >= 2, f"each progress report is a line of its own:\n{result.stdout}"
+    assert ticks == sorted(ticks)
+    assert result.stdout.splitlines()[-1].startswith("run ")
 
 
 def test_unknown_run_and_unknown_status_are_the_servers_detail(cli: Cli) -> None:
