@@ -10,6 +10,7 @@ terminal it keeps a rich `Live` table of the nodes; elsewhere it prints one plai
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,11 +41,12 @@ class Ending:
     run: JSON = field(default_factory=dict)
 
 
-class View:
+class View(ABC):
     """Where a watch shows what it sees; a context manager so a live display is always closed."""
 
+    @abstractmethod
     def update(self, status: JSON, events: list[JSON]) -> None:
-        raise NotImplementedError
+        """Show the run's latest status and the events that led to it."""
 
     def __enter__(self) -> View:
         return self
