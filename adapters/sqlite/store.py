@@ -188,7 +188,7 @@ class SqliteStore:
     def enqueue_node_states(
         self, run: Run, states: Sequence[NodeState], now: datetime
     ) -> asyncio.Future[None]:
-        return self._writer.submit(self._node_states_op(run, states, now))
+        return self._writer.submit(self._node_states_op(run, states, now), lazy=True)
 
     def save_node_states_with_task(
         self, run: Run, states: Sequence[NodeState], now: datetime, task_id: str

@@ -16,6 +16,7 @@ bounded throughput.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -76,10 +77,17 @@ class Writer:
         path: Path,
         *,
         batch_max: int = 256,
+        lazy_window_s: float = 0.005,
         on_commit: Callable[[list[Published]], None] = lambda events: None,
     ) -> None:
         self._path = path
         self._batch_max = batch_max
+        # A lazy write (a node's "running" record, a progress report) waits up to this long for
+        # company before it is committed alone: the node's own writes usually follow within it,
+        # and one commit serves both. Nothing durable waits on a lazy write.
+        self._lazy_window_s = lazy_window_s
+        self._lazy: set[asyncio.Future[Any]] = set()
+        self._arrived = asyncio.Event()
         self.on_commit = on_commit
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._conn: sqlite3.Connection | None = None
@@ -104,11 +112,14 @@ class Writer:
             self._conn = None
         self._thread.shutdown(wait=True)
 
-    def submit(self, op: Op) -> asyncio.Future[Any]:
+    def submit(self, op: Op, *, lazy: bool = False) -> asyncio.Future[Any]:
         if self._task is None or self._task.done():
             raise RuntimeError("the store's writer is not running")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if lazy:
+            self._lazy.add(future)
         self._queue.put_nowait((op, future))
+        self._arrived.set()
         return future
 
     async def write(self, op: Callable[[Tx], T]) -> T:
@@ -119,11 +130,16 @@ class Writer:
         stopping = False
         while not stopping:
             item = await self._queue.get()
+            if item is not None and item[1] in self._lazy and self._queue.empty():
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), self._lazy_window_s)
             batch: list[_Item] = []
             while True:
                 if item is None:
                     stopping = True
                     break
+                self._lazy.discard(item[1])
                 if not item[1].cancelled():  # its caller gave up before it ran
                     batch.append(item)
                 if len(batch) >= self._batch_max or self._queue.empty():

@@ -128,3 +128,18 @@ async def test_pruning_deletes_only_an_old_prefix_of_the_event_log(
         assert await store.min_event_seq() == 6  # gone, but a client since=2 learns of the gap
     finally:
         await reader.close()
+
+
+async def test_a_lazy_write_waits_for_company_and_still_lands_alone(writer: Writer) -> None:
+    def op(tx: Tx) -> None:
+        tx.emit(_event(1))
+
+    before = writer.commits
+    lazy = writer.submit(op, lazy=True)
+    await writer.submit(op)  # arrives within the window: one commit serves both
+    assert lazy.done()
+    assert writer.commits == before + 1
+
+    alone = writer.submit(op, lazy=True)
+    await asyncio.wait_for(alone, 10)  # nothing else comes: committed after the window
+    assert writer.commits == before + 2
