@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
+
+from core.background import Background
 
 log = structlog.get_logger("cortexd.housekeeping")
 
@@ -23,17 +24,13 @@ class Housekeeping:
         self._store = store
         self._retention = timedelta(days=retention_days)
         self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background("housekeeping")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="housekeeping")
+        self._background.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._background.stop()
 
     async def prune_once(self) -> int:
         deleted = await self._store.prune_events(datetime.now(UTC) - self._retention)

@@ -4,7 +4,6 @@ sockets), signals, systemd notifications, reload on SIGHUP, graceful stop."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import os
@@ -126,9 +125,8 @@ async def serve(
             # The watchdog pings on through the drain above; only now are the tasks reaped.
             await tasks.close()
         finally:
-            with contextlib.suppress(NotImplementedError):
-                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    loop.remove_signal_handler(signum)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
     log.info("stopped")
 
 

@@ -9,7 +9,6 @@ while it was blocked.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from itertools import count
 
 import structlog
+
+from core.background import Background
 
 log = structlog.get_logger("cortexd.loopwatch")
 
@@ -69,17 +70,13 @@ class LoopWatch:
         self._providers = providers
         self._threshold_s = threshold_s
         self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background("loop-watch")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="loop-watch")
+        self._background.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._background.stop()
 
     async def _run(self) -> None:
         while True:

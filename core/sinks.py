@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from core.background import Background
 from core.events import JSON, Published
 from core.plugins import Sink, await_me_maybe
 
@@ -23,7 +24,8 @@ class SinkWorker:
         self.name = name
         self._sink = sink
         self._queue: asyncio.Queue[JSON] = asyncio.Queue(maxsize=queue_size)
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background(f"sink:{name}")
+        self._started = False
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
@@ -40,7 +42,8 @@ class SinkWorker:
                 log.warning("sink_queue_full", sink=self.name, seq=item.seq, **_ids(item.event))
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._work(), name=f"sink:{self.name}")
+        self._background.start(self._work())
+        self._started = True
 
     async def _work(self) -> None:
         while True:
@@ -56,14 +59,10 @@ class SinkWorker:
 
     async def stop(self, grace_s: float) -> None:
         """Deliver what is queued within the grace period, then stop."""
-        if self._task is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), grace_s)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        if self._started:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), grace_s)
+        await self._background.stop()
 
 
 class Sinks:
