@@ -187,7 +187,7 @@ async def _lifecycle(
             max_clients_per_token=settings.limits.max_ws_clients_per_token,
         ),
     )
-    app[METRICS].watch(daemon.bus, daemon.engine, app[SOCKETS], daemon.sinks)
+    app[METRICS].watch(daemon.bus, daemon.engine, app[SOCKETS], daemon.sinks, daemon.writer)
     try:
         await daemon.engine.start()
         daemon.housekeeping.start()

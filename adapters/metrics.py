@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from adapters.sqlite.writer import Writer
 from adapters.ws import EventSockets
 from core.engine import Engine
 from core.events import EventBus, Published
@@ -77,10 +78,12 @@ class Metrics:
         # `started_at` of its first execution, which is not the start of this one.
         self._starts: dict[str, str] = {}
 
-    def watch(self, bus: EventBus, engine: Engine, sockets: EventSockets, sinks: Sinks) -> None:
+    def watch(
+        self, bus: EventBus, engine: Engine, sockets: EventSockets, sinks: Sinks, writer: Writer
+    ) -> None:
         """Count the bus's events from now on, and read the live levels at each scrape."""
         bus.subscribe(self)
-        self.registry.register(_Levels(engine, sockets, sinks))
+        self.registry.register(_Levels(engine, sockets, sinks, writer))
 
     def offer(self, item: Published) -> None:
         try:
@@ -138,10 +141,11 @@ class Metrics:
 class _Levels:
     """A collector of what is read, not counted, at scrape time."""
 
-    def __init__(self, engine: Engine, sockets: EventSockets, sinks: Sinks) -> None:
+    def __init__(self, engine: Engine, sockets: EventSockets, sinks: Sinks, writer: Writer) -> None:
         self._engine = engine
         self._sockets = sockets
         self._sinks = sinks
+        self._writer = writer
 
     def collect(self) -> Iterable[Metric]:
         yield GaugeMetricFamily(
@@ -152,6 +156,17 @@ class _Levels:
         )
         yield GaugeMetricFamily(
             "cortexd_websocket_clients", "Connected WebSocket clients.", value=self._sockets.clients
+        )
+        # Group commit at work: writes per commit is the batching the load allows.
+        yield CounterMetricFamily(
+            "cortexd_store_commits",
+            "Transactions the store's writer committed.",
+            value=self._writer.commits,
+        )
+        yield CounterMetricFamily(
+            "cortexd_store_writes",
+            "Write operations committed (several share a transaction).",
+            value=self._writer.ops,
         )
         counters = {
             "delivered": "Events a sink took without error.",

@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import aiohttp
 import aiosqlite
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, StateGraph
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -145,7 +147,23 @@ def compare(spec: dict[str, Any], runs: int, clients: int) -> dict[str, float]:
         status, _ = process.request("POST", "/api/projects/bench/workflows/graphs", spec)
         assert status == 201
         cortexd_s = asyncio.run(submit_and_wait(process, spec["id"], runs, clients))
-    return {"raw_s": raw_s, "cortexd_s": cortexd_s}
+        store = store_counters(process)
+    return {"raw_s": raw_s, "cortexd_s": cortexd_s, **store}
+
+
+def store_counters(process: DaemonProcess) -> dict[str, float]:
+    """The writer's commits and writes so far, from /metrics (how much group commit batched)."""
+    with urllib.request.urlopen(f"{process.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return {
+        "commits": samples["cortexd_store_commits_total"],
+        "writes": samples["cortexd_store_writes_total"],
+    }
 
 
 CORTEXD_EXE = str(Path(sys.executable).parent / "cortexd")

@@ -21,11 +21,12 @@ def main() -> None:
     result: dict[str, object] = {"benchmark": "per_node", "nodes": NODES, "runs": args.runs}
     for clients in (1, 20):
         times = compare(spec, args.runs, clients)
-        per_node = {k: v / args.runs / NODES * 1000 for k, v in times.items()}
+        per_node = {k: times[k] / args.runs / NODES * 1000 for k in ("raw_s", "cortexd_s")}
         result[f"concurrency_{clients}"] = {
             "raw_langgraph_ms_per_node": round(per_node["raw_s"], 3),
             "cortexd_ms_per_node": round(per_node["cortexd_s"], 3),
             "overhead_ratio": round(per_node["cortexd_s"] / per_node["raw_s"], 3),
+            "cortexd_commits_per_node": round(times["commits"] / args.runs / NODES, 2),
         }
     emit(result)
 

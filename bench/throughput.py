@@ -29,6 +29,8 @@ def main() -> None:
             "raw_langgraph_runs_per_s": round(args.runs / raw_s, 1),
             "cortexd_runs_per_s": round(args.runs / cortexd_s, 1),
             "ratio": round(raw_s / cortexd_s, 3),
+            "cortexd_commits_per_run": round(times["commits"] / args.runs, 2),
+            "cortexd_writes_per_commit": round(times["writes"] / times["commits"], 2),
         }
     )
 

@@ -392,9 +392,13 @@ class Engine:
             # is checkpointed, so a resume finishes it.
             if run is None or run.status is not RunStatus.RUNNING:
                 return
-            moved = await self._move(run, outcome.status, **outcome.changes)
-        if outcome.status is RunStatus.COMPLETED and self.settings.checkpoint_retention > 0:
-            await self._checkpoints.prune(run_id, self.settings.checkpoint_retention)
+            move = self._move(run, outcome.status, **outcome.changes)
+            if outcome.status is RunStatus.COMPLETED and self.settings.checkpoint_retention > 0:
+                # Submitted together, so the store commits both in one transaction.
+                prune = self._checkpoints.prune(run_id, self.settings.checkpoint_retention)
+                moved, _ = await asyncio.gather(move, prune)
+            else:
+                moved = await move
         self._log_summary(moved, scope, self._active.get(run_id))
 
     @staticmethod

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -30,6 +31,9 @@ hookimpl = pluggy.HookimplMarker("cortexd")
 JSON = dict[str, Any]
 
 events_log = structlog.get_logger("cortexd.events")
+# Asked first, so an event below the level costs a lookup, not a structlog call (this runs for
+# every event of every run; at the default level the node-state lines are not written).
+_events_level = logging.getLogger("cortexd.events")
 
 CURSOR_KEY = "cursor"
 BATCH = 100
@@ -42,6 +46,9 @@ OPTIONS = {"url", "secret", "events", "timeout_s", "max_attempts", "backoff_s", 
 
 def log_event(event: JSON) -> None:
     """One structured line per event: run events at info, the rest at debug."""
+    is_run_event = str(event.get("type", "")).startswith("workflow.run.")
+    if not _events_level.isEnabledFor(logging.INFO if is_run_event else logging.DEBUG):
+        return
     fields: JSON = {k: event[k] for k in ("seq", "type", "project_id", "run_id") if k in event}
     if "run" in event:
         fields["status"] = event["run"].get("status")
@@ -50,7 +57,7 @@ def log_event(event: JSON) -> None:
         fields.update(node_id=state.get("node_id"), status=state.get("status"))
     if "graph" in event:
         fields["graph_id"] = event["graph"].get("id")
-    if str(event.get("type", "")).startswith("workflow.run."):
+    if is_run_event:
         events_log.info("workflow_event", **fields)
     else:
         events_log.debug("workflow_event", **fields)

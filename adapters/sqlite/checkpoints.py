@@ -106,7 +106,11 @@ class GroupCommitSaver(AsyncSqliteSaver):
             for rider in riders:
                 rider(tx)
 
-        await self._writer.write(op)
+        # Lazy: LangGraph does not wait for a task's writes before the step goes on; it waits
+        # for the step's checkpoint, submitted right after them. Sharing that commit halves
+        # a lone run's commits per step. The FIFO writer never commits the checkpoint before
+        # these writes, and the "completed" riding here is published only once committed.
+        await self._writer.submit(op, lazy=True)
 
     async def adelete_thread(self, thread_id: str) -> None:
         def op(tx: Tx) -> None:

@@ -82,9 +82,10 @@ class Writer:
     ) -> None:
         self._path = path
         self._batch_max = batch_max
-        # A lazy write (a node's "running" record, a progress report) waits up to this long for
-        # company before it is committed alone: the node's own writes usually follow within it,
-        # and one commit serves both. Nothing durable waits on a lazy write.
+        # A lazy write (a node's "running" record, a progress report, a task's writes) waits
+        # up to this long for company before it is committed alone: the write that follows it
+        # (the node's writes, the step's checkpoint) usually comes within it, and one commit
+        # serves both. Nothing a run waits on is lazy.
         self._lazy_window_s = lazy_window_s
         self._lazy: set[asyncio.Future[Any]] = set()
         self._arrived = asyncio.Event()

@@ -93,6 +93,9 @@ async def test_runs_nodes_levels_and_http_are_counted_without_ids(make_api: ApiF
     assert value(samples, "cortexd_runs_active") == 0
     assert value(samples, "cortexd_runs_queued") == 0
     assert value(samples, "cortexd_websocket_clients") == 0
+    # Every write was committed, some of them sharing a transaction.
+    commits = value(samples, "cortexd_store_commits_total")
+    assert 0 < commits <= value(samples, "cortexd_store_writes_total")
 
     http = "cortexd_http_request_duration_seconds_count"
     route = "/api/projects/{project_id}/workflows/runs"
@@ -140,6 +143,8 @@ async def test_metric_names_follow_prometheus_conventions(api: Api) -> None:
         "cortexd_runs_active",
         "cortexd_runs_queued",
         "cortexd_websocket_clients",
+        "cortexd_store_commits_total",
+        "cortexd_store_writes_total",
         "cortexd_run_duration_seconds_bucket",
         "cortexd_node_duration_seconds_bucket",
         "cortexd_http_request_duration_seconds_bucket",
