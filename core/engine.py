@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import contextvars
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -241,12 +241,18 @@ class Engine:
     # -- scheduling ------------------------------------------------------------------------
 
     def _fill(self) -> None:
-        if self._accepting:
-            for run_id in list(self._queue):
-                if len(self._active) >= self.max_concurrent_runs:
+        free = self.max_concurrent_runs - len(self._active)
+        if self._accepting and free > 0:
+            # Only as far into the queue as there are free slots: this runs at every submit
+            # and every run's end, with up to thousands of runs queued.
+            ending = set(self._detached.values())
+            starting: list[str] = []
+            for run_id in self._queue:
+                if len(starting) >= free:
                     break
-                if run_id in self._active or run_id in self._detached.values():
-                    continue  # its previous task is still ending; it starts when that ends
+                if run_id not in self._active and run_id not in ending:
+                    starting.append(run_id)  # else its previous task is still ending
+            for run_id in starting:
                 del self._queue[run_id]
                 control = RunControl()
                 # A context of its own: not the one of whichever request happened to free a slot.
@@ -293,12 +299,15 @@ class Engine:
             structlog.contextvars.bind_contextvars(run_id=run.id, project_id=run.project_id)
             # A run that never ran has no checkpoint and no node states to read back.
             first_start = run.started_at is None
+            started: Awaitable[None] | None = None
             if run.status is RunStatus.PENDING:
-                run = await self._move(run, RunStatus.RUNNING, last_message="running")
+                run, started = self._start(run)
             elif run.status is not RunStatus.RUNNING:
                 return  # paused or cancelled while it waited
         graph = await self._graph(run)
         if graph is None:
+            if started is not None:
+                await started
             await self._finish(run_id, _Outcome(RunStatus.FAILED, self._failed("graph missing")))
             return
         stored = [] if first_start else await self._store.list_node_states(run_id)
@@ -312,6 +321,8 @@ class Engine:
             node_timeout_s=self.settings.node_timeout_s,
             activity=self.activity,
         )
+        if started is not None:
+            scope.track(started)
         if (active := self._active.get(run_id)) is not None:
             active.scope = scope
             active.project_id = run.project_id
@@ -459,6 +470,17 @@ class Engine:
         else:
             self._runs.pop(moved.id, None)
         return moved
+
+    def _start(self, run: Run) -> tuple[Run, Awaitable[None]]:
+        """pending -> running, its record queued (not awaited) so that it commits with the
+        run's first checkpoint. The writer keeps order: nothing the run writes is durable
+        unless this is; a crash before it leaves the run pending, to start afresh."""
+        now = self._clock.now()
+        moved = transition(run, RunStatus.RUNNING, now, last_message="running")
+        event = event_type(run.status, RunStatus.RUNNING)
+        write = self._store.enqueue_run_update(moved, event, now)
+        self._runs[moved.id] = moved
+        return moved, write
 
     async def _mark_skipped(self, run: Run, scope: RunScope, graph: Graph) -> None:
         """A completed run's nodes that never ran were on branches not taken."""

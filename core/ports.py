@@ -60,6 +60,11 @@ class Store(Protocol):
 
     async def update_run(self, run: Run, event: EventType, now: datetime) -> None: ...
 
+    def enqueue_run_update(self, run: Run, event: EventType, now: datetime) -> Awaitable[None]:
+        """Like `update_run`, but queued at the call, in order with every other write, and
+        committed with the write that follows it; the result resolves when it is durable."""
+        ...
+
     async def save_node_states(self, run: Run, states: Sequence[NodeState], now: datetime) -> None:
         """Upsert node states, one `workflow.node_state.updated` event each."""
         ...

@@ -197,6 +197,10 @@ class RunScope:
         self._writes = [w for w in self._writes if not _succeeded(w)]
         self._writes.append(self._store.enqueue_node_states(self.run, [state], self._clock.now()))
 
+    def track(self, write: Awaitable[None]) -> None:
+        """Own a write queued for this run outside the scope (its start), checked by settle()."""
+        self._writes.append(write)
+
     async def settle(self) -> None:
         """Wait until every node state recorded so far is durable; raise if one failed."""
         writes, self._writes = self._writes, []

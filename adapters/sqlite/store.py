@@ -171,6 +171,12 @@ class SqliteStore:
         return [Run.model_validate_json(row[0]) for row in rows]
 
     async def update_run(self, run: Run, event: EventType, now: datetime) -> None:
+        await self._writer.write(self._run_update_op(run, event, now))
+
+    def enqueue_run_update(self, run: Run, event: EventType, now: datetime) -> asyncio.Future[None]:
+        return self._writer.submit(self._run_update_op(run, event, now), lazy=True)
+
+    def _run_update_op(self, run: Run, event: EventType, now: datetime) -> Callable[[Tx], None]:
         def op(tx: Tx) -> None:
             tx.execute(
                 "UPDATE runs SET status = ?, body = ? WHERE id = ?",
@@ -178,7 +184,7 @@ class SqliteStore:
             )
             tx.emit(_run_event(run, event, now))
 
-        await self._writer.write(op)
+        return op
 
     # -- node states -----------------------------------------------------------------------
 

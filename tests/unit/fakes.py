@@ -101,6 +101,13 @@ class FakeStore:
             Event(type=event, project_id=run.project_id, run_id=run.id, timestamp=now, run=run)
         )
 
+    def enqueue_run_update(self, run: Run, event: EventType, now: datetime) -> asyncio.Future[None]:
+        self.runs[run.id] = run
+        self._emit(
+            Event(type=event, project_id=run.project_id, run_id=run.id, timestamp=now, run=run)
+        )
+        return _done()
+
     async def save_node_states(self, run: Run, states: Sequence[NodeState], now: datetime) -> None:
         self._record_states(run, states, now)
 
@@ -108,9 +115,7 @@ class FakeStore:
         self, run: Run, states: Sequence[NodeState], now: datetime
     ) -> asyncio.Future[None]:
         self._record_states(run, states, now)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+        return _done()
 
     def save_node_states_with_task(
         self, run: Run, states: Sequence[NodeState], now: datetime, task_id: str
@@ -175,3 +180,10 @@ class FakeCheckpoints:
         for namespace in self._saver.storage.get(thread_id, {}).values():
             for checkpoint_id in sorted(namespace)[:-keep]:
                 del namespace[checkpoint_id]
+
+
+def _done() -> asyncio.Future[None]:
+    """What a queued write of the in-memory store returns: already durable."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
