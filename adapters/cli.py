@@ -58,7 +58,13 @@ def serve(config_path: Path | None) -> None:
     from core.errors import PluginError
 
     try:
-        asyncio.run(run_daemon(settings, config_path))
+        loop_factory = None
+        if settings.server.event_loop == "uvloop":
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(run_daemon(settings, config_path))
     except StartupError as exc:
         # The same status as an invalid file: a setting to change, not a failure to retry.
         click.echo(f"cortexd: {exc}", err=True)

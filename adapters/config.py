@@ -77,6 +77,9 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: Annotated[Int, Field(ge=1, le=65535)] = 8765
     unix_socket: str | None = None
+    # uvloop: libuv's event loop (less CPU per request, event and run); asyncio: the standard
+    # library's, should uvloop ever be the suspect.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     @field_validator("unix_socket", mode="before")
     @classmethod

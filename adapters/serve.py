@@ -105,6 +105,8 @@ async def serve(
             urls=[site.name for site in sites],
             socket_activated=[name for _, name in fds],
             database=str(settings.storage.path),
+            # The loop actually running ("uvloop" or "asyncio"), not the setting asked for.
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
         notifier.ready()
         tasks.start(

@@ -303,6 +303,32 @@ async def test_graphs_and_runs_survive_a_restart(api: Api, daemon: Daemon) -> No
     assert {s["status"] for s in progress["node_states"]} == {"completed"}
 
 
+def ready_line(log: str) -> dict[str, Any]:
+    for line in log.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") == "ready":
+            return entry
+    raise AssertionError(f"no 'ready' line in the log:\n{log}")
+
+
+async def test_the_event_loop_is_uvloop_unless_the_config_says_asyncio(
+    api: Api, daemon: Daemon
+) -> None:
+    assert ready_line(daemon.log_text())["event_loop"] == "uvloop"
+    config = daemon.config_path.read_text()
+    daemon.config_path.write_text(
+        config.replace("[server]\n", '[server]\nevent_loop = "asyncio"\n')
+    )
+
+    await asyncio.to_thread(daemon.restart)
+
+    assert ready_line(daemon.log_text())["event_loop"] == "asyncio"
+    await completed_run(api)  # the standard library's loop runs everything too
+
+
 # -- cortexd check-config -----------------------------------------------------------------------
 
 
