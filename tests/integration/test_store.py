@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -143,3 +145,44 @@ async def test_a_lazy_write_waits_for_company_and_still_lands_alone(writer: Writ
     alone = writer.submit(op, lazy=True)
     await asyncio.wait_for(alone, 10)  # nothing else comes: committed after the window
     assert writer.commits == before + 2
+
+
+async def test_small_batches_commit_on_the_loop_and_large_ones_on_the_writers_thread(
+    writer: Writer,
+) -> None:
+    def where(tx: Tx) -> int:
+        tx.emit(_event(1))
+        return threading.get_ident()
+
+    loop_thread = threading.get_ident()
+    alone = await writer.write(where)  # a batch of one: no hop
+    assert alone == loop_thread
+
+    many = await asyncio.gather(*(writer.write(where) for _ in range(32)))
+    assert len(set(many)) == 1  # one batch, one transaction, one thread
+    assert many[0] != loop_thread  # too large to hold the loop for
+
+
+async def test_the_writer_checkpoints_the_wal_so_it_does_not_grow_with_every_commit(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.db"
+    await prepare_database(path)
+    writer = Writer(path, checkpoint_every=16)
+    await writer.start()
+    blob = "x" * 4000  # about a page a commit
+
+    def op(tx: Tx) -> None:
+        tx.execute(
+            "INSERT INTO plugin_state (plugin, key, value) VALUES ('t', ?, ?)",
+            (str(uuid.uuid4()), json.dumps(blob)),
+        )
+
+    try:
+        for _ in range(600):
+            await writer.write(op)
+        wal = path.with_name(path.name + "-wal")
+        # 600 commits of a page or more each: without checkpoints the WAL would hold them all.
+        assert wal.stat().st_size < 200 * 4096
+    finally:
+        await writer.close()
