@@ -70,10 +70,11 @@ class Metrics:
             ["route", "method", "status_class"],
             registry=r,
         )
-        for status in FINAL:  # present from the first scrape, so rate() sees the first one
-            self.runs_finished.labels(status)
-            self.run_duration.labels(status)
-            self.node_duration.labels(status)
+        # Present from the first scrape, so rate() sees the first one; and looked up once, not
+        # per event (labels() takes a lock and builds a key each time).
+        self._runs_finished = {status: self.runs_finished.labels(status) for status in FINAL}
+        self._run_duration = {status: self.run_duration.labels(status) for status in FINAL}
+        self._node_duration = {status: self.node_duration.labels(status) for status in FINAL}
         # When each run began its current execution: an executed-again run keeps the
         # `started_at` of its first execution, which is not the start of this one.
         self._starts: dict[str, str] = {}
@@ -96,9 +97,9 @@ class Metrics:
         kind = event["type"]
         if kind == "workflow.node_state.updated":
             node = event["nodeState"]
-            if node["status"] in FINAL and node["started_at"] and node["completed_at"]:
-                seconds = _seconds(node["started_at"], node["completed_at"])
-                self.node_duration.labels(node["status"]).observe(seconds)
+            histogram = self._node_duration.get(node["status"])
+            if histogram is not None and node["started_at"] and node["completed_at"]:
+                histogram.observe(_seconds(node["started_at"], node["completed_at"]))
             return
         run = event.get("run")
         if run is None:
@@ -107,11 +108,11 @@ class Metrics:
             self.runs_started.inc()
             self._starts[run["id"]] = event["timestamp"]
         elif kind in RUN_ENDS:
-            self.runs_finished.labels(run["status"]).inc()
+            self._runs_finished[run["status"]].inc()
             started = self._starts.pop(run["id"], None) or run["started_at"]
             if started and run["finished_at"]:
                 seconds = _seconds(started, run["finished_at"])
-                self.run_duration.labels(run["status"]).observe(seconds)
+                self._run_duration[run["status"]].observe(seconds)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,13 +41,18 @@ class _Client:
 
 
 class ClientFeed:
-    """One client's subscription: its filters and its bounded queue of live events."""
+    """One client's subscription: its filters and its bounded queue of live events.
+
+    One `wake` event stands for everything its sender waits on (an event queued, overflow, the
+    socket closing), so waiting costs no task of its own per event."""
 
     def __init__(self, project_id: str, run_ids: set[str] | None, queue_size: int) -> None:
         self.project_id = project_id
         self.run_ids = run_ids  # None: every run of the project
-        self.queue: asyncio.Queue[Published] = asyncio.Queue(maxsize=queue_size)
-        self.overflowed = asyncio.Event()
+        self.pending: deque[Published] = deque()
+        self.queue_size = queue_size
+        self.overflowed = False
+        self.wake = asyncio.Event()
 
     def wants(self, event: JSON) -> bool:
         if event["project_id"] != self.project_id:
@@ -54,12 +60,14 @@ class ClientFeed:
         return self.run_ids is None or event.get("run_id") in self.run_ids
 
     def offer(self, item: Published) -> None:
-        if self.overflowed.is_set() or not self.wants(item.event):
+        if self.overflowed or not self.wants(item.event):
             return
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.overflowed.set()  # never block the writer: this client is dropped instead
+        if len(self.pending) >= self.queue_size:
+            self.overflowed = True  # never block the writer: this client is dropped instead
+            self.pending.clear()
+        else:
+            self.pending.append(item)
+        self.wake.set()
 
 
 class EventSockets:
@@ -149,38 +157,28 @@ class EventSockets:
     ) -> None:
         """Send until the socket closes (the reader ends) or the client falls too far behind."""
         last_sent = self._bus.last_seq if since is None else since
-        overflow = asyncio.create_task(feed.overflowed.wait())
+        reader.add_done_callback(lambda _: feed.wake.set())
         try:
             if since is not None:
                 last_sent = await self._replay(ws, feed, since, reader)
-            while not ws.closed:
-                if feed.overflowed.is_set():
+            while not ws.closed and not reader.done():
+                if feed.overflowed:
                     await ws.close(
                         code=WSCloseCode.TRY_AGAIN_LATER,
                         message=f"client too slow; reconnect with since={last_sent}".encode(),
                     )
                     return
-                if feed.queue.empty():  # wait for an event, the socket closing, or overflow
-                    getter = asyncio.create_task(feed.queue.get())
-                    done, _ = await asyncio.wait(
-                        {getter, overflow, reader}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if getter not in done:
-                        getter.cancel()
-                        if reader in done:
-                            return  # closed by the client, or by close_all() at shutdown
-                        continue
-                    item = getter.result()
-                else:
-                    item = feed.queue.get_nowait()
+                if not feed.pending:
+                    feed.wake.clear()
+                    await feed.wake.wait()  # an event, overflow, or the socket closing
+                    continue
+                item = feed.pending.popleft()
                 if item.seq <= last_sent:
                     continue  # already sent by the replay
                 await ws.send_str(item.text)
                 last_sent = item.seq
         except ConnectionResetError:
             return
-        finally:
-            overflow.cancel()
 
     async def _replay(
         self,
