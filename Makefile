@@ -31,7 +31,7 @@ pytest: install
 test: lint typecheck pytest
 
 # Benchmarks (not tests): each prints JSON comparing cortexd with raw LangGraph in the same run.
-BENCHES := throughput per_node fanout startup memory ws_fanout
+BENCHES := throughput per_node fanout durability startup memory ws_fanout
 
 bench: install
 	cd bench && for b in $(BENCHES); do ../$(BIN)/python $$b.py || exit 1; done

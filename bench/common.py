@@ -68,8 +68,11 @@ def raw_graph(spec: dict[str, Any]) -> StateGraph[Any, Any, Any, Any]:
     return builder
 
 
-async def raw_langgraph_runs(spec: dict[str, Any], runs: int, concurrency: int) -> float:
-    """Seconds for `runs` runs at `concurrency`, durable: AsyncSqliteSaver, sync durability."""
+async def raw_langgraph_runs(
+    spec: dict[str, Any], runs: int, concurrency: int, durability: str = "sync"
+) -> float:
+    """Seconds for `runs` runs at `concurrency` on AsyncSqliteSaver; durable ("sync") unless
+    another LangGraph durability mode is asked for."""
     with tempfile.TemporaryDirectory() as tmp:
         conn = await aiosqlite.connect(Path(tmp) / "raw.db")
         await conn.execute("PRAGMA journal_mode=WAL")
@@ -83,7 +86,9 @@ async def raw_langgraph_runs(spec: dict[str, Any], runs: int, concurrency: int) 
             async with gate:
                 config: Any = {"configurable": {"thread_id": f"t{i}"}, "recursion_limit": 100}
                 await graph.ainvoke(
-                    {"input": {"i": i}, "outputs": {}, "data": {}}, config, durability="sync"
+                    {"input": {"i": i}, "outputs": {}, "data": {}},
+                    config,
+                    durability=durability,  # type: ignore[arg-type]
                 )
 
         started = time.perf_counter()
@@ -94,9 +99,14 @@ async def raw_langgraph_runs(spec: dict[str, Any], runs: int, concurrency: int) 
 
 
 @contextmanager
-def daemon(**sections: dict[str, Any]) -> Iterator[DaemonProcess]:
+def daemon(
+    storage_extra: dict[str, Any] | None = None, **sections: dict[str, Any]
+) -> Iterator[DaemonProcess]:
+    """A daemon on a fresh database, logging at warning; `storage_extra`: more [storage] keys."""
     with tempfile.TemporaryDirectory() as tmp:
         process = DaemonProcess(Path(tmp), logging={"level": "warning"}, **sections)
+        if storage_extra:
+            process.write_config(storage={"path": str(process.db), **storage_extra})
         process.start()
         try:
             yield process
