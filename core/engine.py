@@ -30,7 +30,7 @@ from core.domain import Graph, NodeState, NodeStatus, PauseReason, Run, RunStatu
 from core.errors import Conflict, NotFound
 from core.loopwatch import NodeActivity
 from core.nodes import NodeType
-from core.ports import Checkpoints, Clock, Store
+from core.ports import Checkpoints, Clock, PendingAnswer, Store
 from core.runner import RunScope, error_json
 from core.states import event_type, transition
 
@@ -84,7 +84,6 @@ class Engine:
         self._queue: OrderedDict[str, None] = OrderedDict()
         self._active: dict[str, _Active] = {}
         self._detached: dict[asyncio.Task[None], str] = {}  # cancelled, not yet finished
-        self._resume_values: dict[str, Any] = {}
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
         self._compiled: OrderedDict[tuple[str, str, int], CompiledStateGraph[Any, Any, Any, Any]]
         self._compiled = OrderedDict()
@@ -172,7 +171,10 @@ class Engine:
             changes: dict[str, Any] = {"last_message": "queued"}
             if new_input is not None:
                 changes["input"] = new_input
-            run = await self._move(run, RunStatus.PENDING, action="execute", **changes)
+            # An answer kept for a checkpoint just deleted answers nothing any more.
+            run = await self._move(
+                run, RunStatus.PENDING, action="execute", drop_answer=fresh, **changes
+            )
         self.submit(run)
         return run
 
@@ -180,10 +182,13 @@ class Engine:
         async with self._lock(run.id):
             run = await self._fresh(run)
             run = await self._move(
-                run, RunStatus.CANCELLED, action="cancel", last_message="cancelled"
+                run,
+                RunStatus.CANCELLED,
+                action="cancel",
+                drop_answer=True,
+                last_message="cancelled",
             )
             self._queue.pop(run.id, None)
-            self._resume_values.pop(run.id, None)
             active = self._active.pop(run.id, None)
             if active is not None:
                 if active.scope is not None:
@@ -226,12 +231,20 @@ class Engine:
         return run
 
     async def resume(self, run: Run, value: Any = _NO_VALUE) -> Run:
+        """Continue a paused run. An answer to a run waiting for input is stored with the
+        resume, so it survives a crash before the run gets a slot again."""
         async with self._lock(run.id):
             run = await self._fresh(run)
-            waiting_for_input = run.pause_reason is PauseReason.INPUT_REQUIRED
-            run = await self._move(run, RunStatus.RUNNING, action="resume", last_message="resumed")
-            if waiting_for_input:
-                self._resume_values[run.id] = None if value is _NO_VALUE else value
+            answer = None
+            if run.pause_reason is PauseReason.INPUT_REQUIRED:
+                # The run is paused and has no task: its newest checkpoint is the one it asked at.
+                answer = PendingAnswer(
+                    await self._checkpoints.latest_id(run.id),
+                    None if value is _NO_VALUE else value,
+                )
+            run = await self._move(
+                run, RunStatus.RUNNING, action="resume", answer=answer, last_message="resumed"
+            )
         # Ahead of pending runs: it was already admitted once.
         self._queue[run.id] = None
         self._queue.move_to_end(run.id, last=False)
@@ -347,10 +360,10 @@ class Engine:
             "configurable": {"thread_id": run.id},
             "recursion_limit": self.settings.recursion_limit,
         }
-        resume = self._resume_values.pop(run.id, _NO_VALUE)
+        answer = None if first_start else await self._pending_answer(run.id)
         graph_input: Any
-        if resume is not _NO_VALUE:
-            graph_input = Command(resume=resume)
+        if answer is not None:
+            graph_input = Command(resume=answer.value)
         elif not first_start and await self._checkpoints.exists(run.id):
             graph_input = None  # continue from the last checkpoint
         else:
@@ -403,7 +416,10 @@ class Engine:
             # is checkpointed, so a resume finishes it.
             if run is None or run.status is not RunStatus.RUNNING:
                 return
-            move = self._move(run, outcome.status, **outcome.changes)
+            # Completed or asking again: the answer is used. A failed run keeps it: it may have
+            # failed before LangGraph got it, and its retry continues from the same checkpoint.
+            drop_answer = outcome.status is not RunStatus.FAILED
+            move = self._move(run, outcome.status, drop_answer=drop_answer, **outcome.changes)
             if outcome.status is RunStatus.COMPLETED and self.settings.checkpoint_retention > 0:
                 # Submitted together, so the store commits both in one transaction.
                 prune = self._checkpoints.prune(run_id, self.settings.checkpoint_retention)
@@ -460,16 +476,35 @@ class Engine:
         return graph
 
     async def _move(
-        self, run: Run, target: RunStatus, *, action: str | None = None, **changes: Any
+        self,
+        run: Run,
+        target: RunStatus,
+        *,
+        action: str | None = None,
+        answer: PendingAnswer | None = None,
+        drop_answer: bool = False,
+        **changes: Any,
     ) -> Run:
         now = self._clock.now()
         moved = transition(run, target, now, action=action, **changes)
-        await self._store.update_run(moved, event_type(run.status, target), now)
+        event = event_type(run.status, target)
+        await self._store.update_run(moved, event, now, answer=answer, drop_answer=drop_answer)
         if target in (RunStatus.PENDING, RunStatus.RUNNING):
             self._runs[moved.id] = moved
         else:
             self._runs.pop(moved.id, None)
         return moved
+
+    async def _pending_answer(self, run_id: str) -> PendingAnswer | None:
+        """The answer kept for the run, while its thread is still at the checkpoint that asked.
+        Past it, LangGraph has recorded the answer: given again it could answer a later
+        question, so it is dropped instead."""
+        answer = await self._store.pending_answer(run_id)
+        if answer is None or answer.checkpoint_id == await self._checkpoints.latest_id(run_id):
+            return answer
+        await self._store.drop_answer(run_id)
+        log.info("stale_answer_dropped", run_id=run_id, checkpoint_id=answer.checkpoint_id)
+        return None
 
     def _start(self, run: Run) -> tuple[Run, Awaitable[None]]:
         """pending -> running, its record queued (not awaited) so that it commits with the

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from core.domain import EventType, Graph, GraphSpec, NodeState, Run, RunStatus
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAnswer:
+    """The answer (`resume {"value": ...}`) to a run waiting for input, kept from the resume's
+    acknowledgement until LangGraph has it in the run's checkpoints. `checkpoint_id`: the newest
+    checkpoint of the run's thread when it was given (the one the run paused at)."""
+
+    checkpoint_id: str | None
+    value: Any
 
 
 class Clock(Protocol):
@@ -58,7 +69,26 @@ class Store(Protocol):
         """All runs in these statuses, oldest first (the FIFO order of the queue)."""
         ...
 
-    async def update_run(self, run: Run, event: EventType, now: datetime) -> None: ...
+    async def update_run(
+        self,
+        run: Run,
+        event: EventType,
+        now: datetime,
+        *,
+        answer: PendingAnswer | None = None,
+        drop_answer: bool = False,
+    ) -> None:
+        """Record the run and its event. In the same transaction, `answer` becomes the run's
+        pending answer (replacing one kept), or `drop_answer` deletes the one kept."""
+        ...
+
+    async def pending_answer(self, run_id: str) -> PendingAnswer | None:
+        """The answer a resume kept for the run (see `update_run`), or None."""
+        ...
+
+    async def drop_answer(self, run_id: str) -> None:
+        """Delete the answer kept for the run, if there is one."""
+        ...
 
     def enqueue_run_update(self, run: Run, event: EventType, now: datetime) -> Awaitable[None]:
         """Like `update_run`, but queued at the call, in order with every other write, and
@@ -111,6 +141,10 @@ class Checkpoints(Protocol):
     def saver(self) -> BaseCheckpointSaver[str]: ...
 
     async def exists(self, thread_id: str) -> bool: ...
+
+    async def latest_id(self, thread_id: str) -> str | None:
+        """The id of the thread's newest checkpoint (the one it continues from), or None."""
+        ...
 
     async def delete(self, thread_id: str) -> None: ...
 

@@ -138,6 +138,16 @@ class SqliteCheckpoints:
         ) as cursor:
             return await cursor.fetchone() is not None
 
+    async def latest_id(self, thread_id: str) -> str | None:
+        # The order LangGraph's own read of a thread's latest checkpoint uses (ids sort by time).
+        async with self._reader.execute(
+            "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' "
+            "ORDER BY checkpoint_id DESC LIMIT 1",
+            (thread_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else str(row[0])
+
     async def delete(self, thread_id: str) -> None:
         await self._saver.adelete_thread(thread_id)
 

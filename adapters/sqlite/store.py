@@ -14,6 +14,7 @@ from adapters.sqlite.riders import TaskRiders
 from adapters.sqlite.writer import Tx, Writer
 from core.domain import Event, EventType, Graph, GraphSpec, NodeState, Run, RunStatus
 from core.errors import Conflict, NotFound
+from core.ports import PendingAnswer
 from core.states import ACTIVE
 
 JSON = dict[str, Any]
@@ -170,8 +171,34 @@ class SqliteStore:
         )
         return [Run.model_validate_json(row[0]) for row in rows]
 
-    async def update_run(self, run: Run, event: EventType, now: datetime) -> None:
-        await self._writer.write(self._run_update_op(run, event, now))
+    async def update_run(
+        self,
+        run: Run,
+        event: EventType,
+        now: datetime,
+        *,
+        answer: PendingAnswer | None = None,
+        drop_answer: bool = False,
+    ) -> None:
+        update = self._run_update_op(run, event, now)
+        if answer is None and not drop_answer:
+            await self._writer.write(update)
+            return
+        # Encoded here, so a value JSON cannot hold fails before anything is written.
+        kept = None if answer is None else (answer.checkpoint_id, json.dumps(answer.value))
+
+        def op(tx: Tx) -> None:
+            update(tx)
+            if kept is None:
+                tx.execute("DELETE FROM run_resumes WHERE run_id = ?", (run.id,))
+            else:
+                tx.execute(
+                    "INSERT OR REPLACE INTO run_resumes (run_id, checkpoint_id, value) "
+                    "VALUES (?, ?, ?)",
+                    (run.id, *kept),
+                )
+
+        await self._writer.write(op)
 
     def enqueue_run_update(self, run: Run, event: EventType, now: datetime) -> asyncio.Future[None]:
         return self._writer.submit(self._run_update_op(run, event, now), lazy=True)
@@ -185,6 +212,18 @@ class SqliteStore:
             tx.emit(_run_event(run, event, now))
 
         return op
+
+    async def pending_answer(self, run_id: str) -> PendingAnswer | None:
+        row = await self._one(
+            "SELECT checkpoint_id, value FROM run_resumes WHERE run_id = ?", (run_id,)
+        )
+        return PendingAnswer(row[0], json.loads(row[1])) if row else None
+
+    async def drop_answer(self, run_id: str) -> None:
+        def op(tx: Tx) -> None:
+            tx.execute("DELETE FROM run_resumes WHERE run_id = ?", (run_id,))
+
+        await self._writer.write(op)
 
     # -- node states -----------------------------------------------------------------------
 

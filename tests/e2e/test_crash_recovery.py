@@ -165,3 +165,57 @@ def test_a_plugin_failing_to_start_makes_serve_exit_naming_it(tmp_path: Path) ->
     log = process.log()
     assert "tests.support.failing_startup" in log
     assert "cannot reach the plugin's database" in log
+
+
+def one_node(graph_id: str, node_type: str, config: dict[str, Any]) -> dict[str, Any]:
+    node = {"id": "n", "label": "n", "x": 0.0, "y": 0.0, "type": node_type, "config": config}
+    return {"id": graph_id, "name": graph_id, "nodes": [node], "edges": []}
+
+
+def run_events(db: Path, run_id: str, kind: str) -> int:
+    with sqlite3.connect(db) as conn:
+        (count,) = conn.execute(
+            "SELECT COUNT(*) FROM events WHERE run_id = ? AND type = ?", (run_id, kind)
+        ).fetchone()
+    return int(count)
+
+
+def test_an_acknowledged_answer_survives_kill_9_before_its_run_got_a_slot(
+    tmp_path: Path,
+) -> None:
+    daemon = DaemonProcess(tmp_path, execution={"max_concurrent_runs": 1})
+    daemon.start()
+    try:
+        for graph in (
+            one_node("ask", "approval", {"prompt": "Ship it?", "choices": ["yes", "no"]}),
+            one_node("slow", "delay", {"seconds": 4}),
+        ):
+            assert daemon.request("POST", f"{P}/graphs", graph)[0] == 201
+        _, asking = daemon.request("POST", f"{P}/runs", {"workflow_id": "ask"})
+        asked = f"{P}/runs/{asking['id']}"
+        until(lambda: daemon.request("GET", asked)[1]["pause_reason"] == "input_required")
+        _, slow = daemon.request("POST", f"{P}/runs", {"workflow_id": "slow"})
+        slowed = f"{P}/runs/{slow['id']}"
+        until(lambda: daemon.request("GET", slowed)[1]["status"] == "running")
+
+        # Acknowledged, then queued behind the run holding the only slot: not yet executed.
+        status, resumed = daemon.request("POST", f"{asked}/resume", {"value": "no"})
+        assert (status, resumed["status"]) == (200, "running")
+        daemon.signal(signal.SIGKILL)
+        assert daemon.wait(10) == -signal.SIGKILL
+
+        daemon.start()
+
+        def settled() -> bool:
+            return daemon.request("GET", asked)[1]["status"] in ("completed", "paused", "failed")
+
+        until(settled, timeout=60)
+        _, run = daemon.request("GET", asked)
+        assert run["status"] == "completed", run  # not asking again: the answer was kept
+        assert run["output"]["outputs"]["n"] == {"value": "no"}
+        assert run_events(daemon.db, asking["id"], "workflow.run.paused") == 1
+        until(lambda: daemon.request("GET", slowed)[1]["status"] == "completed", timeout=60)
+        with sqlite3.connect(daemon.db) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM run_resumes").fetchone() == (0,)
+    finally:
+        daemon.stop()

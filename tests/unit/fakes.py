@@ -11,6 +11,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from core.domain import Event, EventType, Graph, GraphSpec, NodeState, Run, RunStatus
 from core.errors import Conflict, NotFound
+from core.ports import PendingAnswer
 
 
 class FakeClock:
@@ -28,6 +29,7 @@ class FakeStore:
         self.runs: dict[str, Run] = {}
         self.node_states: dict[str, dict[str, NodeState]] = {}
         self.events: list[dict[str, Any]] = []
+        self.answers: dict[str, PendingAnswer] = {}
 
     def _emit(self, event: Event) -> None:
         self.events.append({**event.to_json(), "seq": len(self.events) + 1})
@@ -95,11 +97,29 @@ class FakeStore:
     async def runs_by_status(self, statuses: Sequence[RunStatus]) -> list[Run]:
         return [r for r in self.runs.values() if r.status in statuses]
 
-    async def update_run(self, run: Run, event: EventType, now: datetime) -> None:
+    async def update_run(
+        self,
+        run: Run,
+        event: EventType,
+        now: datetime,
+        *,
+        answer: PendingAnswer | None = None,
+        drop_answer: bool = False,
+    ) -> None:
         self.runs[run.id] = run
         self._emit(
             Event(type=event, project_id=run.project_id, run_id=run.id, timestamp=now, run=run)
         )
+        if answer is not None:
+            self.answers[run.id] = answer
+        elif drop_answer:
+            self.answers.pop(run.id, None)
+
+    async def pending_answer(self, run_id: str) -> PendingAnswer | None:
+        return self.answers.get(run_id)
+
+    async def drop_answer(self, run_id: str) -> None:
+        self.answers.pop(run_id, None)
 
     def enqueue_run_update(self, run: Run, event: EventType, now: datetime) -> asyncio.Future[None]:
         self.runs[run.id] = run
@@ -172,6 +192,10 @@ class FakeCheckpoints:
 
     async def exists(self, thread_id: str) -> bool:
         return thread_id in self._saver.storage and bool(self._saver.storage[thread_id])
+
+    async def latest_id(self, thread_id: str) -> str | None:
+        # Not through the saver's reads: they add empty entries to its defaultdicts.
+        return max(self._saver.storage.get(thread_id, {}).get("", {}), default=None)
 
     async def delete(self, thread_id: str) -> None:
         await self._saver.adelete_thread(thread_id)
