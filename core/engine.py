@@ -1,8 +1,8 @@
 """The executor: a durable FIFO of runs, a concurrency limit, and one owned task per run.
 
-Every status change of a run happens here, under that run's lock, through `core.states`.
-The queue's truth is the store (status `pending`); the deque here is its in-memory index,
-rebuilt at start-up by `start()` (crash recovery).
+Every status change of a run happens here, under that run's lock, through `core.states` and
+recorded by `core.records`. The queue's truth is the store (status `pending`); the ordered dict
+here is its in-memory index, rebuilt at start-up by `start()` (crash recovery).
 """
 
 from __future__ import annotations
@@ -16,23 +16,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
-from weakref import WeakValueDictionary
 
 import structlog
 import structlog.contextvars
 from langgraph.errors import GraphDrained, GraphRecursionError
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import RunControl
 from langgraph.types import Command
 
-from core.compiler import compile_graph, initial_state
-from core.domain import Graph, NodeState, NodeStatus, PauseReason, Run, RunStatus
-from core.errors import Conflict, NotFound
+from core.compiler import initial_state
+from core.domain import Graph, NodeStatus, PauseReason, Run, RunStatus
+from core.errors import Conflict
 from core.loopwatch import NodeActivity
 from core.nodes import NodeType
 from core.ports import Checkpoints, Clock, PendingAnswer, Store
+from core.records import RunRecords
 from core.runner import RunScope, error_json
-from core.states import event_type, transition
+from core.states import transition
 
 log = structlog.get_logger("cortexd.engine")
 _NO_VALUE = object()
@@ -84,13 +83,7 @@ class Engine:
         self._queue: OrderedDict[str, None] = OrderedDict()
         self._active: dict[str, _Active] = {}
         self._detached: dict[asyncio.Task[None], str] = {}  # cancelled, not yet finished
-        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
-        self._compiled: OrderedDict[tuple[str, str, int], CompiledStateGraph[Any, Any, Any, Any]]
-        self._compiled = OrderedDict()
-        self._graphs: OrderedDict[tuple[str, str, int], Graph] = OrderedDict()
-        # The latest state of the runs this engine queued or runs. The engine is the only
-        # writer of a run after its creation, so these spare a read per transition.
-        self._runs: dict[str, Run] = {}
+        self._records = RunRecords(store, checkpoints, clock, settings.compiled_cache_size)
         self._accepting = False
         self.idle = asyncio.Event()
         self.idle.set()
@@ -152,13 +145,13 @@ class Engine:
 
     def submit(self, run: Run) -> None:
         """Queue a pending run (just created, or executed again)."""
-        self._runs[run.id] = run
+        self._records.remember(run)
         self._queue[run.id] = None
         self._fill()
 
     async def execute(self, run: Run, *, new_input: dict[str, Any] | None, from_start: bool) -> Run:
-        async with self._lock(run.id):
-            run = await self._fresh(run)
+        async with self._records.lock(run.id):
+            run = await self._records.fresh(run)
             if run.status is RunStatus.COMPLETED:
                 raise Conflict(f"run {run.id!r} is completed; create a new run to run it again")
             fresh = from_start or new_input is not None or run.status is RunStatus.CANCELLED
@@ -172,16 +165,16 @@ class Engine:
             if new_input is not None:
                 changes["input"] = new_input
             # An answer kept for a checkpoint just deleted answers nothing any more.
-            run = await self._move(
+            run = await self._records.move(
                 run, RunStatus.PENDING, action="execute", drop_answer=fresh, **changes
             )
         self.submit(run)
         return run
 
     async def cancel(self, run: Run) -> Run:
-        async with self._lock(run.id):
-            run = await self._fresh(run)
-            run = await self._move(
+        async with self._records.lock(run.id):
+            run = await self._records.fresh(run)
+            run = await self._records.move(
                 run,
                 RunStatus.CANCELLED,
                 action="cancel",
@@ -197,7 +190,7 @@ class Engine:
                 active.control.request_drain("cancel")
                 active.task.cancel()
                 self._detached[active.task] = run.id
-                await self._cancel_running_nodes(run, active.scope)
+                await self._records.cancel_running_nodes(run, active.scope)
         self._fill()
         self._log_summary(run, active.scope if active else None, active)
         return run
@@ -214,9 +207,9 @@ class Engine:
                 )
 
     async def pause(self, run: Run) -> Run:
-        async with self._lock(run.id):
-            run = await self._fresh(run)
-            run = await self._move(
+        async with self._records.lock(run.id):
+            run = await self._records.fresh(run)
+            run = await self._records.move(
                 run,
                 RunStatus.PAUSED,
                 action="pause",
@@ -233,8 +226,8 @@ class Engine:
     async def resume(self, run: Run, value: Any = _NO_VALUE) -> Run:
         """Continue a paused run. An answer to a run waiting for input is stored with the
         resume, so it survives a crash before the run gets a slot again."""
-        async with self._lock(run.id):
-            run = await self._fresh(run)
+        async with self._records.lock(run.id):
+            run = await self._records.fresh(run)
             answer = None
             if run.pause_reason is PauseReason.INPUT_REQUIRED:
                 # The run is paused and has no task: its newest checkpoint is the one it asked at.
@@ -242,7 +235,7 @@ class Engine:
                     await self._checkpoints.latest_id(run.id),
                     None if value is _NO_VALUE else value,
                 )
-            run = await self._move(
+            run = await self._records.move(
                 run, RunStatus.RUNNING, action="resume", answer=answer, last_message="resumed"
             )
         # Ahead of pending runs: it was already admitted once.
@@ -304,8 +297,8 @@ class Engine:
             await self._finish(run_id, _Outcome(RunStatus.FAILED, self._failed(error["message"])))
 
     async def _drive_run(self, run_id: str, control: RunControl) -> None:
-        async with self._lock(run_id):
-            run = await self._current(run_id)
+        async with self._records.lock(run_id):
+            run = await self._records.current(run_id)
             if run is None:
                 return
             # Every line logged in this task, LangGraph's included, says which run it is about.
@@ -314,10 +307,10 @@ class Engine:
             first_start = run.started_at is None
             started: Awaitable[None] | None = None
             if run.status is RunStatus.PENDING:
-                run, started = self._start(run)
+                run, started = self._records.start(run)
             elif run.status is not RunStatus.RUNNING:
                 return  # paused or cancelled while it waited
-        graph = await self._graph(run)
+        graph = await self._records.graph(run)
         if graph is None:
             if started is not None:
                 await started
@@ -360,7 +353,7 @@ class Engine:
             "configurable": {"thread_id": run.id},
             "recursion_limit": self.settings.recursion_limit,
         }
-        answer = None if first_start else await self._pending_answer(run.id)
+        answer = None if first_start else await self._records.pending_answer(run.id)
         graph_input: Any
         if answer is not None:
             graph_input = Command(resume=answer.value)
@@ -370,8 +363,9 @@ class Engine:
             graph_input = initial_state(run.input)
         final: dict[str, Any] = {}
         prompts: list[Any] = []
+        compiled = self._records.compiled(graph)
         # Typed as an iterator; it is an async generator, which is what aclosing() needs.
-        stream: AsyncGenerator[Any, None] = self._compile(graph).astream(  # type: ignore[assignment]
+        stream: AsyncGenerator[Any, None] = compiled.astream(  # type: ignore[assignment]
             graph_input,
             config,
             context=scope,
@@ -406,12 +400,12 @@ class Engine:
                 },
             )
         output = {"outputs": final.get("outputs", {}), "data": final.get("data", {})}
-        await self._mark_skipped(run, scope, graph)
+        await self._records.mark_skipped(run, scope, graph)
         return _Outcome(RunStatus.COMPLETED, {"output": output, "last_message": "completed"})
 
     async def _finish(self, run_id: str, outcome: _Outcome, scope: RunScope | None = None) -> None:
-        async with self._lock(run_id):
-            run = await self._current(run_id)
+        async with self._records.lock(run_id):
+            run = await self._records.current(run_id)
             # Paused or cancelled meanwhile: the request that changed it wins; the run's work
             # is checkpointed, so a resume finishes it.
             if run is None or run.status is not RunStatus.RUNNING:
@@ -419,7 +413,9 @@ class Engine:
             # Completed or asking again: the answer is used. A failed run keeps it: it may have
             # failed before LangGraph got it, and its retry continues from the same checkpoint.
             drop_answer = outcome.status is not RunStatus.FAILED
-            move = self._move(run, outcome.status, drop_answer=drop_answer, **outcome.changes)
+            move = self._records.move(
+                run, outcome.status, drop_answer=drop_answer, **outcome.changes
+            )
             if outcome.status is RunStatus.COMPLETED and self.settings.checkpoint_retention > 0:
                 # Submitted together, so the store commits both in one transaction.
                 prune = self._checkpoints.prune(run_id, self.settings.checkpoint_retention)
@@ -445,122 +441,6 @@ class Engine:
             nodes_completed=sum(s.status is NodeStatus.COMPLETED for s in states),
             error=run.error["message"] if run.error else None,
         )
-
-    # -- helpers ---------------------------------------------------------------------------
-
-    def _lock(self, run_id: str) -> asyncio.Lock:
-        lock = self._locks.get(run_id)
-        if lock is None:
-            lock = self._locks[run_id] = asyncio.Lock()
-        return lock
-
-    async def _fresh(self, run: Run) -> Run:
-        current = await self._current(run.id)
-        if current is None or current.project_id != run.project_id:
-            raise NotFound("run", run.id)
-        return current
-
-    async def _current(self, run_id: str) -> Run | None:
-        cached = self._runs.get(run_id)
-        return cached if cached is not None else await self._store.get_run(None, run_id)
-
-    async def _graph(self, run: Run) -> Graph | None:
-        key = (run.project_id, run.workflow_id, run.graph_version)
-        graph = self._graphs.get(key)
-        if graph is None:
-            graph = await self._store.get_graph(*key)
-            if graph is not None:  # a version never changes: safe to keep
-                self._graphs[key] = graph
-                while len(self._graphs) > self.settings.compiled_cache_size:
-                    self._graphs.popitem(last=False)
-        return graph
-
-    async def _move(
-        self,
-        run: Run,
-        target: RunStatus,
-        *,
-        action: str | None = None,
-        answer: PendingAnswer | None = None,
-        drop_answer: bool = False,
-        **changes: Any,
-    ) -> Run:
-        now = self._clock.now()
-        moved = transition(run, target, now, action=action, **changes)
-        event = event_type(run.status, target)
-        await self._store.update_run(moved, event, now, answer=answer, drop_answer=drop_answer)
-        if target in (RunStatus.PENDING, RunStatus.RUNNING):
-            self._runs[moved.id] = moved
-        else:
-            self._runs.pop(moved.id, None)
-        return moved
-
-    async def _pending_answer(self, run_id: str) -> PendingAnswer | None:
-        """The answer kept for the run, while its thread is still at the checkpoint that asked.
-        Past it, LangGraph has recorded the answer: given again it could answer a later
-        question, so it is dropped instead."""
-        answer = await self._store.pending_answer(run_id)
-        if answer is None or answer.checkpoint_id == await self._checkpoints.latest_id(run_id):
-            return answer
-        await self._store.drop_answer(run_id)
-        log.info("stale_answer_dropped", run_id=run_id, checkpoint_id=answer.checkpoint_id)
-        return None
-
-    def _start(self, run: Run) -> tuple[Run, Awaitable[None]]:
-        """pending -> running, its record queued (not awaited) so that it commits with the
-        run's first checkpoint. The writer keeps order: nothing the run writes is durable
-        unless this is; a crash before it leaves the run pending, to start afresh."""
-        now = self._clock.now()
-        moved = transition(run, RunStatus.RUNNING, now, last_message="running")
-        event = event_type(run.status, RunStatus.RUNNING)
-        write = self._store.enqueue_run_update(moved, event, now)
-        self._runs[moved.id] = moved
-        return moved, write
-
-    async def _mark_skipped(self, run: Run, scope: RunScope, graph: Graph) -> None:
-        """A completed run's nodes that never ran were on branches not taken."""
-        if scope.closed:
-            return
-        now = self._clock.now()
-        skipped = [
-            NodeState(node_id=n.id, status=NodeStatus.SKIPPED, message="branch not taken")
-            for n in graph.nodes
-            if scope.states.get(n.id) is None or scope.states[n.id].status is NodeStatus.IDLE
-        ]
-        if skipped:
-            await self._store.save_node_states(run, skipped, now)
-
-    async def _cancel_running_nodes(self, run: Run, scope: RunScope | None) -> None:
-        """Mark `cancelled` every node that is running, as the scope knows it or as stored: a
-        node that had just returned has its completion dropped with the scope (its writes
-        never came), so the store still says `running` for it."""
-        if scope is not None:
-            with contextlib.suppress(Exception):  # a failed write is reported by the run's task
-                await scope.settle()
-        latest = {s.node_id: s for s in await self._store.list_node_states(run.id)}
-        running = {i for i, s in latest.items() if s.status is NodeStatus.RUNNING}
-        if scope is not None:
-            latest.update({i: s for i, s in scope.states.items() if i not in latest})
-            running |= {i for i, s in scope.states.items() if s.status is NodeStatus.RUNNING}
-        now = self._clock.now()
-        cancelled = [
-            latest[i].model_copy(update={"status": NodeStatus.CANCELLED, "completed_at": now})
-            for i in sorted(running)
-        ]
-        if cancelled:
-            await self._store.save_node_states(run, cancelled, now)
-
-    def _compile(self, graph: Graph) -> CompiledStateGraph[Any, Any, Any, Any]:
-        key = (graph.project_id, graph.id, graph.version)
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            compiled = compile_graph(graph, self._checkpoints.saver)
-            self._compiled[key] = compiled
-            while len(self._compiled) > self.settings.compiled_cache_size:
-                self._compiled.popitem(last=False)
-        else:
-            self._compiled.move_to_end(key)
-        return compiled
 
     @staticmethod
     def _failed(message: str, kind: str = "RunError") -> dict[str, Any]:
