@@ -258,15 +258,21 @@ async def test_malformed_json_is_a_400_without_a_traceback(api: Api, path: str) 
 # -- process lifecycle --------------------------------------------------------------------------
 
 
-def stopped_logged(log_text: str) -> bool:
+def log_entries(log_text: str) -> list[dict[str, Any]]:
+    """The JSON lines of a daemon's log, as dicts (other lines skipped)."""
+    entries = []
     for line in log_text.splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
             continue
-        if isinstance(entry, dict) and entry.get("event") == "stopped":
-            return True
-    return False
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def stopped_logged(log_text: str) -> bool:
+    return any(entry.get("event") == "stopped" for entry in log_entries(log_text))
 
 
 def test_sigterm_stops_the_daemon_cleanly_and_in_time(daemon: Daemon) -> None:
@@ -303,15 +309,10 @@ async def test_graphs_and_runs_survive_a_restart(api: Api, daemon: Daemon) -> No
     assert {s["status"] for s in progress["node_states"]} == {"completed"}
 
 
-def ready_line(log: str) -> dict[str, Any]:
-    for line in log.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("event") == "ready":
-            return entry
-    raise AssertionError(f"no 'ready' line in the log:\n{log}")
+def ready_line(log_text: str) -> dict[str, Any]:
+    ready = [entry for entry in log_entries(log_text) if entry.get("event") == "ready"]
+    assert ready, f"no 'ready' line in the log:\n{log_text}"
+    return ready[0]
 
 
 async def test_the_event_loop_is_uvloop_unless_the_config_says_asyncio(

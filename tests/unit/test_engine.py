@@ -53,11 +53,6 @@ class Harness:
 
 
 @pytest.fixture
-def kit() -> TestKit:
-    return TestKit()
-
-
-@pytest.fixture
 async def harness(
     store: FakeStore, checkpoints: FakeCheckpoints, kit: TestKit
 ) -> AsyncIterator[Callable[..., Harness]]:
@@ -72,16 +67,6 @@ async def harness(
     kit.gate("default").set()
     for h in made:
         await h.engine.stop()
-
-
-@pytest.fixture
-def store() -> FakeStore:
-    return FakeStore()
-
-
-@pytest.fixture
-def checkpoints() -> FakeCheckpoints:
-    return FakeCheckpoints()
 
 
 def node(node_id: str, node_type: str, **extra: Any) -> dict[str, Any]:

@@ -40,21 +40,6 @@ Start = Callable[..., Awaitable[Daemon]]
 
 
 @pytest.fixture
-def kit() -> TestKit:
-    return TestKit()
-
-
-@pytest.fixture
-def store() -> FakeStore:
-    return FakeStore()
-
-
-@pytest.fixture
-def checkpoints() -> FakeCheckpoints:
-    return FakeCheckpoints()
-
-
-@pytest.fixture
 async def daemon(
     store: FakeStore, checkpoints: FakeCheckpoints, kit: TestKit
 ) -> AsyncIterator[Start]:
