@@ -20,10 +20,11 @@ from typing import Any
 import structlog
 import structlog.contextvars
 from langgraph.errors import GraphDrained, GraphRecursionError
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import RunControl
 from langgraph.types import Command
 
-from core.compiler import initial_state
+from core.compiler import compile_graph, initial_state
 from core.domain import Graph, NodeStatus, PauseReason, Run, RunStatus
 from core.errors import Conflict
 from core.loopwatch import NodeActivity
@@ -84,6 +85,8 @@ class Engine:
         self._active: dict[str, _Active] = {}
         self._detached: dict[asyncio.Task[None], str] = {}  # cancelled, not yet finished
         self._records = RunRecords(store, checkpoints, clock, settings.compiled_cache_size)
+        self._compiled: OrderedDict[tuple[str, str, int], CompiledStateGraph[Any, Any, Any, Any]]
+        self._compiled = OrderedDict()
         self._accepting = False
         self.idle = asyncio.Event()
         self.idle.set()
@@ -230,10 +233,14 @@ class Engine:
             run = await self._records.fresh(run)
             answer = None
             if run.pause_reason is PauseReason.INPUT_REQUIRED:
-                # The run is paused and has no task: its newest checkpoint is the one it asked at.
+                # The run is paused and has no task: what its thread waits for is settled.
+                asked = await self._questions(run, await self._records.graph(run))
                 answer = PendingAnswer(
                     await self._checkpoints.latest_id(run.id),
                     None if value is _NO_VALUE else value,
+                    # The one question answered; parallel ones get the value as LangGraph
+                    # takes it (it refuses a single value for several).
+                    interrupt_id=asked[0] if len(asked) == 1 else None,
                 )
             run = await self._records.move(
                 run, RunStatus.RUNNING, action="resume", answer=answer, last_message="resumed"
@@ -353,9 +360,11 @@ class Engine:
             "configurable": {"thread_id": run.id},
             "recursion_limit": self.settings.recursion_limit,
         }
-        answer = None if first_start else await self._records.pending_answer(run.id)
+        answer = None if first_start else await self._answer(run, graph)
         graph_input: Any
-        if answer is not None:
+        if answer is not None and answer.interrupt_id is not None:
+            graph_input = Command(resume={answer.interrupt_id: answer.value})
+        elif answer is not None:
             graph_input = Command(resume=answer.value)
         elif not first_start and await self._checkpoints.exists(run.id):
             graph_input = None  # continue from the last checkpoint
@@ -363,7 +372,7 @@ class Engine:
             graph_input = initial_state(run.input)
         final: dict[str, Any] = {}
         prompts: list[Any] = []
-        compiled = self._records.compiled(graph)
+        compiled = self._compile(graph)
         # Typed as an iterator; it is an async generator, which is what aclosing() needs.
         stream: AsyncGenerator[Any, None] = compiled.astream(  # type: ignore[assignment]
             graph_input,
@@ -410,12 +419,9 @@ class Engine:
             # is checkpointed, so a resume finishes it.
             if run is None or run.status is not RunStatus.RUNNING:
                 return
-            # Completed or asking again: the answer is used. A failed run keeps it: it may have
-            # failed before LangGraph got it, and its retry continues from the same checkpoint.
-            drop_answer = outcome.status is not RunStatus.FAILED
-            move = self._records.move(
-                run, outcome.status, drop_answer=drop_answer, **outcome.changes
-            )
+            # Completed, failed or asking again: LangGraph took the answer before any node ran
+            # (or refused it, and giving it again would fail the same way).
+            move = self._records.move(run, outcome.status, drop_answer=True, **outcome.changes)
             if outcome.status is RunStatus.COMPLETED and self.settings.checkpoint_retention > 0:
                 # Submitted together, so the store commits both in one transaction.
                 prune = self._checkpoints.prune(run_id, self.settings.checkpoint_retention)
@@ -441,6 +447,44 @@ class Engine:
             nodes_completed=sum(s.status is NodeStatus.COMPLETED for s in states),
             error=run.error["message"] if run.error else None,
         )
+
+    async def _questions(self, run: Run, graph: Graph | None) -> list[str]:
+        """Ids of the questions (LangGraph interrupts) the run's thread waits for. An id names
+        one question of one node: a node's second `interrupt()` has another id than its first."""
+        if graph is None:
+            return []
+        config: Any = {"configurable": {"thread_id": run.id}}
+        state = await self._compile(graph).aget_state(config)
+        return [interrupt.id for interrupt in state.interrupts]
+
+    async def _answer(self, run: Run, graph: Graph) -> PendingAnswer | None:
+        """The answer a resume kept for the run, while the question it answers is still asked.
+        Past it, LangGraph has the answer in its checkpoints; given again it would answer the
+        next question, so it is dropped instead."""
+        answer = await self._store.pending_answer(run.id)
+        if answer is None:
+            return None
+        if answer.interrupt_id is not None:
+            current = answer.interrupt_id in await self._questions(run, graph)
+        else:
+            current = answer.checkpoint_id == await self._checkpoints.latest_id(run.id)
+        if current:
+            return answer
+        await self._store.drop_answer(run.id)
+        log.info("stale_answer_dropped", run_id=run.id, checkpoint_id=answer.checkpoint_id)
+        return None
+
+    def _compile(self, graph: Graph) -> CompiledStateGraph[Any, Any, Any, Any]:
+        key = (graph.project_id, graph.id, graph.version)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = compile_graph(graph, self._checkpoints.saver)
+            self._compiled[key] = compiled
+            while len(self._compiled) > self.settings.compiled_cache_size:
+                self._compiled.popitem(last=False)
+        else:
+            self._compiled.move_to_end(key)
+        return compiled
 
     @staticmethod
     def _failed(message: str, kind: str = "RunError") -> dict[str, Any]:

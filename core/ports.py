@@ -15,11 +15,13 @@ from core.domain import EventType, Graph, GraphSpec, NodeState, Run, RunStatus
 @dataclass(frozen=True, slots=True)
 class PendingAnswer:
     """The answer (`resume {"value": ...}`) to a run waiting for input, kept from the resume's
-    acknowledgement until LangGraph has it in the run's checkpoints. `checkpoint_id`: the newest
-    checkpoint of the run's thread when it was given (the one the run paused at)."""
+    acknowledgement until LangGraph has it in the run's checkpoints. `interrupt_id`: the
+    question it answers (LangGraph's interrupt id), when the run waited for exactly one;
+    `checkpoint_id`: the newest checkpoint of the run's thread when it was given."""
 
     checkpoint_id: str | None
     value: Any
+    interrupt_id: str | None = None
 
 
 class Clock(Protocol):

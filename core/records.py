@@ -1,5 +1,5 @@
 """The engine's records of runs: each transition written through the store, the latest state
-of the runs in flight, one lock per run, and the graph versions (stored and compiled) runs use.
+of the runs in flight, one lock per run, and the graph versions runs use.
 
 The engine is the only writer of a run after its creation, so the runs it queued or runs are
 kept here: a transition needs no read first.
@@ -15,9 +15,7 @@ from typing import Any
 from weakref import WeakValueDictionary
 
 import structlog
-from langgraph.graph.state import CompiledStateGraph
 
-from core.compiler import compile_graph
 from core.domain import Graph, NodeState, NodeStatus, Run, RunStatus
 from core.errors import NotFound
 from core.ports import Checkpoints, Clock, PendingAnswer, Store
@@ -38,8 +36,6 @@ class RunRecords:
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
         self._runs: dict[str, Run] = {}  # pending and running runs, as last recorded
         self._graphs: OrderedDict[tuple[str, str, int], Graph] = OrderedDict()
-        self._compiled: OrderedDict[tuple[str, str, int], CompiledStateGraph[Any, Any, Any, Any]]
-        self._compiled = OrderedDict()
 
     def remember(self, run: Run) -> None:
         """A run just queued (created, or executed again), as the store has it."""
@@ -92,17 +88,6 @@ class RunRecords:
             self._runs.pop(moved.id, None)
         return moved
 
-    async def pending_answer(self, run_id: str) -> PendingAnswer | None:
-        """The answer kept for the run, while its thread is still at the checkpoint that asked.
-        Past it, LangGraph has recorded the answer: given again it could answer a later
-        question, so it is dropped instead."""
-        answer = await self._store.pending_answer(run_id)
-        if answer is None or answer.checkpoint_id == await self._checkpoints.latest_id(run_id):
-            return answer
-        await self._store.drop_answer(run_id)
-        log.info("stale_answer_dropped", run_id=run_id, checkpoint_id=answer.checkpoint_id)
-        return None
-
     def start(self, run: Run) -> tuple[Run, Awaitable[None]]:
         """pending -> running, its record queued (not awaited) so that it commits with the
         run's first checkpoint. The writer keeps order: nothing the run writes is durable
@@ -110,7 +95,10 @@ class RunRecords:
         now = self._clock.now()
         moved = transition(run, RunStatus.RUNNING, now, last_message="running")
         event = event_type(run.status, RunStatus.RUNNING)
-        write = self._store.enqueue_run_update(moved, event, now)
+        write = asyncio.ensure_future(self._store.enqueue_run_update(moved, event, now))
+        # Its outcome is checked by the run's scope (settle()); should the run end before it
+        # has one (its graph missing, say), a failure of this write is not left unretrieved.
+        write.add_done_callback(_retrieve)
         self._runs[moved.id] = moved
         return moved, write
 
@@ -147,14 +135,7 @@ class RunRecords:
         if cancelled:
             await self._store.save_node_states(run, cancelled, now)
 
-    def compiled(self, graph: Graph) -> CompiledStateGraph[Any, Any, Any, Any]:
-        key = (graph.project_id, graph.id, graph.version)
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            compiled = compile_graph(graph, self._checkpoints.saver)
-            self._compiled[key] = compiled
-            while len(self._compiled) > self._cache_size:
-                self._compiled.popitem(last=False)
-        else:
-            self._compiled.move_to_end(key)
-        return compiled
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

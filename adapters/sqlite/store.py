@@ -185,7 +185,11 @@ class SqliteStore:
             await self._writer.write(update)
             return
         # Encoded here, so a value JSON cannot hold fails before anything is written.
-        kept = None if answer is None else (answer.checkpoint_id, json.dumps(answer.value))
+        kept = (
+            None
+            if answer is None
+            else (answer.checkpoint_id, answer.interrupt_id, json.dumps(answer.value))
+        )
 
         def op(tx: Tx) -> None:
             update(tx)
@@ -193,8 +197,8 @@ class SqliteStore:
                 tx.execute("DELETE FROM run_resumes WHERE run_id = ?", (run.id,))
             else:
                 tx.execute(
-                    "INSERT OR REPLACE INTO run_resumes (run_id, checkpoint_id, value) "
-                    "VALUES (?, ?, ?)",
+                    "INSERT OR REPLACE INTO run_resumes "
+                    "(run_id, checkpoint_id, interrupt_id, value) VALUES (?, ?, ?, ?)",
                     (run.id, *kept),
                 )
 
@@ -215,9 +219,10 @@ class SqliteStore:
 
     async def pending_answer(self, run_id: str) -> PendingAnswer | None:
         row = await self._one(
-            "SELECT checkpoint_id, value FROM run_resumes WHERE run_id = ?", (run_id,)
+            "SELECT checkpoint_id, interrupt_id, value FROM run_resumes WHERE run_id = ?",
+            (run_id,),
         )
-        return PendingAnswer(row[0], json.loads(row[1])) if row else None
+        return PendingAnswer(row[0], json.loads(row[2]), interrupt_id=row[1]) if row else None
 
     async def drop_answer(self, run_id: str) -> None:
         def op(tx: Tx) -> None:

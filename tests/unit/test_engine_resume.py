@@ -12,12 +12,24 @@ import pytest
 
 from core.domain import GraphSpec, PauseReason, Run, RunStatus
 from core.engine import Engine, EngineSettings
-from core.nodes import NodeType
+from core.nodes import NodeContext, NodeType
 from core.ports import PendingAnswer
 from core.service import ServiceLimits, WorkflowService
 from plugins.approval import Approval
 from tests.support.nodes import TestKit
 from tests.unit.fakes import FakeCheckpoints, FakeClock, FakeStore
+
+
+class TwoQuestions:
+    """Asks twice in one node: both questions are asked at the same checkpoint."""
+
+    name = "two-questions"
+    title = "Two questions"
+    description = "Asks first?, then second?"
+    config_schema: dict[str, Any] = {"type": "object"}
+
+    async def execute(self, ctx: NodeContext, config: Any, state: Any) -> dict[str, Any]:
+        return {"first": ctx.interrupt("first?"), "second": ctx.interrupt("second?")}
 
 
 class Daemon:
@@ -26,7 +38,7 @@ class Daemon:
     def __init__(
         self, store: FakeStore, checkpoints: FakeCheckpoints, kit: TestKit, **settings: Any
     ) -> None:
-        types: list[Any] = [*kit.cortexd_node_types(), Approval()]
+        types: list[Any] = [*kit.cortexd_node_types(), Approval(), TwoQuestions()]
         node_types: dict[str, NodeType] = {t.name: t for t in types}
         clock = FakeClock()
         self.engine = Engine(store, checkpoints, clock, node_types, EngineSettings(**settings))
@@ -165,7 +177,7 @@ async def test_cancelling_a_run_drops_its_answer(
     assert store.answers == {}
 
 
-async def test_a_failed_run_keeps_its_answer_until_executed_again(
+async def test_a_failed_run_drops_its_answer_and_its_retry_is_not_asked_again(
     daemon: Start, store: FakeStore
 ) -> None:
     d = await daemon()
@@ -176,25 +188,60 @@ async def test_a_failed_run_keeps_its_answer_until_executed_again(
     await d.service.resume("p", run.id, "yes")
     await d.idle()
     assert store.runs[run.id].status is RunStatus.FAILED
-    assert run.id in store.answers  # the failure could have come before LangGraph had it
-
+    assert store.answers == {}  # LangGraph took it before any node ran
     await d.service.execute("p", run.id)
     await d.idle()
     done = store.runs[run.id]
     assert done.status is RunStatus.COMPLETED
     assert done.output is not None
     assert done.output["outputs"]["ok"] == {"value": "yes"}
-    assert store.answers == {}  # past its checkpoint: stale, dropped
+    assert pauses(store, run.id) == 1
 
 
-async def test_executing_from_the_start_drops_the_answer(daemon: Start, store: FakeStore) -> None:
+async def test_an_answer_is_never_given_to_the_next_question_of_the_same_node(
+    daemon: Start, store: FakeStore, checkpoints: FakeCheckpoints, kit: TestKit
+) -> None:
+    d = await daemon()
+    await put_graph(store, "g", {"id": "q", "type": "two-questions"})
+    run = await d.service.create_run("p", "g")
+    await d.idle()
+    asked = store.answers.copy()
+    resumed = await d.service.resume("p", run.id, "one")
+    first_answer = store.answers[run.id]
+    await d.idle()
+    assert store.runs[run.id].prompt == "second?"
+    assert await checkpoints.latest_id(run.id) == first_answer.checkpoint_id  # the same one
+    assert asked == {}
+    # What a pause requested while the node ran again (or a crash before its pause was
+    # recorded) leaves: the first answer still kept, at the checkpoint both questions share.
+    store.runs[run.id] = resumed.model_copy(
+        update={"status": RunStatus.PAUSED, "pause_reason": PauseReason.REQUESTED}
+    )
+    store.answers[run.id] = first_answer
+    await d.engine.stop()
+    again = await daemon()
+    await again.service.resume("p", run.id)
+    await again.idle()
+    waiting = store.runs[run.id]
+    assert (waiting.status, waiting.prompt) == (RunStatus.PAUSED, "second?")  # asked, not answered
+    await again.service.resume("p", run.id, "two")
+    await again.idle()
+    done = store.runs[run.id]
+    assert done.output is not None
+    assert done.output["outputs"]["q"] == {"first": "one", "second": "two"}
+
+
+async def test_executing_from_the_start_drops_a_kept_answer(
+    daemon: Start, store: FakeStore
+) -> None:
     d = await daemon()
     await put_graph(store, "g", ask("ok", "Ship it?"), {"id": "after", "type": "fail"})
     run = await d.service.create_run("p", "g")
     await d.idle()
     await d.service.resume("p", run.id, "yes")
     await d.idle()
-    assert run.id in store.answers
+    assert store.runs[run.id].status is RunStatus.FAILED
+    store.answers[run.id] = PendingAnswer(None, "yes")  # as if one had been kept
 
     await d.service.execute("p", run.id, from_start=True)
     await d.idle()
