@@ -67,7 +67,7 @@ class GroupCommitSaver(AsyncSqliteSaver):
         def op(tx: Tx) -> None:
             tx.execute(_PUT, row)
 
-        await self._writer.write(op)
+        await self._writer.write(op, small=True)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -110,7 +110,7 @@ class GroupCommitSaver(AsyncSqliteSaver):
         # for the step's checkpoint, submitted right after them. Sharing that commit halves
         # a lone run's commits per step. The FIFO writer never commits the checkpoint before
         # these writes, and the "completed" riding here is published only once committed.
-        await self._writer.submit(op, lazy=True)
+        await self._writer.submit(op, lazy=True, small=True)
 
     async def adelete_thread(self, thread_id: str) -> None:
         def op(tx: Tx) -> None:

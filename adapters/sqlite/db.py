@@ -11,12 +11,14 @@ import structlog
 
 log = structlog.get_logger("cortexd.sqlite")
 
+BUSY_TIMEOUT_MS = 5000  # how long a write waits for another process's lock
+
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     # In WAL mode NORMAL loses no committed transaction on a process crash (kill -9);
     # only a power loss can drop the last ones. FULL costs an fsync per commit.
     "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=5000",
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
     "PRAGMA foreign_keys=ON",
 )
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")

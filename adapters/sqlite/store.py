@@ -134,7 +134,7 @@ class SqliteStore:
             )
             tx.emit(_run_event(run, EventType.RUN_CREATED, run.created_at))
 
-        await self._writer.write(op)
+        await self._writer.write(op, small=True)
 
     async def get_run(self, project_id: str | None, run_id: str) -> Run | None:
         if project_id is None:
@@ -182,7 +182,7 @@ class SqliteStore:
     ) -> None:
         update = self._run_update_op(run, event, now)
         if answer is None and not drop_answer:
-            await self._writer.write(update)
+            await self._writer.write(update, small=True)
             return
         # Encoded here, so a value JSON cannot hold fails before anything is written.
         kept = (
@@ -202,10 +202,10 @@ class SqliteStore:
                     (run.id, *kept),
                 )
 
-        await self._writer.write(op)
+        await self._writer.write(op, small=True)
 
     def enqueue_run_update(self, run: Run, event: EventType, now: datetime) -> asyncio.Future[None]:
-        return self._writer.submit(self._run_update_op(run, event, now), lazy=True)
+        return self._writer.submit(self._run_update_op(run, event, now), lazy=True, small=True)
 
     def _run_update_op(self, run: Run, event: EventType, now: datetime) -> Callable[[Tx], None]:
         def op(tx: Tx) -> None:
@@ -228,7 +228,7 @@ class SqliteStore:
         def op(tx: Tx) -> None:
             tx.execute("DELETE FROM run_resumes WHERE run_id = ?", (run_id,))
 
-        await self._writer.write(op)
+        await self._writer.write(op, small=True)
 
     # -- node states -----------------------------------------------------------------------
 
@@ -238,7 +238,7 @@ class SqliteStore:
     def enqueue_node_states(
         self, run: Run, states: Sequence[NodeState], now: datetime
     ) -> asyncio.Future[None]:
-        return self._writer.submit(self._node_states_op(run, states, now), lazy=True)
+        return self._writer.submit(self._node_states_op(run, states, now), lazy=True, small=True)
 
     def save_node_states_with_task(
         self, run: Run, states: Sequence[NodeState], now: datetime, task_id: str

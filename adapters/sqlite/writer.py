@@ -8,18 +8,20 @@ operation records get their `seq` inside the transaction and are handed to `on_c
 commit per write.
 
 The writer owns a plain `sqlite3` connection; operations are plain functions. A small batch
-(up to `inline_max` operations: a lone run's step, a request's write) is committed right on the
-event loop's thread: a commit of a few rows in WAL mode without fsync takes tens of
-microseconds, less than the two thread switches of a hop, and a lone run's latency is a chain of
-such commits. A larger batch goes to the writer's thread in one hop, where SQLite's work, done
-outside the GIL, overlaps the loop's. (Through aiosqlite every statement, savepoint and release
+(up to `inline_max` operations, each submitted as `small`: a run's records, a step's checkpoint)
+is committed right on the event loop's thread: a commit of a few rows in WAL mode without fsync
+takes tens of microseconds, less than the two thread switches of a hop, and a lone run's
+latency is a chain of such commits. Any other batch goes to the writer's thread in one hop,
+where SQLite's work, done outside the GIL, overlaps the loop's; so do operations that may touch
+many rows (pruning, deletes), and a small batch that finds the database locked by another
+process (the loop never waits for a lock). (Through aiosqlite every statement, savepoint and release
 was a round trip between the loop and its thread; measured, those hops, not SQLite, were what
 bounded throughput.)
 
 Nothing that can take long runs on the loop: SQLite's automatic WAL checkpoint (which copies
 pages into the database file and fsyncs it, inside whichever COMMIT crosses the threshold) is
-off for this connection, and the writer runs a PASSIVE checkpoint on its thread every
-`checkpoint_every` commits instead.
+off for this connection, and the writer runs a PASSIVE checkpoint on its thread after every
+`checkpoint_every` writes instead (and `journal_size_limit` trims the WAL file after one).
 """
 
 from __future__ import annotations
@@ -30,18 +32,20 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 
-from adapters.sqlite.db import PRAGMAS
+from adapters.sqlite.db import BUSY_TIMEOUT_MS, PRAGMAS
 from core.domain import Event
 from core.events import Published
 
 log = structlog.get_logger("cortexd.sqlite")
 T = TypeVar("T")
 JSON = dict[str, Any]
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 class Tx:
@@ -76,7 +80,15 @@ class Tx:
 
 
 Op = Callable[[Tx], Any]
-_Item = tuple[Op, "asyncio.Future[Any]"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    op: Op
+    future: asyncio.Future[Any]
+    small: bool
+
+
 _Outcome = tuple[Any, BaseException | None]
 
 
@@ -87,7 +99,7 @@ class Writer:
         *,
         batch_max: int = 256,
         inline_max: int = 4,
-        checkpoint_every: int = 256,
+        checkpoint_every: int = 1000,
         lazy_window_s: float = 0.005,
         on_commit: Callable[[list[Published]], None] = lambda events: None,
     ) -> None:
@@ -99,7 +111,8 @@ class Writer:
         # A lazy write (a node's "running" record, a progress report, a task's writes) waits
         # up to this long for company before it is committed alone: the write that follows it
         # (the node's writes, the step's checkpoint) usually comes within it, and one commit
-        # serves both. Nothing a run waits on is lazy.
+        # serves both. Nothing a caller needs before it can go on is lazy (at worst, a run's
+        # end waits out the window for its last task's writes).
         self._lazy_window_s = lazy_window_s
         self._lazy: set[asyncio.Future[Any]] = set()
         self._arrived = asyncio.Event()
@@ -127,25 +140,27 @@ class Writer:
             self._conn = None
         self._thread.shutdown(wait=True)
 
-    def submit(self, op: Op, *, lazy: bool = False) -> asyncio.Future[Any]:
+    def submit(self, op: Op, *, lazy: bool = False, small: bool = False) -> asyncio.Future[Any]:
+        """Queue `op`; the future resolves once its transaction is committed. `small`: it
+        writes a few rows at most, so it may be committed on the event loop's thread."""
         if self._task is None or self._task.done():
             raise RuntimeError("the store's writer is not running")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if lazy:
             self._lazy.add(future)
-        self._queue.put_nowait((op, future))
+        self._queue.put_nowait(_Item(op, future, small))
         self._arrived.set()
         return future
 
-    async def write(self, op: Callable[[Tx], T]) -> T:
-        result: T = await self.submit(op)
+    async def write(self, op: Callable[[Tx], T], *, small: bool = False) -> T:
+        result: T = await self.submit(op, small=small)
         return result
 
     async def _run(self) -> None:
         stopping = False
         while not stopping:
             item = await self._queue.get()
-            if item is not None and item[1] in self._lazy and self._queue.empty():
+            if item is not None and item.future in self._lazy and self._queue.empty():
                 self._arrived.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), self._lazy_window_s)
@@ -154,8 +169,8 @@ class Writer:
                 if item is None:
                     stopping = True
                     break
-                self._lazy.discard(item[1])
-                if not item[1].cancelled():  # its caller gave up before it ran
+                self._lazy.discard(item.future)
+                if not item.future.cancelled():  # its caller gave up before it ran
                     batch.append(item)
                 if len(batch) >= self._batch_max or self._queue.empty():
                     break
@@ -165,18 +180,21 @@ class Writer:
 
     async def _commit(self, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
-        ops = [op for op, _ in batch]
+        ops = [item.op for item in batch]
+        applied: tuple[list[_Outcome], list[Published]] | None = None
         try:
-            if len(ops) <= self._inline_max:
-                outcomes, events = self._apply_batch(ops)
-            else:
-                outcomes, events = await loop.run_in_executor(self._thread, self._apply_batch, ops)
+            if len(ops) <= self._inline_max and all(item.small for item in batch):
+                applied = self._apply_batch(ops, wait_for_lock=False)  # None: locked
+            if applied is None:
+                applied = await loop.run_in_executor(self._thread, self._apply_batch, ops)
         except Exception as exc:  # the transaction itself failed: nothing of the batch is kept
             log.exception("batch_failed", ops=len(batch))
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
             return
+        assert applied is not None  # the thread's call waits for the lock
+        outcomes, events = applied
         self.commits += 1
         self.ops += len(batch)
         if events:
@@ -184,14 +202,15 @@ class Writer:
                 self.on_commit(events)
             except Exception:  # a listener's bug must not stop every write of the daemon
                 log.exception("on_commit_failed")
-        for (_, future), (result, error) in zip(batch, outcomes, strict=True):
+        for item, (result, error) in zip(batch, outcomes, strict=True):
+            future = item.future
             if future.done():
                 continue
             if error is None:
                 future.set_result(result)
             else:
                 future.set_exception(error)
-        self._since_checkpoint += 1
+        self._since_checkpoint += len(batch)
         if self._since_checkpoint >= self._checkpoint_every:
             self._since_checkpoint = 0
             await loop.run_in_executor(self._thread, self._wal_checkpoint)
@@ -206,14 +225,28 @@ class Writer:
         except sqlite3.Error:  # retried at the next one; nothing committed depends on it
             log.exception("wal_checkpoint_failed")
 
-    def _apply_batch(self, ops: list[Op]) -> tuple[list[_Outcome], list[Published]]:
-        """On the writer's thread: one transaction, one savepoint per operation."""
+    def _apply_batch(
+        self, ops: list[Op], wait_for_lock: bool = True
+    ) -> tuple[list[_Outcome], list[Published]] | None:
+        """One transaction, one savepoint per operation. Without `wait_for_lock` (on the event
+        loop's thread), None when another connection holds the write lock: nothing was done."""
         conn = self._conn
         if conn is None:
             raise RuntimeError("the writer's connection is not open")
         tx = Tx(conn)
         outcomes: list[_Outcome] = []
-        conn.execute("BEGIN IMMEDIATE")
+        if wait_for_lock:
+            conn.execute("BEGIN IMMEDIATE")  # waits up to busy_timeout
+        else:
+            conn.execute("PRAGMA busy_timeout=0")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                    return None
+                raise
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         try:
             for op in ops:
                 mark = len(tx.events)
@@ -243,4 +276,6 @@ def _open(path: Path) -> sqlite3.Connection:
     for pragma in PRAGMAS:
         conn.execute(pragma)
     conn.execute("PRAGMA wal_autocheckpoint=0")  # the writer checkpoints, off the loop
+    # After a checkpoint lets the WAL start over, its file is cut back to this size.
+    conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
     return conn

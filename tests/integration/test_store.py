@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -155,12 +156,36 @@ async def test_small_batches_commit_on_the_loop_and_large_ones_on_the_writers_th
         return threading.get_ident()
 
     loop_thread = threading.get_ident()
-    alone = await writer.write(where)  # a batch of one: no hop
+    alone = await writer.write(where, small=True)  # a batch of one: no hop
     assert alone == loop_thread
 
-    many = await asyncio.gather(*(writer.write(where) for _ in range(32)))
+    many = await asyncio.gather(*(writer.write(where, small=True) for _ in range(32)))
     assert len(set(many)) == 1  # one batch, one transaction, one thread
     assert many[0] != loop_thread  # too large to hold the loop for
+
+    heavy = await writer.write(where)  # not known to be small (a prune, say)
+    assert heavy != loop_thread
+
+
+async def test_a_small_write_never_holds_the_loop_while_another_process_has_the_lock(
+    writer: Writer, tmp_path: Path
+) -> None:
+    def op(tx: Tx) -> int:
+        tx.emit(_event(1))
+        return threading.get_ident()
+
+    other = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a sqlite3 shell, a backup tool: the write lock is taken
+    try:
+        pending = writer.submit(op, small=True)
+        for _ in range(20):  # the loop keeps running meanwhile: this test can let go
+            await asyncio.sleep(0.01)
+        assert not pending.done()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    ran_on = await asyncio.wait_for(pending, 10)  # the writer's thread waited for the lock
+    assert ran_on != threading.get_ident()
 
 
 async def test_the_writer_checkpoints_the_wal_so_it_does_not_grow_with_every_commit(
