@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -20,7 +20,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from adapters.sqlite.writer import Writer
 from adapters.ws import EventSockets
 from core.engine import Engine
 from core.events import EventBus, Published
@@ -35,6 +34,13 @@ RUN_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200,
 NODE_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"  # 404 and 405: the raw path would let any client make new series
+
+
+class WriteCounters(Protocol):
+    """What the store's writer counts (`adapters.sqlite.writer.Writer`)."""
+
+    commits: int
+    ops: int
 
 
 class Metrics:
@@ -80,7 +86,7 @@ class Metrics:
         self._starts: dict[str, str] = {}
 
     def watch(
-        self, bus: EventBus, engine: Engine, sockets: EventSockets, sinks: Sinks, writer: Writer
+        self, bus: EventBus, engine: Engine, sockets: EventSockets, sinks: Sinks, writer: WriteCounters
     ) -> None:
         """Count the bus's events from now on, and read the live levels at each scrape."""
         bus.subscribe(self)
@@ -142,7 +148,7 @@ class Metrics:
 class _Levels:
     """A collector of what is read, not counted, at scrape time."""
 
-    def __init__(self, engine: Engine, sockets: EventSockets, sinks: Sinks, writer: Writer) -> None:
+    def __init__(self, engine: Engine, sockets: EventSockets, sinks: Sinks, writer: WriteCounters) -> None:
         self._engine = engine
         self._sockets = sockets
         self._sinks = sinks

@@ -9,11 +9,10 @@ raw LangGraph with `durability="sync"`, the guarantee cortexd keeps, measured in
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 from typing import Any
 
-from common import daemon, emit, linear_graph, raw_langgraph_runs, submit_and_wait
+from common import daemon, emit, linear_graph, raw_langgraph_runs, run, submit_and_wait
 
 RAW_MODES = ("sync", "async", "exit")
 CORTEXD_BATCHING = {"group_commit": 256, "one_commit_per_write": 1}
@@ -25,7 +24,7 @@ def cortexd_seconds(spec: dict[str, Any], runs: int, clients: int, batch_max: in
     ) as process:
         status, _ = process.request("POST", "/api/projects/bench/workflows/graphs", spec)
         assert status == 201
-        return asyncio.run(submit_and_wait(process, spec["id"], runs, clients))
+        return run(submit_and_wait(process, spec["id"], runs, clients))
 
 
 def main() -> None:
@@ -39,7 +38,7 @@ def main() -> None:
     for _ in range(args.rounds):
         seconds: dict[str, float] = {}
         for mode in RAW_MODES:
-            seconds[f"raw_langgraph_{mode}"] = asyncio.run(
+            seconds[f"raw_langgraph_{mode}"] = run(
                 raw_langgraph_runs(spec, args.runs, args.clients, durability=mode)
             )
         for name, batch_max in CORTEXD_BATCHING.items():

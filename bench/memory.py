@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import daemon, emit, linear_graph, raw_graph, submit_and_wait
+from common import daemon, emit, linear_graph, raw_graph, run, submit_and_wait
 from startup import rss_mb
 
 P = "/api/projects/bench/workflows"
@@ -65,14 +65,14 @@ def main() -> None:
         result["cortexd_idle_rss_mb"] = round(rss_mb(process.proc.pid), 1)
         done = 0
         for mark in marks:
-            asyncio.run(submit_and_wait(process, "three", mark - done, 20))
+            run(submit_and_wait(process, "three", mark - done, 20))
             done = mark
             cortexd.append(rss_mb(process.proc.pid))
 
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        raw = asyncio.run(raw_rss(spec, marks, Path(tmp)))
+        raw = run(raw_rss(spec, marks, Path(tmp)))
     for name, readings in (("cortexd", cortexd), ("raw_langgraph", raw)):
         result[f"{name}_rss_mb_after"] = {
             str(mark): round(value, 1) for mark, value in zip(marks, readings, strict=True)
@@ -91,7 +91,7 @@ def main() -> None:
         assert process.request("POST", f"{P}/graphs", slow)[0] == 201
         assert process.proc is not None
         started = time.perf_counter()
-        asyncio.run(submit_only(process, "slow", args.runs, 20))
+        run(submit_only(process, "slow", args.runs, 20))
         result["queue_submit_runs_per_s"] = round(args.runs / (time.perf_counter() - started), 1)
         result[f"cortexd_rss_with_{args.runs}_queued_mb"] = round(rss_mb(process.proc.pid), 1)
         _, ready = process.request("GET", "/readyz")

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
-from common import DaemonProcess, daemon, emit, linear_graph, submit_and_wait
+from common import DaemonProcess, daemon, emit, linear_graph, run, submit_and_wait
 
 
 async def watch(
@@ -51,8 +51,8 @@ def main() -> None:
     spec = linear_graph("three", 3)
     with daemon(execution={"max_concurrent_runs": args.clients}) as process:
         assert process.request("POST", "/api/projects/bench/workflows/graphs", spec)[0] == 201
-        alone = asyncio.run(submit_and_wait(process, "three", args.runs, args.clients))
-        watched, delays = asyncio.run(watch(process, args.watchers, args.runs, args.clients))
+        alone = run(submit_and_wait(process, "three", args.runs, args.clients))
+        watched, delays = run(watch(process, args.watchers, args.runs, args.clients))
     delays.sort()
     emit(
         {
