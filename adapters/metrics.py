@@ -86,7 +86,12 @@ class Metrics:
         self._starts: dict[str, str] = {}
 
     def watch(
-        self, bus: EventBus, engine: Engine, sockets: EventSockets, sinks: Sinks, writer: WriteCounters
+        self,
+        bus: EventBus,
+        engine: Engine,
+        sockets: EventSockets,
+        sinks: Sinks,
+        writer: WriteCounters,
     ) -> None:
         """Count the bus's events from now on, and read the live levels at each scrape."""
         bus.subscribe(self)
@@ -148,7 +153,9 @@ class Metrics:
 class _Levels:
     """A collector of what is read, not counted, at scrape time."""
 
-    def __init__(self, engine: Engine, sockets: EventSockets, sinks: Sinks, writer: WriteCounters) -> None:
+    def __init__(
+        self, engine: Engine, sockets: EventSockets, sinks: Sinks, writer: WriteCounters
+    ) -> None:
         self._engine = engine
         self._sockets = sockets
         self._sinks = sinks
