@@ -40,7 +40,9 @@ class Delay:
     async def execute(self, ctx: Any, config: JSON, state: JSON) -> JSON:
         seconds = float(config["seconds"])
         deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
+        # A timer may fire up to a millisecond early (uvloop's resolution): no second round,
+        # and no second "100 %" report, for what is left of that.
+        while (left := deadline - time.monotonic()) > 0.001:
             await asyncio.sleep(min(1.0, left))
             ctx.report_progress(1.0 - max(0.0, deadline - time.monotonic()) / seconds)
         return {"slept_s": seconds}
