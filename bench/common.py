@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -204,6 +205,29 @@ class Comparison:
             "ratio_of_each_round": [round(r.ratio, 3) for r in self.rounds],
             "cpu_ratio_of_each_round": [round(r.cpu_ratio, 3) for r in self.rounds],
         }
+
+
+def arguments(runs: int, *, clients: bool = True, rounds: bool = True) -> argparse.Namespace:
+    """The options every benchmark shares: `--runs`, and `--clients`, `--rounds` where used."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=runs)
+    if clients:
+        parser.add_argument("--clients", type=int, default=20)
+    if rounds:
+        parser.add_argument("--rounds", type=int, default=3)
+    return parser.parse_args()
+
+
+def runs_per_s(comparison: Comparison, runs: int) -> dict[str, Any]:
+    """The throughput fields of a comparison: runs/s of the median round, and the ratios."""
+    median = comparison.median
+    return {
+        "raw_langgraph_runs_per_s": round(runs / median.raw_s, 1),
+        "cortexd_runs_per_s": round(runs / median.cortexd_s, 1),
+        "ratio": round(median.ratio, 3),
+        "cpu_ratio": round(comparison.median_cpu_ratio, 3),
+        **comparison.summary(),
+    }
 
 
 def compare(spec: dict[str, Any], runs: int, clients: int, rounds: int = 3) -> Comparison:

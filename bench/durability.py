@@ -8,11 +8,10 @@ raw LangGraph with `durability="sync"`, the guarantee cortexd keeps, measured in
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from typing import Any
 
-from common import daemon, emit, linear_graph, raw_langgraph_runs, run, submit_and_wait
+from common import arguments, daemon, emit, linear_graph, raw_langgraph_runs, run, submit_and_wait
 
 RAW_MODES = ("sync", "async", "exit")
 CORTEXD_BATCHING = {"group_commit": 256, "one_commit_per_write": 1}
@@ -28,11 +27,7 @@ def cortexd_seconds(spec: dict[str, Any], runs: int, clients: int, batch_max: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = arguments(runs=1000)
     spec = linear_graph("three", 3)
     ratios: dict[str, list[float]] = {}
     for _ in range(args.rounds):

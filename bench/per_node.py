@@ -6,18 +6,13 @@ AsyncSqliteSaver (durability="sync"), alone (1 run at a time: latency) and 20 at
 
 from __future__ import annotations
 
-import argparse
-
-from common import compare, emit, linear_graph
+from common import arguments, compare, emit, linear_graph
 
 NODES = 10
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = arguments(runs=200, clients=False)
     spec = linear_graph("ten", NODES)
     result: dict[str, object] = {"benchmark": "per_node", "nodes": NODES, "runs": args.runs}
     for clients in (1, 20):

@@ -7,31 +7,19 @@ synchronous=NORMAL) running the same graph 1,000 times at 20 concurrent, in-proc
 
 from __future__ import annotations
 
-import argparse
-
-from common import compare, emit, linear_graph
+from common import arguments, compare, emit, linear_graph, runs_per_s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    spec = linear_graph("three", 3)
-
-    comparison = compare(spec, args.runs, args.clients, args.rounds)
+    args = arguments(runs=1000)
+    comparison = compare(linear_graph("three", 3), args.runs, args.clients, args.rounds)
     median = comparison.median
     emit(
         {
             "benchmark": "throughput",
             "runs": args.runs,
             "clients": args.clients,
-            "raw_langgraph_runs_per_s": round(args.runs / median.raw_s, 1),
-            "cortexd_runs_per_s": round(args.runs / median.cortexd_s, 1),
-            "ratio": round(median.ratio, 3),
-            "cpu_ratio": round(comparison.median_cpu_ratio, 3),
-            **comparison.summary(),
+            **runs_per_s(comparison, args.runs),
             "cortexd_commits_per_run": round(median.commits / args.runs, 2),
             "cortexd_writes_per_commit": round(median.writes / median.commits, 2),
         }
