@@ -99,6 +99,10 @@ class ExecutionSettings(_Section):
     recursion_limit: Annotated[Int, Field(ge=1)] = 100
     node_timeout_s: Annotated[Float, Field(gt=0)] = 300
     shutdown_grace_s: Annotated[Float, Field(ge=0)] = 10
+    # DESIGN §8: how long a claim holds a run without renewal (renewed every lease_s/4), and
+    # how often a run is taken back from a daemon that died or stalled before it fails.
+    lease_s: Annotated[Float, Field(ge=1, le=3600)] = 15
+    max_recoveries: Annotated[Int, Field(ge=0)] = 3
 
 
 class LoggingSettings(_Section):

@@ -3,7 +3,11 @@ their lifecycle (open in order, close in reverse)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -21,13 +25,17 @@ from adapters.http.keys import ENGINE, METRICS, PLUGINS, READY_CHECK, SERVICE, S
 from adapters.metrics import Metrics
 from adapters.sqlite.checkpoints import SqliteCheckpoints
 from adapters.sqlite.db import connect, prepare_database
+from adapters.sqlite.liveness import FileLiveness, InstanceLock, instances_dir
 from adapters.sqlite.plugin_env import SqliteEventLog, SqlitePluginState
-from adapters.sqlite.riders import TaskRiders
 from adapters.sqlite.store import SqliteStore
+from adapters.sqlite.wakeup import Wakeups
 from adapters.sqlite.writer import Writer
 from adapters.ws import EventSockets, SocketLimits
+from core.background import Background
+from core.duties import Duties
 from core.engine import Engine, EngineSettings
-from core.events import EventBus
+from core.events import EventBus, Published
+from core.feed import EventFeed
 from core.loopwatch import LoopWatch, NodeActivity
 from core.nodes import PluginContext
 from core.plugins import Plugins, build_plugins
@@ -37,6 +45,7 @@ from core.validation import GraphLimits
 from plugins import BUILTINS
 
 log = structlog.get_logger("cortexd.daemon")
+PEERS_EVERY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,24 +56,38 @@ class PluginSources:
     extra: Sequence[tuple[str, object]] = ()
 
 
+def new_instance_id() -> str:
+    """A daemon's id for one process lifetime: its host, then random (never reused)."""
+    host = "".join(c if c.isalnum() or c in "-." else "-" for c in socket.gethostname())
+    return f"{host[:40] or 'host'}-{secrets.token_hex(4)}"
+
+
 @dataclass
 class Daemon:
     settings: Settings
+    instance: str
     reader_conn: aiosqlite.Connection
     writer: Writer
     store: SqliteStore
     bus: EventBus
+    feed: EventFeed
+    wakeups: Wakeups
     plugins: Plugins
     plugin_context: PluginContext
     sinks: Sinks
     engine: Engine
     service: WorkflowService
-    housekeeping: Housekeeping
+    duties: Duties
     loop_watch: LoopWatch
+    closing: contextlib.AsyncExitStack
+    peers: Background
 
     @classmethod
-    async def open(cls, settings: Settings, sources: PluginSources | None = None) -> Daemon:
+    async def open(
+        cls, settings: Settings, sources: PluginSources | None = None, instance: str | None = None
+    ) -> Daemon:
         sources = sources or PluginSources()
+        instance = instance or new_instance_id()
         plugins = build_plugins(
             builtins=BUILTINS,
             modules=settings.plugins.modules,
@@ -78,35 +101,57 @@ class Daemon:
         # What is opened is closed again if a later step fails (a plugin that will not start):
         # aiosqlite's thread would otherwise keep the process alive instead of letting it exit.
         async with contextlib.AsyncExitStack() as opened:
+            lock = InstanceLock(instances_dir(path), instance)
+            lock.acquire()
+            opened.callback(lock.release)
             reader_conn = await connect(path)
             opened.push_async_callback(reader_conn.close)
+            checkpoint_reader = await connect(path)
+            opened.push_async_callback(checkpoint_reader.close)
             bus = EventBus()
-            writer = Writer(path, batch_max=settings.storage.batch_max, on_commit=bus.publish)
+            writer = Writer(path, batch_max=settings.storage.batch_max)
+            store = SqliteStore(writer, reader_conn)
+            feed = EventFeed(bus, store)
+            wakeups = Wakeups(instance, feed.wake)
+
+            def committed(items: list[Published]) -> None:
+                feed.committed(items)
+                wakeups.notify()
+
+            writer.on_commit = committed
             await writer.start()
             opened.push_async_callback(writer.close)
-            riders = TaskRiders()
-            store = SqliteStore(writer, reader_conn, riders)
-            sinks = Sinks(plugins.sinks())
+            await feed.start()
+            opened.push_async_callback(feed.stop)
+            wakeups.open()
+            opened.callback(wakeups.close)
+            await store.register_instance(
+                instance, socket.gethostname(), os.getpid(), wakeups.address
+            )
+            opened.push_async_callback(store.release_owner, instance)
+            sinks = Sinks(plugins.sinks(), store, store)
             bus.subscribe(sinks)
-            sinks.start()
-            opened.push_async_callback(sinks.stop)
             plugin_context = PluginContext(
                 plugin_options=settings.plugins.tables,
                 state_factory=partial(SqlitePluginState, writer, reader_conn),
                 events=SqliteEventLog(reader_conn),
             )
             await plugins.startup(plugin_context)
-            opened.pop_all()
+            closing = opened.pop_all()
         clock = SystemClock()
         activity = NodeActivity()
+        liveness = FileLiveness(instances_dir(path))
         engine = Engine(
             store,
-            SqliteCheckpoints(writer, reader_conn, riders),
+            SqliteCheckpoints(writer, checkpoint_reader),
             clock,
             plugins.node_types,
             _engine_settings(settings),
             activity,
+            instance=instance,
+            liveness=liveness,
         )
+        bus.subscribe(engine)
         limits = settings.limits
         service = WorkflowService(
             store,
@@ -124,29 +169,51 @@ class Daemon:
                 max_event_bytes=limits.max_event_bytes,
             ),
         )
+        housekeeping = Housekeeping(store, settings.events.retention_days)
+        duties = Duties(
+            store,
+            instance,
+            settings.execution.lease_s,
+            liveness,
+            [(sinks.start, sinks.stop), (housekeeping.start, housekeeping.stop)],
+        )
         return cls(
             settings,
+            instance,
             reader_conn,
             writer,
             store,
             bus,
+            feed,
+            wakeups,
             plugins,
             plugin_context,
             sinks,
             engine,
             service,
-            Housekeeping(store, settings.events.retention_days),
+            duties,
             LoopWatch(activity, plugins.providers),
+            closing,
+            Background("peers"),
         )
 
+    async def start(self) -> None:
+        await self._refresh_peers()
+        await self.engine.start()
+        await self.duties.start()
+        self.loop_watch.start()
+        self.peers.start(self._watch_peers())
+
     async def close(self) -> None:
+        """Stop in the order that loses nothing: no new runs, the running ones drained and
+        released for another daemon, the sinks through to the last event, then the plugins
+        and the store."""
         await self.loop_watch.stop()
-        await self.housekeeping.stop()
+        await self.peers.stop()
         await self.engine.stop()
+        await self.duties.stop()
         await self.plugins.shutdown(self.plugin_context)
-        await self.sinks.stop()
-        await self.writer.close()
-        await self.reader_conn.close()
+        await self.closing.aclose()
 
     async def ready(self) -> dict[str, bool]:
         try:
@@ -155,6 +222,18 @@ class Daemon:
         except Exception:
             store_ok = False
         return {"store": store_ok, "engine": self.engine.accepting}
+
+    async def _refresh_peers(self) -> None:
+        self.wakeups.set_peers(await self.store.wake_addresses(self.instance))
+
+    async def _watch_peers(self) -> None:
+        """The other daemons on this file come and go: whom to wake is read every second."""
+        while True:
+            await asyncio.sleep(PEERS_EVERY_S)
+            try:
+                await self._refresh_peers()
+            except Exception:
+                log.exception("peers_unreadable")
 
 
 def _engine_settings(settings: Settings) -> EngineSettings:
@@ -165,13 +244,15 @@ def _engine_settings(settings: Settings) -> EngineSettings:
         node_timeout_s=execution.node_timeout_s,
         shutdown_grace_s=execution.shutdown_grace_s,
         checkpoint_retention=settings.storage.checkpoint_retention,
+        lease_s=execution.lease_s,
+        max_recoveries=execution.max_recoveries,
     )
 
 
 async def _lifecycle(
-    settings: Settings, sources: PluginSources, app: web.Application
+    settings: Settings, sources: PluginSources, instance: str | None, app: web.Application
 ) -> AsyncIterator[None]:
-    daemon = await Daemon.open(settings, sources)
+    daemon = await Daemon.open(settings, sources, instance)
     app[SERVICE] = daemon.service
     app[ENGINE] = daemon.engine
     app[PLUGINS] = daemon.plugins
@@ -187,22 +268,22 @@ async def _lifecycle(
             max_clients_per_token=settings.limits.max_ws_clients_per_token,
         ),
     )
-    app[METRICS].watch(daemon.bus, daemon.engine, app[SOCKETS], daemon.sinks, daemon.writer)
+    app[METRICS].watch(daemon.feed, daemon.engine, app[SOCKETS], daemon.sinks, daemon.writer)
     try:
-        await daemon.engine.start()
-        daemon.housekeeping.start()
-        daemon.loop_watch.start()
+        await daemon.start()
         yield
     finally:
         await daemon.close()
 
 
-def build_app(settings: Settings, sources: PluginSources | None = None) -> web.Application:
+def build_app(
+    settings: Settings, sources: PluginSources | None = None, instance: str | None = None
+) -> web.Application:
     sources = sources or PluginSources()
     app = create_app(
         metrics=Metrics(),
         max_request_bytes=settings.limits.max_request_bytes,
         access=Access.from_settings(settings),
     )
-    app.cleanup_ctx.append(partial(_lifecycle, settings, sources))
+    app.cleanup_ctx.append(partial(_lifecycle, settings, sources, instance))
     return app

@@ -26,7 +26,7 @@ class Housekeeping:
         self._interval_s = interval_s
         self._background = Background("housekeeping")
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self._background.start(self._run())
 
     async def stop(self) -> None:

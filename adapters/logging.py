@@ -2,12 +2,12 @@
 
 import logging
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, Request, StreamResponse
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor
 
 from adapters.http.request_id import HEADER as REQUEST_ID_HEADER
 
@@ -33,10 +33,23 @@ def _level_number(level: str) -> int:
         raise ValueError(f"unknown log level {level!r}; expected one of {sorted(LEVELS)}") from None
 
 
-def _shared_processors() -> list[Processor]:
+class _Fields:
+    """Adds fixed fields to every line (the daemon's instance id), unless a line has its own."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self._fields = fields
+
+    def __call__(self, logger: Any, name: str, event_dict: EventDict) -> EventDict:
+        for key, value in self._fields.items():
+            event_dict.setdefault(key, value)
+        return event_dict
+
+
+def _shared_processors(fields: dict[str, str]) -> list[Processor]:
     """Applied to structlog events and stdlib records alike, before rendering."""
     return [
         structlog.contextvars.merge_contextvars,
+        _Fields(fields),
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
@@ -58,14 +71,20 @@ def _renderer_chain(fmt: str, stream: TextIO) -> list[Processor]:
     ]
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Route structlog and stdlib logging to ``stream`` (stdout by default) in one format.
+def configure_logging(
+    level: str = "info",
+    fmt: str = "auto",
+    stream: TextIO | None = None,
+    instance: str | None = None,
+) -> None:
+    """Route structlog and stdlib logging to ``stream`` (stdout by default) in one format;
+    every line names the daemon's ``instance`` when one is given.
 
     Safe to call again (e.g. on reload): the previous handler is replaced, never duplicated.
     """
     number = _level_number(level)
     stream = sys.stdout if stream is None else stream
-    shared = _shared_processors()
+    shared = _shared_processors({"instance": instance} if instance else {})
     structlog.configure(
         processors=[
             shared[0],

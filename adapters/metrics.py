@@ -8,6 +8,7 @@ owner when Prometheus scrapes. No label ever holds a run or node id: each would 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -22,7 +23,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from adapters.ws import EventSockets
 from core.engine import Engine
-from core.events import EventBus, Published
+from core.events import Published
+from core.feed import EventFeed
 from core.sinks import Sinks
 
 log = structlog.get_logger("cortexd.metrics")
@@ -48,7 +50,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.handler: Handler = make_aiohttp_handler(self.registry)
+        self._export: Handler = make_aiohttp_handler(self.registry)
+        self._engine: Engine | None = None
         r = self.registry
         self.runs_started = Counter(
             "cortexd_runs_started", "Runs that began executing (pending to running).", registry=r
@@ -87,15 +90,23 @@ class Metrics:
 
     def watch(
         self,
-        bus: EventBus,
+        feed: EventFeed,
         engine: Engine,
         sockets: EventSockets,
         sinks: Sinks,
         writer: WriteCounters,
     ) -> None:
-        """Count the bus's events from now on, and read the live levels at each scrape."""
-        bus.subscribe(self)
+        """Count the events this daemon commits from now on (so the counters of several
+        daemons on one store add up to the store's), and read the live levels at each scrape."""
+        feed.subscribe_local(self)
+        self._engine = engine
         self.registry.register(_Levels(engine, sockets, sinks, writer))
+
+    async def handler(self, request: web.Request) -> web.StreamResponse:
+        if self._engine is not None:
+            with contextlib.suppress(Exception):  # a store that cannot be read: the last look
+                await self._engine.counts()
+        return await self._export(request)
 
     def offer(self, item: Published) -> None:
         try:
@@ -163,11 +174,24 @@ class _Levels:
 
     def collect(self) -> Iterable[Metric]:
         yield GaugeMetricFamily(
-            "cortexd_runs_active", "Runs executing now.", value=self._engine.running
+            "cortexd_runs_active", "Runs this daemon executes now.", value=self._engine.running
         )
         yield GaugeMetricFamily(
-            "cortexd_runs_queued", "Runs waiting for a free slot.", value=self._engine.queued
+            "cortexd_runs_queued",
+            "Runs of the store waiting for a free slot of any daemon (as of the last look).",
+            value=self._engine.queued,
         )
+        # The store's truth, the same on every daemon on it: sum cortexd_runs_active across
+        # daemons, not this one.
+        counts = self._engine.scheduler.counts
+        store = GaugeMetricFamily(
+            "cortexd_store_runs",
+            "Unfinished runs in the store, every daemon's (as of the last look).",
+            labels=["status"],
+        )
+        for status in ("pending", "running", "paused"):
+            store.add_metric([status], getattr(counts, status))
+        yield store
         yield GaugeMetricFamily(
             "cortexd_websocket_clients", "Connected WebSocket clients.", value=self._sockets.clients
         )

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from adapters import systemd
 from adapters.config import CONFIG_ENV_VAR, ConfigError, Settings, load_settings, settings_summary
-from adapters.daemon import build_app
+from adapters.daemon import build_app, new_instance_id
 from adapters.http.auth import tokens_from
 from adapters.http.keys import ACCESS, ENGINE, SOCKETS
 from adapters.logging import AccessLog, configure_logging, set_level
@@ -50,7 +50,8 @@ async def serve(
     """Run the daemon until SIGTERM or SIGINT (a second one exits at once); SIGHUP re-reads
     ``config_path`` (None: ``$CORTEXD_CONFIG`` or the defaults, as at start) and applies what
     can change live. systemd is told of each step through sd_notify, when it listens."""
-    configure_logging(settings.logging.level, settings.logging.format)
+    instance = new_instance_id()
+    configure_logging(settings.logging.level, settings.logging.format, instance=instance)
     environ = os.environ if environ is None else environ
     try:
         systemd_env = systemd.take_environment(environ)
@@ -86,7 +87,7 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, on_hup)
 
     runner = web.AppRunner(
-        build_app(settings),
+        build_app(settings, instance=instance),
         handle_signals=False,
         access_log_class=AccessLog,
         access_log=logging.getLogger("aiohttp.access"),
@@ -110,7 +111,9 @@ async def serve(
         )
         notifier.ready()
         tasks.start(
-            systemd.status_updates(notifier, partial(_status, engine, stop), STATUS_INTERVAL_S),
+            systemd.status_updates(
+                notifier, partial(_status, engine, stop), STATUS_INTERVAL_S, engine.counts
+            ),
             "status",
         )
         if watchdog_s is not None:
@@ -210,7 +213,14 @@ def is_loopback(host: str) -> bool:
 
 
 def _status(engine: Engine, stop: asyncio.Event) -> str:
-    counts = f"{engine.running} running, {engine.queued} queued"
+    """This daemon's running runs and the store's queue (shared by every daemon on it); with
+    other daemons executing runs too, how many run in all."""
+    store = engine.scheduler.counts
+    executing = store.running - (store.claimable - store.pending)  # owned by a daemon
+    if executing > engine.running:
+        counts = f"{engine.running} running here ({executing} in all), {store.claimable} queued"
+    else:
+        counts = f"{engine.running} running, {store.claimable} queued"
     return f"stopping: {counts}" if stop.is_set() else counts
 
 

@@ -7,9 +7,10 @@ Outside systemd none of the variables is set and every function here does nothin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 
 import structlog
 
@@ -164,11 +165,20 @@ async def watchdog_pings(notifier: Notifier, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
-async def status_updates(notifier: Notifier, text: Callable[[], str], interval_s: float) -> None:
+async def status_updates(
+    notifier: Notifier,
+    text: Callable[[], str],
+    interval_s: float,
+    refresh: Callable[[], Awaitable[object]] | None = None,
+) -> None:
     """STATUS= whenever the text changes, at most once per interval: run counts change with
-    every run, and each update is work for systemd."""
+    every run, and each update is work for systemd. `refresh`, awaited before each look,
+    brings what the text reads up to date (a failed refresh leaves it as it was)."""
     sent = None
     while True:
+        if refresh is not None:
+            with contextlib.suppress(Exception):
+                await refresh()
         current = text()
         if current != sent:
             notifier.status(current)

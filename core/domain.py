@@ -121,6 +121,10 @@ class Run(Model):
     created_at: datetime
     pause_reason: PauseReason | None = None
     prompt: Any = None
+    # Wave 2 (DESIGN §8): the instance id of the daemon executing the run (else None), and how
+    # many times it was taken back from a daemon that died or stalled while executing it.
+    owner: str | None = None
+    recoveries: int = 0
 
 
 class NodeState(Model):

@@ -1,38 +1,35 @@
-"""The executor: a durable FIFO of runs, a concurrency limit, and one owned task per run.
+"""The executor of this daemon: its slots, the executions it runs, and its lifecycle.
 
-Every status change of a run happens here, under that run's lock, through `core.states` and
-recorded by `core.records`. The queue's truth is the store (status `pending`); the ordered dict
-here is its in-memory index, rebuilt at start-up by `start()` (crash recovery).
+The store is the truth about who runs what (DESIGN §8); what is kept here is this daemon's
+share of it: the executions it claimed, each an owned task. `core.scheduler` claims and keeps
+runs, `core.driver` drives one, `core.commands` records what clients ask, and `core.answers`
+holds the input protocol. The engine also reads the event log (it is a bus subscriber): a run
+it executes that was cancelled or paused by any daemon is stopped or drained here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
-from collections import OrderedDict
-from collections.abc import AsyncGenerator, Awaitable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import structlog
-import structlog.contextvars
-from langgraph.errors import GraphDrained, GraphRecursionError
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import RunControl
-from langgraph.types import Command
 
-from core.compiler import compile_graph, initial_state
-from core.domain import Graph, NodeStatus, PauseReason, Run, RunStatus
+from core.answers import Answers
+from core.commands import Commands
+from core.domain import Run, RunStatus
+from core.driver import Driver, DriveSettings, Execution
 from core.errors import Conflict
+from core.events import Published
+from core.graphs import GraphCache
 from core.loopwatch import NodeActivity
 from core.nodes import NodeType
-from core.ports import Checkpoints, Clock, PendingAnswer, Store
-from core.records import RunRecords
-from core.runner import RunScope, error_json
-from core.states import transition
+from core.ports import Checkpoints, Claim, Clock, Liveness, QueueCounts, Store
+from core.scheduler import LeaseSettings, Scheduler
 
 log = structlog.get_logger("cortexd.engine")
 _NO_VALUE = object()
@@ -47,21 +44,8 @@ class EngineSettings:
     cancel_grace_s: float = 5.0
     checkpoint_retention: int = 1
     compiled_cache_size: int = 128
-
-
-@dataclass(slots=True)
-class _Active:
-    task: asyncio.Task[None]
-    control: RunControl
-    scope: RunScope | None = None
-    project_id: str | None = None
-    started_at: datetime | None = None  # this execution's start (a run may execute again)
-
-
-@dataclass(slots=True)
-class _Outcome:
-    status: RunStatus
-    changes: dict[str, Any] = field(default_factory=dict)
+    lease_s: float = 15.0
+    max_recoveries: int = 3
 
 
 class Engine:
@@ -73,20 +57,42 @@ class Engine:
         node_types: Mapping[str, NodeType],
         settings: EngineSettings,
         activity: NodeActivity | None = None,
+        *,
+        instance: str = "local",
+        liveness: Liveness | None = None,
     ) -> None:
         self._store = store
-        self._checkpoints = checkpoints
         self._clock = clock
-        self._node_types = node_types
         self.settings = settings
+        self.instance = instance
         self.activity = activity
         self.max_concurrent_runs = settings.max_concurrent_runs
-        self._queue: OrderedDict[str, None] = OrderedDict()
-        self._active: dict[str, _Active] = {}
-        self._detached: dict[asyncio.Task[None], str] = {}  # cancelled, not yet finished
-        self._records = RunRecords(store, checkpoints, clock, settings.compiled_cache_size)
-        self._compiled: OrderedDict[tuple[str, str, int], CompiledStateGraph[Any, Any, Any, Any]]
-        self._compiled = OrderedDict()
+        self.graphs = GraphCache(store, checkpoints.saver, settings.compiled_cache_size)
+        answers = Answers(store, checkpoints, self.graphs)
+        self._driver = Driver(
+            store,
+            checkpoints,
+            clock,
+            node_types,
+            self.graphs,
+            answers,
+            DriveSettings(
+                settings.recursion_limit, settings.node_timeout_s, settings.checkpoint_retention
+            ),
+            activity,
+        )
+        self.scheduler = Scheduler(
+            store,
+            self,
+            clock,
+            instance,
+            LeaseSettings(settings.lease_s, settings.max_recoveries),
+            liveness,
+        )
+        self.commands = Commands(store, clock, answers, self)
+        self._active: dict[str, Execution] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._detached: dict[asyncio.Task[None], str] = {}  # stopped, not yet finished
         self._accepting = False
         self.idle = asyncio.Event()
         self.idle.set()
@@ -95,112 +101,140 @@ class Engine:
 
     @property
     def running(self) -> int:
+        """Runs this daemon executes now."""
         return len(self._active)
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Runs of the store waiting for a slot (on any daemon), as of the last look."""
+        return self.scheduler.counts.claimable
 
     @property
     def accepting(self) -> bool:
         return self._accepting
 
+    async def counts(self) -> QueueCounts:
+        """The store's unfinished runs, read now (every daemon's)."""
+        self.scheduler.counts = await self._store.queue_counts()
+        return self.scheduler.counts
+
     async def start(self) -> int:
-        """Recover: runs left `running` resume first, then `pending` ones in FIFO order.
-        Returns how many runs were queued."""
-        interrupted = await self._store.runs_by_status([RunStatus.RUNNING])
-        pending = await self._store.runs_by_status([RunStatus.PENDING])
-        for run in [*interrupted, *pending]:
-            self._queue[run.id] = None
+        """Recover and start claiming. Returns how many runs were waiting for a slot."""
         self._accepting = True
-        if interrupted:
-            log.info("recovering_runs", running=len(interrupted), pending=len(pending))
-        queued = len(self._queue)
-        self._fill()
-        return queued
+        return await self.scheduler.start()
 
     async def stop(self) -> None:
         """Stop taking runs; let running nodes finish within the grace period (their runs stay
-        `running` and resume at the next start), then cancel what is left."""
+        `running`), cancel what is left, and release every run this daemon still holds: they
+        join the queue for the next daemon to claim (this one at its next start)."""
         self._accepting = False
-        for active in self._active.values():
-            active.control.request_drain("shutdown")
-        tasks = [a.task for a in self._active.values()]
+        await self.scheduler.stop()
+        for execution in self._active.values():
+            execution.control.request_drain("shutdown")
+        tasks = list(self._tasks.values())
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
             for task in late:
                 task.cancel()
-        leftovers = [a.task for a in self._active.values()] + list(self._detached)
+        leftovers = list(self._tasks.values()) + list(self._detached)
         if leftovers:
             await asyncio.wait(leftovers, timeout=self.settings.cancel_grace_s)
+        try:
+            await self._store.release_runs(self.instance)
+        except Exception:  # its leases expire instead; nothing is lost, recovery is later
+            log.exception("release_failed", instance=self.instance)
 
     def set_max_concurrent_runs(self, limit: int) -> None:
         """Change the limit live (SIGHUP). Lowering it lets running runs finish; raising it
         starts queued runs at once."""
         self.max_concurrent_runs = max(1, limit)
-        self._fill()
+        self.wake()
 
     async def wait_idle(self) -> None:
-        """Until nothing runs or waits (tests and burst mode)."""
+        """Until nothing runs here and the queue has nothing this daemon could take."""
         await self.idle.wait()
 
     # -- commands --------------------------------------------------------------------------
 
     def submit(self, run: Run) -> None:
-        """Queue a pending run (just created, or executed again)."""
-        self._records.remember(run)
-        self._queue[run.id] = None
-        self._fill()
+        """A run was queued (created, or executed again): claim it if a slot is free."""
+        self.wake()
 
     async def execute(self, run: Run, *, new_input: dict[str, Any] | None, from_start: bool) -> Run:
-        async with self._records.lock(run.id):
-            run = await self._records.fresh(run)
-            if run.status is RunStatus.COMPLETED:
-                raise Conflict(f"run {run.id!r} is completed; create a new run to run it again")
-            fresh = from_start or new_input is not None or run.status is RunStatus.CANCELLED
-            # Checked before anything is deleted, so a refused execute changes nothing.
-            transition(run, RunStatus.PENDING, self._clock.now(), action="execute")
-            await self._wait_detached(run.id)
-            if fresh:
-                await self._checkpoints.delete(run.id)
-                await self._store.clear_node_states(run.id)
-            changes: dict[str, Any] = {"last_message": "queued"}
-            if new_input is not None:
-                changes["input"] = new_input
-            # An answer kept for a checkpoint just deleted answers nothing any more.
-            run = await self._records.move(
-                run, RunStatus.PENDING, action="execute", drop_answer=fresh, **changes
-            )
-        self.submit(run)
-        return run
+        return await self.commands.execute(run, new_input=new_input, from_start=from_start)
 
     async def cancel(self, run: Run) -> Run:
-        async with self._records.lock(run.id):
-            run = await self._records.fresh(run)
-            run = await self._records.move(
-                run,
-                RunStatus.CANCELLED,
-                action="cancel",
-                drop_answer=True,
-                last_message="cancelled",
-            )
-            self._queue.pop(run.id, None)
-            active = self._active.pop(run.id, None)
-            if active is not None:
-                if active.scope is not None:
-                    active.scope.close()
-                # Both: no new step even if a node swallows its CancelledError.
-                active.control.request_drain("cancel")
-                active.task.cancel()
-                self._detached[active.task] = run.id
-                await self._records.cancel_running_nodes(run, active.scope)
-        self._fill()
-        self._log_summary(run, active.scope if active else None, active)
-        return run
+        return await self.commands.cancel(run)
 
-    async def _wait_detached(self, run_id: str) -> None:
-        """A cancelled task of this run that is still ending (a node ignoring its cancellation)
-        could write into the run's thread: wait for it a while, else refuse."""
+    async def pause(self, run: Run) -> Run:
+        return await self.commands.pause(run)
+
+    async def resume(self, run: Run, value: Any = _NO_VALUE) -> Run:
+        return await self.commands.resume(run, None if value is _NO_VALUE else value)
+
+    # -- what the scheduler and the commands call ---------------------------------------------
+
+    def wake(self) -> None:
+        self.idle.clear()
+        self.scheduler.wake()
+
+    def free_slots(self) -> int:
+        return self.max_concurrent_runs - len(self._active)
+
+    def executing(self) -> set[str]:
+        return set(self._active)
+
+    def launch(self, claim: Claim) -> None:
+        run_id = claim.run.id
+        execution = Execution(claim, self._store.execution(claim), RunControl(), self._clock.now())
+        # A context of its own: not the one of whichever request happened to free a slot.
+        task = asyncio.create_task(
+            self._driver.drive(execution), name=f"run:{run_id}", context=contextvars.Context()
+        )
+        self._active[run_id] = execution
+        self._tasks[run_id] = task
+        self.idle.clear()
+        task.add_done_callback(partial(self._reap, run_id))
+
+    def lost(self, run_ids: Iterable[str]) -> None:
+        """Leases this daemon no longer holds: stop those tasks, writing nothing more."""
+        for run_id in run_ids:
+            execution = self._active.get(run_id)
+            if execution is not None:
+                self._stop(execution, "lease lost")
+
+    def queue_settled(self) -> None:
+        self._update_idle()
+
+    def changed(self, run: Run) -> Execution | None:
+        """A run changed (by a command here, or any daemon's, seen in the event log)."""
+        execution = self._active.get(run.id)
+        if run.status is RunStatus.PENDING or run.status is RunStatus.RUNNING:
+            self.wake()
+        if execution is None:
+            return None
+        if run.status is RunStatus.CANCELLED:
+            self._stop(execution, "cancel")
+        elif run.status is RunStatus.PAUSED:
+            # The nodes in flight finish and are checkpointed; no new superstep starts.
+            execution.control.request_drain("pause")
+        return execution
+
+    def offer(self, item: Published) -> None:
+        """The event log (a bus subscriber): runs changed by any daemon."""
+        event = item.event
+        if event["type"].startswith("workflow.run.") and "run" in event:
+            run = event["run"]
+            if run["id"] in self._active:
+                self.changed(Run.model_validate(run))
+            elif run["status"] in ("pending", "running"):
+                self.wake()
+            elif self.free_slots() > 0:
+                self.wake()  # a run ended elsewhere; nothing to do here unless slots are free
+
+    async def wait_detached(self, run_id: str) -> None:
+        """A stopped task of this run that is still ending (a node ignoring its cancellation):
+        wait for it a while, else refuse."""
         ending = [task for task, owner in self._detached.items() if owner == run_id]
         if ending:
             _, late = await asyncio.wait(ending, timeout=self.settings.cancel_grace_s)
@@ -209,288 +243,34 @@ class Engine:
                     f"run {run_id!r} is still ending a cancelled node; try again shortly"
                 )
 
-    async def pause(self, run: Run) -> Run:
-        async with self._records.lock(run.id):
-            run = await self._records.fresh(run)
-            run = await self._records.move(
-                run,
-                RunStatus.PAUSED,
-                action="pause",
-                pause_reason=PauseReason.REQUESTED,
-                last_message="paused",
-            )
-            self._queue.pop(run.id, None)
-            active = self._active.get(run.id)
-            if active is not None:
-                # The nodes in flight finish and are checkpointed; no new superstep starts.
-                active.control.request_drain("pause")
-        return run
+    # -- the executions --------------------------------------------------------------------
 
-    async def resume(self, run: Run, value: Any = _NO_VALUE) -> Run:
-        """Continue a paused run. An answer to a run waiting for input is stored with the
-        resume, so it survives a crash before the run gets a slot again."""
-        async with self._records.lock(run.id):
-            run = await self._records.fresh(run)
-            answer = None
-            if run.pause_reason is PauseReason.INPUT_REQUIRED:
-                # The run is paused and has no task: what its thread waits for is settled.
-                asked = await self._questions(run, await self._records.graph(run))
-                answer = PendingAnswer(
-                    await self._checkpoints.latest_id(run.id),
-                    None if value is _NO_VALUE else value,
-                    # The one question answered; parallel ones get the value as LangGraph
-                    # takes it (it refuses a single value for several).
-                    interrupt_id=asked[0] if len(asked) == 1 else None,
-                )
-            run = await self._records.move(
-                run, RunStatus.RUNNING, action="resume", answer=answer, last_message="resumed"
-            )
-        # Ahead of pending runs: it was already admitted once.
-        self._queue[run.id] = None
-        self._queue.move_to_end(run.id, last=False)
-        self._fill()
-        return run
-
-    # -- scheduling ------------------------------------------------------------------------
-
-    def _fill(self) -> None:
-        free = self.max_concurrent_runs - len(self._active)
-        if self._accepting and free > 0:
-            # Only as far into the queue as there are free slots: this runs at every submit
-            # and every run's end, with up to thousands of runs queued.
-            ending = set(self._detached.values())
-            starting: list[str] = []
-            for run_id in self._queue:
-                if len(starting) >= free:
-                    break
-                if run_id not in self._active and run_id not in ending:
-                    starting.append(run_id)  # else its previous task is still ending
-            for run_id in starting:
-                del self._queue[run_id]
-                control = RunControl()
-                # A context of its own: not the one of whichever request happened to free a slot.
-                task = asyncio.create_task(
-                    self._drive(run_id, control),
-                    name=f"run:{run_id}",
-                    context=contextvars.Context(),
-                )
-                self._active[run_id] = _Active(task, control)
-                task.add_done_callback(partial(self._reap, run_id))
-        if not self._active and not self._queue and not self._detached:
-            self.idle.set()
-        else:
-            self.idle.clear()
+    def _stop(self, execution: Execution, why: str) -> None:
+        run_id = execution.run_id
+        log.info("execution_stopped", run_id=run_id, reason=why)
+        task = self._tasks.pop(run_id, None)
+        self._active.pop(run_id, None)
+        if execution.scope is not None:
+            execution.scope.close()
+        execution.writes.close()
+        # Both: no new step even if a node swallows its CancelledError.
+        execution.control.request_drain(why)
+        if task is not None:
+            task.cancel()
+            self._detached[task] = run_id
+        self.wake()
 
     def _reap(self, run_id: str, task: asyncio.Task[None]) -> None:
-        active = self._active.get(run_id)
-        if active is not None and active.task is task:
+        if self._tasks.get(run_id) is task:
+            del self._tasks[run_id]
             del self._active[run_id]
         self._detached.pop(task, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            project_id = active.project_id if active is not None else None
-            log.error("run_task_crashed", run_id=run_id, project_id=project_id, exc_info=exc)
-        self._fill()
+            log.error("run_task_crashed", run_id=run_id, exc_info=exc)
+        self.wake()
 
-    # -- one run ---------------------------------------------------------------------------
-
-    async def _drive(self, run_id: str, control: RunControl) -> None:
-        try:
-            await self._drive_run(run_id, control)
-        except Exception as exc:
-            # A store or plugin error outside the graph: the run must not stay `running`
-            # without a task. Recorded as failed (execute retries it from its checkpoint).
-            log.exception("run_task_failed", run_id=run_id)
-            error = error_json(exc)
-            await self._finish(run_id, _Outcome(RunStatus.FAILED, self._failed(error["message"])))
-
-    async def _drive_run(self, run_id: str, control: RunControl) -> None:
-        async with self._records.lock(run_id):
-            run = await self._records.current(run_id)
-            if run is None:
-                return
-            # Every line logged in this task, LangGraph's included, says which run it is about.
-            structlog.contextvars.bind_contextvars(run_id=run.id, project_id=run.project_id)
-            # A run that never ran has no checkpoint and no node states to read back.
-            first_start = run.started_at is None
-            started: Awaitable[None] | None = None
-            if run.status is RunStatus.PENDING:
-                run, started = self._records.start(run)
-            elif run.status is not RunStatus.RUNNING:
-                return  # paused or cancelled while it waited
-        graph = await self._records.graph(run)
-        if graph is None:
-            if started is not None:
-                await started
-            await self._finish(run_id, _Outcome(RunStatus.FAILED, self._failed("graph missing")))
-            return
-        stored = [] if first_start else await self._store.list_node_states(run_id)
-        states = {s.node_id: s for s in stored}
-        scope = RunScope(
-            run,
-            states,
-            store=self._store,
-            clock=self._clock,
-            node_types=self._node_types,
-            node_timeout_s=self.settings.node_timeout_s,
-            activity=self.activity,
-        )
-        if started is not None:
-            scope.track(started)
-        if (active := self._active.get(run_id)) is not None:
-            active.scope = scope
-            active.project_id = run.project_id
-            active.started_at = self._clock.now()
-        try:
-            outcome = await self._execute(graph, run, scope, control, first_start)
-            await scope.settle()
-        finally:
-            scope.close()
-        if outcome is not None:
-            await self._finish(run_id, outcome, scope)
-
-    async def _execute(
-        self,
-        graph: Graph,
-        run: Run,
-        scope: RunScope,
-        control: RunControl,
-        first_start: bool,
-    ) -> _Outcome | None:
-        config: Any = {
-            "configurable": {"thread_id": run.id},
-            "recursion_limit": self.settings.recursion_limit,
-        }
-        answer = None if first_start else await self._answer(run, graph)
-        graph_input: Any
-        if answer is not None and answer.interrupt_id is not None:
-            graph_input = Command(resume={answer.interrupt_id: answer.value})
-        elif answer is not None:
-            graph_input = Command(resume=answer.value)
-        elif not first_start and await self._checkpoints.exists(run.id):
-            graph_input = None  # continue from the last checkpoint
+    def _update_idle(self) -> None:
+        if not self._active and not self._detached and self.scheduler.settled:
+            self.idle.set()
         else:
-            graph_input = initial_state(run.input)
-        final: dict[str, Any] = {}
-        prompts: list[Any] = []
-        compiled = self._compile(graph)
-        # Typed as an iterator; it is an async generator, which is what aclosing() needs.
-        stream: AsyncGenerator[Any, None] = compiled.astream(  # type: ignore[assignment]
-            graph_input,
-            config,
-            context=scope,
-            stream_mode="values",
-            durability="sync",
-            control=control,
-        )
-        try:
-            # Read to the end even after an interrupt: the step's other branches finish and are
-            # checkpointed; leaving early would cancel them from an orphaned generator close.
-            async with contextlib.aclosing(stream):
-                async for chunk in stream:
-                    if "__interrupt__" in chunk:
-                        prompts.extend(i.value for i in chunk["__interrupt__"])
-                    else:
-                        final = chunk
-        except GraphDrained:
-            return None  # paused (status already says so) or shutting down (resumes on start)
-        except GraphRecursionError as exc:
-            return _Outcome(RunStatus.FAILED, self._failed(str(exc), "RecursionLimit"))
-        except Exception as exc:
-            error = scope.failure or error_json(exc)
-            return _Outcome(RunStatus.FAILED, {"error": error, "last_message": _summary(error)})
-        if prompts:
-            return _Outcome(
-                RunStatus.PAUSED,
-                {
-                    "pause_reason": PauseReason.INPUT_REQUIRED,
-                    # One question is the usual case; parallel ones are all kept.
-                    "prompt": prompts[0] if len(prompts) == 1 else prompts,
-                    "last_message": "waiting for input",
-                },
-            )
-        output = {"outputs": final.get("outputs", {}), "data": final.get("data", {})}
-        await self._records.mark_skipped(run, scope, graph)
-        return _Outcome(RunStatus.COMPLETED, {"output": output, "last_message": "completed"})
-
-    async def _finish(self, run_id: str, outcome: _Outcome, scope: RunScope | None = None) -> None:
-        async with self._records.lock(run_id):
-            run = await self._records.current(run_id)
-            # Paused or cancelled meanwhile: the request that changed it wins; the run's work
-            # is checkpointed, so a resume finishes it.
-            if run is None or run.status is not RunStatus.RUNNING:
-                return
-            # Completed, failed or asking again: LangGraph took the answer before any node ran
-            # (or refused it, and giving it again would fail the same way).
-            move = self._records.move(run, outcome.status, drop_answer=True, **outcome.changes)
-            if outcome.status is RunStatus.COMPLETED and self.settings.checkpoint_retention > 0:
-                # Submitted together, so the store commits both in one transaction.
-                prune = self._checkpoints.prune(run_id, self.settings.checkpoint_retention)
-                moved, _ = await asyncio.gather(move, prune)
-            else:
-                moved = await move
-        self._log_summary(moved, scope, self._active.get(run_id))
-
-    @staticmethod
-    def _log_summary(run: Run, scope: RunScope | None, active: _Active | None) -> None:
-        """The one line per run an operator reads: how it ended, how long this execution took,
-        how many nodes completed."""
-        began = (active.started_at if active else None) or run.started_at
-        duration = (run.finished_at - began).total_seconds() if run.finished_at and began else None
-        states = scope.states.values() if scope else ()
-        log.info(
-            "run_finished",
-            run_id=run.id,
-            project_id=run.project_id,
-            workflow_id=run.workflow_id,
-            status=run.status.value,
-            duration_s=duration,
-            nodes_completed=sum(s.status is NodeStatus.COMPLETED for s in states),
-            error=run.error["message"] if run.error else None,
-        )
-
-    async def _questions(self, run: Run, graph: Graph | None) -> list[str]:
-        """Ids of the questions (LangGraph interrupts) the run's thread waits for. An id names
-        one question of one node: a node's second `interrupt()` has another id than its first."""
-        if graph is None:
-            return []
-        config: Any = {"configurable": {"thread_id": run.id}}
-        state = await self._compile(graph).aget_state(config)
-        return [interrupt.id for interrupt in state.interrupts]
-
-    async def _answer(self, run: Run, graph: Graph) -> PendingAnswer | None:
-        """The answer a resume kept for the run, while the question it answers is still asked.
-        Past it, LangGraph has the answer in its checkpoints; given again it would answer the
-        next question, so it is dropped instead."""
-        answer = await self._store.pending_answer(run.id)
-        if answer is None:
-            return None
-        if answer.interrupt_id is not None:
-            current = answer.interrupt_id in await self._questions(run, graph)
-        else:
-            current = answer.checkpoint_id == await self._checkpoints.latest_id(run.id)
-        if current:
-            return answer
-        await self._store.drop_answer(run.id)
-        log.info("stale_answer_dropped", run_id=run.id, checkpoint_id=answer.checkpoint_id)
-        return None
-
-    def _compile(self, graph: Graph) -> CompiledStateGraph[Any, Any, Any, Any]:
-        key = (graph.project_id, graph.id, graph.version)
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            compiled = compile_graph(graph, self._checkpoints.saver)
-            self._compiled[key] = compiled
-            while len(self._compiled) > self.settings.compiled_cache_size:
-                self._compiled.popitem(last=False)
-        else:
-            self._compiled.move_to_end(key)
-        return compiled
-
-    @staticmethod
-    def _failed(message: str, kind: str = "RunError") -> dict[str, Any]:
-        return {"error": {"type": kind, "message": message}, "last_message": f"failed: {message}"}
-
-
-def _summary(error: dict[str, Any]) -> str:
-    where = f" in node {error['node_id']!r}" if "node_id" in error else ""
-    return f"failed{where}: {error['message']}"
+            self.idle.clear()

@@ -52,3 +52,12 @@ class LimitExceeded(CortexdError):
 
 class PluginError(CortexdError):
     """A plugin failed to load or broke the plugin contract; the message names the plugin."""
+
+
+class LeaseLost(CortexdError):
+    """A write of a run's execution by a daemon that no longer holds the run's lease (it
+    stalled past it, or the run was cancelled or recovered meanwhile): nothing was written."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"this daemon no longer executes run {run_id!r}")
+        self.run_id = run_id

@@ -1,8 +1,14 @@
-"""What the core needs from the outside world, as Protocols. Adapters implement them."""
+"""What the core needs from the outside world, as Protocols. Adapters implement them.
+
+The store is the truth about who executes what (DESIGN §8): a run is executed by the daemon
+that claimed it, under a lease with a fencing epoch, and every write that execution makes goes
+through one `RunExecution`, the unit of work of that claim. Commands from any daemon are
+`change_run` calls decided on the row as stored, in the transaction that records them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -10,6 +16,11 @@ from typing import Any, Protocol
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from core.domain import EventType, Graph, GraphSpec, NodeState, Run, RunStatus
+from core.events import Published
+
+# Where LangGraph's run config carries the `RunExecution` whose lease fences the checkpoint
+# writes of that run, and whose node records ride along with them (see `Checkpoints`).
+EXECUTION_KEY = "__cortexd_execution"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +35,104 @@ class PendingAnswer:
     interrupt_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The right to execute one run, as a claim gave it. A write made under it is accepted only
+    while the run's row still names this owner and epoch: a claim, a recovery, a cancel and a
+    release each move the epoch on, so an executor that lost its lease cannot write."""
+
+    run_id: str
+    owner: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    run: Run  # running, owned by the claimer
+    lease: Lease
+    fresh: bool  # it never ran: it starts from its input, with no checkpoint to read
+
+
+@dataclass(frozen=True, slots=True)
+class RunChange:
+    """What a command or an execution's outcome does to a run, decided on the stored row."""
+
+    run: Run
+    event: EventType
+    at: datetime
+    answer: PendingAnswer | None = None  # kept as the run's pending answer
+    drop_answer: bool = False
+    release: bool = False  # the run leaves execution: no owner, the epoch moves on
+    cancel_nodes: bool = False  # its running node states become `cancelled`
+    reset: bool = False  # its checkpoints and node states are dropped (a fresh start)
+    keep_checkpoints: int = 0  # > 0: all but the newest N of its checkpoints are dropped
+
+
+# Applied to the run as stored; raises a domain error (InvalidTransition, ...) to refuse.
+Change = Callable[[Run], RunChange]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """The store's runs that are not finished, for every daemon on it."""
+
+    pending: int = 0
+    running: int = 0  # owned by a daemon, or waiting for one (resumed, taken back)
+    paused: int = 0
+    claimable: int = 0  # pending, or running without an owner: what a free slot takes
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...
 
 
+class Liveness(Protocol):
+    """Whether a daemon instance is provably gone (its process ended), not merely silent."""
+
+    def is_dead(self, instance: str) -> bool: ...
+
+
+class RunExecution(Protocol):
+    """The writes of one execution of a run (one claim), each fenced by its lease: once the
+    lease is lost every one of them fails with `LeaseLost` and writes nothing."""
+
+    @property
+    def lease(self) -> Lease: ...
+
+    def record(self, states: Sequence[NodeState], now: datetime) -> Awaitable[None]:
+        """Node states (one `workflow.node_state.updated` event each), queued at the call in
+        order with every other write and committed with the one that follows; the result
+        resolves when they are durable."""
+        ...
+
+    def record_with_task(self, task_id: str, states: Sequence[NodeState], now: datetime) -> None:
+        """Node states committed in the transaction that saves LangGraph's writes of task
+        `task_id` of this run (the checkpointer finds this execution under `EXECUTION_KEY`):
+        a node is recorded complete exactly when LangGraph will not run it again. Nothing is
+        kept if those writes never come."""
+        ...
+
+    async def save(self, states: Sequence[NodeState], now: datetime) -> None:
+        """Node states, durable when this returns."""
+        ...
+
+    async def finish(self, change: Change) -> Run:
+        """The execution's outcome (completed, failed, paused for input): `change_run` under
+        the lease, which is released with it."""
+        ...
+
+    async def release(self) -> None:
+        """The execution ends without finishing the run (drained for a pause or a shutdown):
+        the run keeps its status and any daemon may claim it. A no-op once the lease is lost."""
+        ...
+
+    def close(self) -> None:
+        """Record nothing more: node records still waiting for task writes are forgotten."""
+        ...
+
+
 class Store(Protocol):
-    """Graphs, runs, node states and the event log.
+    """Graphs, runs, node states, the event log, and who executes which run.
 
     Every write is durable when it returns and records its event in the same transaction;
     committed events are handed, in `seq` order, to the listener the composition root set.
@@ -53,7 +156,9 @@ class Store(Protocol):
         Its versions stay, so the runs of it can still be read."""
         ...
 
-    async def create_run(self, run: Run) -> None: ...
+    async def create_run(self, run: Run) -> None:
+        """Store a new pending run at the end of the queue."""
+        ...
 
     async def get_run(self, project_id: str | None, run_id: str) -> Run | None:
         """A run by id, or None; `project_id=None` only for the engine's own lookups."""
@@ -65,64 +170,79 @@ class Store(Protocol):
         workflow_id: str | None = None,
         status: RunStatus | None = None,
         limit: int = 1000,
-    ) -> list[Run]: ...
-
-    async def runs_by_status(self, statuses: Sequence[RunStatus]) -> list[Run]:
-        """All runs in these statuses, oldest first (the FIFO order of the queue)."""
+    ) -> list[Run]:
+        """Newest first."""
         ...
 
-    async def update_run(
-        self,
-        run: Run,
-        event: EventType,
-        now: datetime,
-        *,
-        answer: PendingAnswer | None = None,
-        drop_answer: bool = False,
-    ) -> None:
-        """Record the run and its event. In the same transaction, `answer` becomes the run's
-        pending answer (replacing one kept), or `drop_answer` deletes the one kept."""
+    async def change_run(
+        self, project_id: str | None, run_id: str, change: Change, *, lease: Lease | None = None
+    ) -> Run:
+        """Apply `change` to the run as stored, with its event and what the change asks for,
+        in one transaction, and return the run as recorded. NotFound if there is no such run
+        (in that project); with `lease`, LeaseLost unless it is still held. Whatever `change`
+        raises leaves everything as it was. A run moved to `pending`, or resumed, joins the
+        queue: pending runs in the order they joined, resumed ones ahead of them."""
+        ...
+
+    async def claim_runs(
+        self, owner: str, limit: int, lease_s: float, start: Change
+    ) -> list[Claim]:
+        """Take up to `limit` runs for `owner`, first in, first out: runs without an owner
+        that are `running` (resumed, or taken back from a daemon) ahead of `pending` ones,
+        which `start` moves to running. Each gets a lease until the store's clock says
+        now + `lease_s`, with an epoch one past the run's last."""
+        ...
+
+    async def renew_leases(self, owner: str, lease_s: float) -> set[str]:
+        """Extend every lease `owner` holds, in one statement; the ids of the runs it holds."""
+        ...
+
+    async def recover_runs(
+        self, dead: Sequence[str], max_recoveries: int, recover: Change, give_up: Change
+    ) -> list[Run]:
+        """Take back every run whose lease expired by the store's clock, or whose owner is in
+        `dead`: a running one goes back to the queue with `recoveries` one higher, through
+        `recover`, or through `give_up` once that would exceed `max_recoveries`; a paused
+        one (its owner died while draining it) only loses its owner. Returns those changed."""
+        ...
+
+    async def owners(self) -> set[str]:
+        """The instances that own runs or singletons now (to ask `Liveness` about)."""
+        ...
+
+    async def queue_counts(self) -> QueueCounts: ...
+
+    async def hold_singleton(
+        self, name: str, owner: str, lease_s: float, dead: Sequence[str] = ()
+    ) -> bool:
+        """Take or renew the lease of a once-per-database duty (sinks, housekeeping) for
+        `owner`, if nobody else holds it (its holder's lease expired, or it is in `dead`).
+        Whether `owner` holds it now."""
+        ...
+
+    async def release_runs(self, owner: str) -> None:
+        """`owner` stops executing (gracefully): its runs keep their status and join the
+        queue ahead of pending runs; no recovery is counted."""
+        ...
+
+    async def release_owner(self, owner: str) -> None:
+        """`owner` stops: its runs as `release_runs`, its singletons are free, and it is no
+        longer one of the store's instances."""
+        ...
+
+    def execution(self, claim: Claim) -> RunExecution:
+        """The unit of work of one claim."""
         ...
 
     async def pending_answer(self, run_id: str) -> PendingAnswer | None:
-        """The answer a resume kept for the run (see `update_run`), or None."""
+        """The answer a resume kept for the run (see `RunChange.answer`), or None."""
         ...
 
     async def drop_answer(self, run_id: str) -> None:
         """Delete the answer kept for the run, if there is one."""
         ...
 
-    def enqueue_run_update(self, run: Run, event: EventType, now: datetime) -> Awaitable[None]:
-        """Like `update_run`, but queued at the call, in order with every other write, and
-        committed with the write that follows it; the result resolves when it is durable."""
-        ...
-
-    async def save_node_states(self, run: Run, states: Sequence[NodeState], now: datetime) -> None:
-        """Upsert node states, one `workflow.node_state.updated` event each."""
-        ...
-
-    def enqueue_node_states(
-        self, run: Run, states: Sequence[NodeState], now: datetime
-    ) -> Awaitable[None]:
-        """Like `save_node_states`, but queued at the call, in order with every other write;
-        the result resolves when the states are durable."""
-        ...
-
-    def save_node_states_with_task(
-        self, run: Run, states: Sequence[NodeState], now: datetime, task_id: str
-    ) -> None:
-        """Persist `states` in the transaction that saves LangGraph's writes of task `task_id`
-        of the run's thread: a node is recorded complete exactly when LangGraph will not run it
-        again. Nothing is kept if those writes never come (see `drop_task_writes`)."""
-        ...
-
-    def drop_task_writes(self, run_id: str) -> None:
-        """Forget node states still waiting for task writes that will not come."""
-        ...
-
     async def list_node_states(self, run_id: str) -> list[NodeState]: ...
-
-    async def clear_node_states(self, run_id: str) -> None: ...
 
     async def list_events(
         self, project_id: str, since: int = 0, run_id: str | None = None, limit: int = 1000
@@ -136,8 +256,29 @@ class Store(Protocol):
         ...
 
 
+class EventSource(Protocol):
+    """The whole event log, every project's, in `seq` order: what other daemons committed
+    reaches this one's bus, and sinks, through it."""
+
+    async def events_after(self, seq: int, limit: int = 1000) -> list[Published]: ...
+
+    async def last_seq(self) -> int:
+        """The newest `seq` stored, 0 when none is."""
+        ...
+
+
+class SinkCursors(Protocol):
+    """Where each event sink is in the log: it has been given every event up to this seq."""
+
+    async def sink_cursor(self, sink: str) -> int | None: ...
+
+    async def set_sink_cursor(self, sink: str, seq: int) -> None: ...
+
+
 class Checkpoints(Protocol):
-    """LangGraph's checkpoint store for run threads (thread id = run id)."""
+    """LangGraph's checkpoint store for run threads (thread id = run id). Its saver fences
+    every write of a run whose config carries a `RunExecution` under `EXECUTION_KEY`, and
+    commits that execution's `record_with_task` records with the task's writes."""
 
     @property
     def saver(self) -> BaseCheckpointSaver[str]: ...
@@ -146,10 +287,4 @@ class Checkpoints(Protocol):
 
     async def latest_id(self, thread_id: str) -> str | None:
         """The id of the thread's newest checkpoint (the one it continues from), or None."""
-        ...
-
-    async def delete(self, thread_id: str) -> None: ...
-
-    async def prune(self, thread_id: str, keep: int) -> None:
-        """Drop all but the newest `keep` checkpoints of a finished thread."""
         ...

@@ -19,7 +19,7 @@ from core.compiler import JSON, RunState
 from core.domain import Node, NodeState, NodeStatus, Run
 from core.loopwatch import NodeActivity
 from core.nodes import NodeContext, NodeType
-from core.ports import Clock, Store
+from core.ports import Clock, RunExecution
 
 
 class NodeFailure(Exception):
@@ -45,7 +45,7 @@ class RunScope:
         run: Run,
         states: Mapping[str, NodeState],
         *,
-        store: Store,
+        execution: RunExecution,
         clock: Clock,
         node_types: Mapping[str, NodeType],
         node_timeout_s: float,
@@ -55,7 +55,7 @@ class RunScope:
         self.states = dict(states)
         self.closed = False
         self.failure: JSON | None = None  # the error of the node that failed the run
-        self._store = store
+        self._execution = execution
         self._clock = clock
         self._node_types = node_types
         self._node_timeout_s = node_timeout_s
@@ -69,7 +69,7 @@ class RunScope:
         """Record nothing more (the run was cancelled, or its execution ended). Idempotent."""
         if not self.closed:
             self.closed = True
-            self._store.drop_task_writes(self.run.id)
+            self._execution.close()
 
     async def run_node(self, node: Node, state: RunState, attempt: int, task_id: str) -> JSON:
         with structlog.contextvars.bound_contextvars(node_id=node.id):
@@ -128,8 +128,8 @@ class RunScope:
         )
         self.states[node.id] = done
         if not self.closed:
-            # Committed with LangGraph's writes of this task, not before them: see ports.Store.
-            self._store.save_node_states_with_task(self.run, [done], self._clock.now(), task_id)
+            # Committed with LangGraph's writes of this task, not before them: see ports.
+            self._execution.record_with_task(task_id, [done], self._clock.now())
         update: JSON = {"outputs": {node.id: output}}
         if ctx.data_updates:
             update["data"] = ctx.data_updates
@@ -195,11 +195,7 @@ class RunScope:
         if self.closed:
             return
         self._writes = [w for w in self._writes if not _succeeded(w)]
-        self._writes.append(self._store.enqueue_node_states(self.run, [state], self._clock.now()))
-
-    def track(self, write: Awaitable[None]) -> None:
-        """Own a write queued for this run outside the scope (its start), checked by settle()."""
-        self._writes.append(write)
+        self._writes.append(self._execution.record([state], self._clock.now()))
 
     async def settle(self) -> None:
         """Wait until every node state recorded so far is durable; raise if one failed."""

@@ -1,13 +1,20 @@
-"""Event sinks (the `cortexd_event` hook): one bounded queue and one worker per sink.
+"""Event sinks (the `cortexd_event` hook): each event delivered once per database, in order, at
+least once, from a cursor kept in the store.
 
-A slow or failing sink only ever hurts itself: its queue fills and further events are dropped
-for it (counted and logged); a raising sink is logged and counted, and the next event goes on.
+One worker per sink, run by the daemon holding the duties (`core.duties`). It takes events from
+this daemon's bus while it keeps up (no read of the store), and from the store's log whenever
+the bus has not got what comes next: after a start or a takeover (from the stored cursor),
+or after its bounded buffer overflowed. So a slow sink only ever delays itself, and no event
+is dropped. A raising sink is logged and counted, and the next event goes on; a sink that must
+not lose an event retries inside its hook (the webhook does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import deque
 from collections.abc import Sequence
 
 import structlog
@@ -15,63 +22,129 @@ import structlog
 from core.background import Background
 from core.events import JSON, Published
 from core.plugins import Sink, await_me_maybe
+from core.ports import EventSource, SinkCursors
 
 log = structlog.get_logger("cortexd.sinks")
+PAGE = 500
+BUFFER = 10_000
+POLL_S = 1.0
+PERSIST_EVERY_S = 1.0
 
 
 class SinkWorker:
-    def __init__(self, name: str, sink: Sink, queue_size: int) -> None:
+    def __init__(
+        self, name: str, sink: Sink, source: EventSource, cursors: SinkCursors, buffer: int
+    ) -> None:
         self.name = name
         self._sink = sink
-        self._queue: asyncio.Queue[JSON] = asyncio.Queue(maxsize=queue_size)
+        self._source = source
+        self._cursors = cursors
+        self._buffer: deque[Published] = deque()
+        self._buffer_max = buffer
+        self._wake = asyncio.Event()
         self._background = Background(f"sink:{name}")
-        self._started = False
+        self.running = False
+        self.caught_up = asyncio.Event()
+        self.cursor = 0
+        self._stored = 0
+        self._stored_at = 0.0
         self.delivered = 0
         self.failed = 0
-        self.dropped = 0
-        self._dropping = False
+        self.dropped = 0  # never, since events come from the log; kept as a metric of record
+        self.read_from_log = 0
 
     def offer(self, item: Published) -> None:
-        try:
-            self._queue.put_nowait(item.event)
-            self._dropping = False
-        except asyncio.QueueFull:
-            self.dropped += 1
-            if not self._dropping:  # one line per burst; the count is in the metrics
-                self._dropping = True
-                log.warning("sink_queue_full", sink=self.name, seq=item.seq, **_ids(item.event))
+        if not self.running:
+            return
+        if len(self._buffer) < self._buffer_max:
+            self._buffer.append(item)  # past the bound it is read from the log later
+        self._wake.set()
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """From the stored cursor (a new sink: from the log's end, now)."""
+        await self._start_cursor()
+        self.running = True
+        self.caught_up.clear()
         self._background.start(self._work())
-        self._started = True
+
+    async def stop(self, grace_s: float) -> None:
+        """Deliver what the log holds within the grace period, then stop where it is."""
+        if not self.running:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.caught_up.wait(), grace_s)
+        self.running = False
+        await self._background.stop()
+        self._buffer.clear()
+        with contextlib.suppress(Exception):  # the next holder redelivers from the last one
+            await self._store_cursor()
 
     async def _work(self) -> None:
         while True:
-            event = await self._queue.get()
             try:
-                await await_me_maybe(self._sink(event=event))
-                self.delivered += 1
-            except Exception:
-                self.failed += 1
-                log.exception("sink_failed", sink=self.name, seq=event["seq"], **_ids(event))
-            finally:
-                self._queue.task_done()
+                await self._deliver_some()
+            except Exception:  # the log could not be read, or the cursor not stored
+                log.exception("sink_log_unreadable", sink=self.name, after_seq=self.cursor)
+                await asyncio.sleep(POLL_S)
 
-    async def stop(self, grace_s: float) -> None:
-        """Deliver what is queued within the grace period, then stop."""
-        if self._started:
+    async def _start_cursor(self) -> None:
+        stored = await self._cursors.sink_cursor(self.name)
+        if stored is None:  # a new sink: what happens from now on, not the history
+            stored = await self._source.last_seq()
+            await self._cursors.set_sink_cursor(self.name, stored)
+        self.cursor = self._stored = stored
+        self._stored_at = time.monotonic()
+
+    async def _deliver_some(self) -> None:
+        while self._buffer and self._buffer[0].seq <= self.cursor:
+            self._buffer.popleft()
+        if self._buffer and self._buffer[0].seq == self.cursor + 1:
+            batch: Sequence[Published] = [self._buffer.popleft()]
+        else:
+            self._wake.clear()
+            batch = await self._source.events_after(self.cursor, PAGE)
+            self.read_from_log += len(batch)
+        if not batch:
+            self.caught_up.set()
+            await self._store_cursor()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), grace_s)
-        await self._background.stop()
+                await asyncio.wait_for(self._wake.wait(), POLL_S)
+            return
+        self.caught_up.clear()
+        for item in batch:
+            await self._deliver(item.event)
+            self.cursor = item.seq
+        if time.monotonic() - self._stored_at >= PERSIST_EVERY_S:
+            await self._store_cursor()
+
+    async def _deliver(self, event: JSON) -> None:
+        try:
+            await await_me_maybe(self._sink(event=event))
+            self.delivered += 1
+        except Exception:
+            self.failed += 1
+            log.exception("sink_failed", sink=self.name, seq=event["seq"], **_ids(event))
+
+    async def _store_cursor(self) -> None:
+        if self.cursor != self._stored:
+            await self._cursors.set_sink_cursor(self.name, self.cursor)
+            self._stored = self.cursor
+        self._stored_at = time.monotonic()
 
 
 class Sinks:
-    def __init__(self, sinks: Sequence[tuple[str, Sink]], queue_size: int = 10_000) -> None:
-        self.workers = [SinkWorker(name, sink, queue_size) for name, sink in sinks]
+    def __init__(
+        self,
+        sinks: Sequence[tuple[str, Sink]],
+        source: EventSource,
+        cursors: SinkCursors,
+        buffer: int = BUFFER,
+    ) -> None:
+        self.workers = [SinkWorker(name, sink, source, cursors, buffer) for name, sink in sinks]
 
-    def start(self) -> None:
+    async def start(self) -> None:
         for worker in self.workers:
-            worker.start()
+            await worker.start()
 
     def offer(self, item: Published) -> None:
         for worker in self.workers:

@@ -6,4 +6,5 @@ BUILTINS: tuple[str, ...] = (
     "plugins.approval",
     "plugins.http_request",
     "plugins.sinks",
+    "plugins.webhook",
 )

@@ -195,10 +195,16 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     checks = await request.app[READY_CHECK]()
     engine = request.app[ENGINE]
+    runs: dict[str, Any] = {"running": engine.running, "queued": engine.queued}
+    if checks.get("store"):
+        store = await engine.counts()
+        runs["queued"] = store.claimable
+        runs["store"] = {"pending": store.pending, "running": store.running, "paused": store.paused}
     body = {
         "status": "ready" if all(checks.values()) else "not ready",
+        "instance": engine.instance,
         "checks": checks,
-        "runs": {"running": engine.running, "queued": engine.queued},
+        "runs": runs,
     }
     return reply(body, status=200 if all(checks.values()) else 503)
 

@@ -4,7 +4,9 @@
 that would be two writers on one file (LangGraph's most reported SQLite failure: "database is
 locked") and one commit per step. This saver keeps the library's schema, serialisation and read
 path (on the reader connection) and sends its three writes through the Writer instead, where
-they join the group commit of every other run's writes.
+they join the group commit of every other run's writes. A write of a run executed under a
+lease (its config carries the `SqliteExecution` under `EXECUTION_KEY`) is fenced by it, and a
+task's writes carry that execution's records of the task's node along.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from adapters.sqlite.riders import TaskRiders
-from adapters.sqlite.writer import Tx, Writer
+from adapters.sqlite.db import read_all
+from adapters.sqlite.execution import SqliteExecution
+from adapters.sqlite.writer import Op, Tx, Writer
+from core.ports import EXECUTION_KEY
 
 _PUT = (
     "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, "
@@ -37,10 +41,9 @@ _PUT_WRITES = (
 
 
 class GroupCommitSaver(AsyncSqliteSaver):
-    def __init__(self, writer: Writer, reader: aiosqlite.Connection, riders: TaskRiders) -> None:
+    def __init__(self, writer: Writer, reader: aiosqlite.Connection) -> None:
         super().__init__(reader)
         self._writer = writer
-        self._riders = riders
         self.is_setup = True  # tables were created by db.prepare_database() at start-up
 
     async def aput(
@@ -67,7 +70,7 @@ class GroupCommitSaver(AsyncSqliteSaver):
         def op(tx: Tx) -> None:
             tx.execute(_PUT, row)
 
-        await self._writer.write(op, small=True)
+        await self._writer.write(_fenced(config, op), small=True)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -99,7 +102,8 @@ class GroupCommitSaver(AsyncSqliteSaver):
             for idx, (channel, value) in enumerate(writes)
         ]
 
-        riders = self._riders.take(str(conf["thread_id"]), task_id)
+        execution = _execution(config)
+        riders = execution.take_riders(task_id) if execution is not None else []
 
         def op(tx: Tx) -> None:
             tx.executemany(_PUT_WRITES.format(mode=mode), rows)
@@ -110,7 +114,7 @@ class GroupCommitSaver(AsyncSqliteSaver):
         # for the step's checkpoint, submitted right after them. Sharing that commit halves
         # a lone run's commits per step. The FIFO writer never commits the checkpoint before
         # these writes, and the "completed" riding here is published only once committed.
-        await self._writer.submit(op, lazy=True, small=True)
+        await self._writer.submit(_fenced(config, op), lazy=True, small=True)
 
     async def adelete_thread(self, thread_id: str) -> None:
         def op(tx: Tx) -> None:
@@ -121,11 +125,12 @@ class GroupCommitSaver(AsyncSqliteSaver):
 
 
 class SqliteCheckpoints:
-    """The Checkpoints port: the saver LangGraph runs with, plus cortexd's housekeeping."""
+    """The Checkpoints port: the saver LangGraph runs with, plus cortexd's housekeeping. The
+    saver reads on a connection of its own: LangGraph fetches rows across awaits, and a read
+    left open there must not hold back what the store's queries see."""
 
-    def __init__(self, writer: Writer, reader: aiosqlite.Connection, riders: TaskRiders) -> None:
-        self._saver = GroupCommitSaver(writer, reader, riders)
-        self._writer = writer
+    def __init__(self, writer: Writer, reader: aiosqlite.Connection) -> None:
+        self._saver = GroupCommitSaver(writer, reader)
         self._reader = reader
 
     @property
@@ -133,39 +138,28 @@ class SqliteCheckpoints:
         return self._saver
 
     async def exists(self, thread_id: str) -> bool:
-        async with self._reader.execute(
-            "SELECT 1 FROM checkpoints WHERE thread_id = ? LIMIT 1", (thread_id,)
-        ) as cursor:
-            return await cursor.fetchone() is not None
+        rows = await read_all(
+            self._reader, "SELECT 1 FROM checkpoints WHERE thread_id = ? LIMIT 1", (thread_id,)
+        )
+        return bool(rows)
 
     async def latest_id(self, thread_id: str) -> str | None:
         # The order LangGraph's own read of a thread's latest checkpoint uses (ids sort by time).
-        async with self._reader.execute(
+        rows = await read_all(
+            self._reader,
             "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' "
             "ORDER BY checkpoint_id DESC LIMIT 1",
             (thread_id,),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else str(row[0])
+        )
+        return str(rows[0][0]) if rows else None
 
-    async def delete(self, thread_id: str) -> None:
-        await self._saver.adelete_thread(thread_id)
 
-    async def prune(self, thread_id: str, keep: int) -> None:
-        """Keep the newest `keep` checkpoints of a thread (ids sort by time) and their writes."""
+def _execution(config: Any) -> SqliteExecution | None:
+    execution = config["configurable"].get(EXECUTION_KEY)
+    return execution if isinstance(execution, SqliteExecution) else None
 
-        def op(tx: Tx) -> None:
-            kept = (
-                "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? "
-                "ORDER BY checkpoint_id DESC LIMIT ?"
-            )
-            tx.execute(
-                f"DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id NOT IN ({kept})",
-                (thread_id, thread_id, keep),
-            )
-            tx.execute(
-                f"DELETE FROM writes WHERE thread_id = ? AND checkpoint_id NOT IN ({kept})",
-                (thread_id, thread_id, keep),
-            )
 
-        await self._writer.write(op)
+def _fenced(config: Any, op: Op) -> Op:
+    """The write under the lease of the execution the config names, when it names one."""
+    execution = _execution(config)
+    return op if execution is None else execution.fenced(op)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import structlog
@@ -31,6 +33,14 @@ async def connect(path: Path) -> aiosqlite.Connection:
     for pragma in PRAGMAS:
         await conn.execute(pragma)
     return conn
+
+
+async def read_all(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    """One query, run to its end in one call on the connection's thread. Several coroutines
+    share a reader connection: a statement left open across an await (fetched row by row)
+    would hold its read transaction, and every other query on the connection meanwhile would
+    see that old snapshot (a graph just created, not found)."""
+    return list(await conn.execute_fetchall(sql, tuple(params)))
 
 
 def migrations() -> list[tuple[int, str, str]]:

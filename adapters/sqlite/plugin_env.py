@@ -7,6 +7,7 @@ from typing import Any
 
 import aiosqlite
 
+from adapters.sqlite.db import read_all
 from adapters.sqlite.writer import Tx, Writer
 
 
@@ -17,11 +18,12 @@ class SqlitePluginState:
         self._plugin = plugin
 
     async def get(self, key: str, default: Any = None) -> Any:
-        async with self._reader.execute(
-            "SELECT value FROM plugin_state WHERE plugin = ? AND key = ?", (self._plugin, key)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return json.loads(row[0]) if row else default
+        rows = await read_all(
+            self._reader,
+            "SELECT value FROM plugin_state WHERE plugin = ? AND key = ?",
+            (self._plugin, key),
+        )
+        return json.loads(rows[0][0]) if rows else default
 
     async def set(self, key: str, value: Any) -> None:
         text = json.dumps(value)
@@ -42,13 +44,13 @@ class SqliteEventLog:
         self._reader = reader
 
     async def since(self, seq: int, limit: int = 500) -> list[dict[str, Any]]:
-        async with self._reader.execute(
-            "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
-        ) as cursor:
-            rows = await cursor.fetchall()
+        rows = await read_all(
+            self._reader,
+            "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit),
+        )
         return [{"seq": s, **json.loads(body)} for s, body in rows]
 
     async def last_seq(self) -> int:
-        async with self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM events") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        rows = await read_all(self._reader, "SELECT COALESCE(MAX(seq), 0) FROM events")
+        return int(rows[0][0]) if rows else 0

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import aiosqlite
 
-from adapters.sqlite.riders import TaskRiders
+from adapters.sqlite import runs
+from adapters.sqlite.db import read_all
+from adapters.sqlite.execution import SqliteExecution
 from adapters.sqlite.writer import Tx, Writer
 from core.domain import Event, EventType, Graph, GraphSpec, NodeState, Run, RunStatus
 from core.errors import Conflict, NotFound
-from core.ports import PendingAnswer
+from core.events import Published
+from core.ports import Change, Claim, Lease, PendingAnswer, QueueCounts
 from core.states import ACTIVE
 
 JSON = dict[str, Any]
@@ -22,18 +25,16 @@ _ACTIVE = tuple(s.value for s in ACTIVE)
 
 
 class SqliteStore:
-    def __init__(self, writer: Writer, reader: aiosqlite.Connection, riders: TaskRiders) -> None:
+    def __init__(self, writer: Writer, reader: aiosqlite.Connection) -> None:
         self._writer = writer
         self._reader = reader
-        self._riders = riders
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self._reader.execute(sql, tuple(params)) as cursor:
-            return list(await cursor.fetchall())
+        return await read_all(self._reader, sql, params)
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        async with self._reader.execute(sql, tuple(params)) as cursor:
-            return await cursor.fetchone()
+        rows = await read_all(self._reader, sql, params)
+        return rows[0] if rows else None
 
     # -- graphs ----------------------------------------------------------------------------
 
@@ -126,24 +127,17 @@ class SqliteStore:
     # -- runs ------------------------------------------------------------------------------
 
     async def create_run(self, run: Run) -> None:
-        def op(tx: Tx) -> None:
-            tx.execute(
-                "INSERT INTO runs (id, project_id, workflow_id, status, body) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (run.id, run.project_id, run.workflow_id, run.status.value, run.model_dump_json()),
-            )
-            tx.emit(_run_event(run, EventType.RUN_CREATED, run.created_at))
-
-        await self._writer.write(op, small=True)
+        await self._writer.write(partial(runs.insert_run, run=run), small=True)
 
     async def get_run(self, project_id: str | None, run_id: str) -> Run | None:
         if project_id is None:
-            row = await self._one("SELECT body FROM runs WHERE id = ?", (run_id,))
+            row = await self._one(f"SELECT {runs.RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
         else:
             row = await self._one(
-                "SELECT body FROM runs WHERE id = ? AND project_id = ?", (run_id, project_id)
+                f"SELECT {runs.RUN_COLUMNS} FROM runs WHERE id = ? AND project_id = ?",
+                (run_id, project_id),
             )
-        return Run.model_validate_json(row[0]) if row else None
+        return runs.run_from(row) if row else None
 
     async def list_runs(
         self,
@@ -152,7 +146,7 @@ class SqliteStore:
         status: RunStatus | None = None,
         limit: int = 1000,
     ) -> list[Run]:
-        sql = "SELECT body FROM runs WHERE project_id = ?"
+        sql = f"SELECT {runs.RUN_COLUMNS} FROM runs WHERE project_id = ?"
         params: list[Any] = [project_id]
         if workflow_id is not None:
             sql += " AND workflow_id = ?"
@@ -161,61 +155,74 @@ class SqliteStore:
             sql += " AND status = ?"
             params.append(status.value)
         rows = await self._all(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit])
-        return [Run.model_validate_json(row[0]) for row in rows]
+        return [runs.run_from(row) for row in rows]
 
-    async def runs_by_status(self, statuses: Sequence[RunStatus]) -> list[Run]:
-        marks = ", ".join("?" * len(statuses))
+    async def change_run(
+        self, project_id: str | None, run_id: str, change: Change, *, lease: Lease | None = None
+    ) -> Run:
+        op = partial(
+            runs.change_run, project_id=project_id, run_id=run_id, change=change, lease=lease
+        )
+        return await self._writer.write(op, small=True)
+
+    async def claim_runs(
+        self, owner: str, limit: int, lease_s: float, start: Change
+    ) -> list[Claim]:
+        op = partial(runs.claim_runs, owner=owner, limit=limit, lease_s=lease_s, start=start)
+        return await self._writer.write(op, small=limit <= 4)
+
+    async def renew_leases(self, owner: str, lease_s: float) -> set[str]:
+        return await self._writer.write(partial(runs.renew_leases, owner=owner, lease_s=lease_s))
+
+    async def recover_runs(
+        self, dead: Sequence[str], max_recoveries: int, recover: Change, give_up: Change
+    ) -> list[Run]:
+        op = partial(
+            runs.recover_runs,
+            dead=list(dead),
+            max_recoveries=max_recoveries,
+            recover=recover,
+            give_up=give_up,
+        )
+        return await self._writer.write(op)
+
+    async def owners(self) -> set[str]:
         rows = await self._all(
-            f"SELECT body FROM runs WHERE status IN ({marks}) ORDER BY seq",
-            [s.value for s in statuses],
+            "SELECT DISTINCT owner FROM runs WHERE owner IS NOT NULL "
+            "UNION SELECT owner FROM singletons WHERE owner IS NOT NULL "
+            "UNION SELECT id FROM instances"
         )
-        return [Run.model_validate_json(row[0]) for row in rows]
+        return {row[0] for row in rows}
 
-    async def update_run(
-        self,
-        run: Run,
-        event: EventType,
-        now: datetime,
-        *,
-        answer: PendingAnswer | None = None,
-        drop_answer: bool = False,
-    ) -> None:
-        update = self._run_update_op(run, event, now)
-        if answer is None and not drop_answer:
-            await self._writer.write(update, small=True)
-            return
-        # Encoded here, so a value JSON cannot hold fails before anything is written.
-        kept = (
-            None
-            if answer is None
-            else (answer.checkpoint_id, answer.interrupt_id, json.dumps(answer.value))
+    async def queue_counts(self) -> QueueCounts:
+        rows = await self._all(
+            "SELECT status, COUNT(*), SUM(owner IS NULL) FROM runs "
+            "WHERE status IN ('pending', 'running', 'paused') GROUP BY status"
+        )
+        by_status = {status: (int(total), int(unowned or 0)) for status, total, unowned in rows}
+        pending = by_status.get("pending", (0, 0))[0]
+        running, unowned = by_status.get("running", (0, 0))
+        return QueueCounts(
+            pending=pending,
+            running=running,
+            paused=by_status.get("paused", (0, 0))[0],
+            claimable=pending + unowned,
         )
 
-        def op(tx: Tx) -> None:
-            update(tx)
-            if kept is None:
-                tx.execute("DELETE FROM run_resumes WHERE run_id = ?", (run.id,))
-            else:
-                tx.execute(
-                    "INSERT OR REPLACE INTO run_resumes "
-                    "(run_id, checkpoint_id, interrupt_id, value) VALUES (?, ?, ?, ?)",
-                    (run.id, *kept),
-                )
+    async def hold_singleton(
+        self, name: str, owner: str, lease_s: float, dead: Sequence[str] = ()
+    ) -> bool:
+        op = partial(runs.hold_singleton, name=name, owner=owner, lease_s=lease_s, dead=dead)
+        return await self._writer.write(op, small=True)
 
-        await self._writer.write(op, small=True)
+    async def release_runs(self, owner: str) -> None:
+        await self._writer.write(partial(runs.release_runs, owner=owner))
 
-    def enqueue_run_update(self, run: Run, event: EventType, now: datetime) -> asyncio.Future[None]:
-        return self._writer.submit(self._run_update_op(run, event, now), lazy=True, small=True)
+    async def release_owner(self, owner: str) -> None:
+        await self._writer.write(partial(runs.release_owner, owner=owner))
 
-    def _run_update_op(self, run: Run, event: EventType, now: datetime) -> Callable[[Tx], None]:
-        def op(tx: Tx) -> None:
-            tx.execute(
-                "UPDATE runs SET status = ?, body = ? WHERE id = ?",
-                (run.status.value, run.model_dump_json(), run.id),
-            )
-            tx.emit(_run_event(run, event, now))
-
-        return op
+    def execution(self, claim: Claim) -> SqliteExecution:
+        return SqliteExecution(self._writer, claim)
 
     async def pending_answer(self, run_id: str) -> PendingAnswer | None:
         row = await self._one(
@@ -232,54 +239,39 @@ class SqliteStore:
 
     # -- node states -----------------------------------------------------------------------
 
-    async def save_node_states(self, run: Run, states: Sequence[NodeState], now: datetime) -> None:
-        await self._writer.write(self._node_states_op(run, states, now))
-
-    def enqueue_node_states(
-        self, run: Run, states: Sequence[NodeState], now: datetime
-    ) -> asyncio.Future[None]:
-        return self._writer.submit(self._node_states_op(run, states, now), lazy=True, small=True)
-
-    def save_node_states_with_task(
-        self, run: Run, states: Sequence[NodeState], now: datetime, task_id: str
-    ) -> None:
-        self._riders.add(run.id, task_id, self._node_states_op(run, states, now))
-
-    def drop_task_writes(self, run_id: str) -> None:
-        self._riders.drop_thread(run_id)
-
-    def _node_states_op(
-        self, run: Run, states: Sequence[NodeState], now: datetime
-    ) -> Callable[[Tx], None]:
-        def op(tx: Tx) -> None:
-            tx.executemany(
-                "INSERT OR REPLACE INTO node_states (run_id, node_id, body) VALUES (?, ?, ?)",
-                [(run.id, s.node_id, s.model_dump_json()) for s in states],
-            )
-            for state in states:
-                tx.emit(
-                    Event(
-                        type=EventType.NODE_STATE_UPDATED,
-                        project_id=run.project_id,
-                        run_id=run.id,
-                        timestamp=now,
-                        nodeState=state,
-                    )
-                )
-
-        return op
-
     async def list_node_states(self, run_id: str) -> list[NodeState]:
         rows = await self._all(
             "SELECT body FROM node_states WHERE run_id = ? ORDER BY rowid", (run_id,)
         )
         return [NodeState.model_validate_json(row[0]) for row in rows]
 
-    async def clear_node_states(self, run_id: str) -> None:
-        def op(tx: Tx) -> None:
-            tx.execute("DELETE FROM node_states WHERE run_id = ?", (run_id,))
+    # -- instances ------------------------------------------------------------------------
 
-        await self._writer.write(op)
+    async def register_instance(self, instance: str, host: str, pid: int, wake: str) -> None:
+        started = datetime.now(UTC).isoformat()
+
+        def op(tx: Tx) -> None:
+            tx.execute(
+                "INSERT OR REPLACE INTO instances (id, host, pid, started_at, wake) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (instance, host, pid, started, wake),
+            )
+
+        await self._writer.write(op, small=True)
+
+    async def forget_instances(self, instances: Sequence[str]) -> None:
+        def op(tx: Tx) -> None:
+            tx.executemany("DELETE FROM instances WHERE id = ?", [(i,) for i in instances])
+
+        if instances:
+            await self._writer.write(op, small=True)
+
+    async def wake_addresses(self, instance: str) -> list[str]:
+        """Where to wake the other daemons on this file."""
+        rows = await self._all(
+            "SELECT wake FROM instances WHERE id != ? AND wake IS NOT NULL", (instance,)
+        )
+        return [row[0] for row in rows]
 
     # -- events ----------------------------------------------------------------------------
 
@@ -333,9 +325,29 @@ class SqliteStore:
         )
         return int(row[0])
 
+    async def events_after(self, seq: int, limit: int = 1000) -> list[Published]:
+        """Every project's events after `seq`, in order, as the bus carries them (the tail of
+        the log that other daemons on this file committed)."""
+        rows = await self._all(
+            "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+        )
+        return [
+            Published({"seq": s, **json.loads(body)}, f'{{"seq":{s},{body[1:]}') for s, body in rows
+        ]
+
+    async def last_seq(self) -> int:
+        row = await self._one("SELECT COALESCE(MAX(seq), 0) FROM events")
+        return int(row[0])
+
+    async def sink_cursor(self, sink: str) -> int | None:
+        row = await self._one("SELECT seq FROM sink_cursors WHERE sink = ?", (sink,))
+        return None if row is None else int(row[0])
+
+    async def set_sink_cursor(self, sink: str, seq: int) -> None:
+        def op(tx: Tx) -> None:
+            tx.execute("INSERT OR REPLACE INTO sink_cursors (sink, seq) VALUES (?, ?)", (sink, seq))
+
+        await self._writer.write(op, small=True)
+
     async def ping(self) -> None:
         await self._one("SELECT 1")
-
-
-def _run_event(run: Run, kind: EventType, now: datetime) -> Event:
-    return Event(type=kind, project_id=run.project_id, run_id=run.id, timestamp=now, run=run)

@@ -15,7 +15,6 @@ import aiosqlite
 import pytest
 
 from adapters.sqlite.db import connect, migrate, migrations, prepare_database
-from adapters.sqlite.riders import TaskRiders
 from adapters.sqlite.store import SqliteStore
 from adapters.sqlite.writer import Tx, Writer
 from core.domain import Event, EventType
@@ -112,7 +111,7 @@ async def test_pruning_deletes_only_an_old_prefix_of_the_event_log(
     writer: Writer, tmp_path: Path
 ) -> None:
     reader = await connect(tmp_path / "c.db")
-    store = SqliteStore(writer, reader, TaskRiders())
+    store = SqliteStore(writer, reader)
     old, new = datetime(2020, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)
     stamps = [old, old, new, old, new]  # an old event after a new one stays: no holes
 

@@ -20,5 +20,5 @@ def store() -> FakeStore:
 
 
 @pytest.fixture
-def checkpoints() -> FakeCheckpoints:
-    return FakeCheckpoints()
+def checkpoints(store: FakeStore) -> FakeCheckpoints:
+    return FakeCheckpoints(store)

@@ -1,17 +1,44 @@
-"""Hand-written fakes of the core's ports (no I/O): a dict store, LangGraph's in-memory saver."""
+"""Hand-written fakes of the core's ports (no I/O): a dict store, LangGraph's in-memory saver.
+
+They keep the real store's semantics where the engine depends on them (tests/contract runs
+the same suite against both): changes decided on the stored row and atomic, FIFO claims with
+resumed runs first, leases by a clock of the store's own, fencing of every write of an
+execution, node records riding with their task's writes, a gap-free event seq.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from langgraph.checkpoint.memory import InMemorySaver
 
-from core.domain import Event, EventType, Graph, GraphSpec, NodeState, Run, RunStatus
-from core.errors import Conflict, NotFound
-from core.ports import PendingAnswer
+from core.domain import (
+    Event,
+    EventType,
+    Graph,
+    GraphSpec,
+    NodeState,
+    NodeStatus,
+    Run,
+    RunStatus,
+)
+from core.errors import Conflict, LeaseLost, NotFound
+from core.events import Published
+from core.ports import (
+    EXECUTION_KEY,
+    Change,
+    Claim,
+    Lease,
+    PendingAnswer,
+    QueueCounts,
+    RunChange,
+)
+from core.states import ACTIVE
 
 
 class FakeClock:
@@ -23,19 +50,80 @@ class FakeClock:
         return self.current
 
 
-class FakeStore:
+@dataclass(slots=True)
+class _Row:
+    run: Run
+    queued_at: int
+    owner: str | None = None
+    epoch: int = 0
+    lease_expires_at: float | None = None
+
+
+class _Runs(MutableMapping[str, Run]):
+    def __init__(self, store: FakeStore) -> None:
+        self._store = store
+
+    def __getitem__(self, run_id: str) -> Run:
+        return self._store._read(self._store.rows[run_id])
+
+    def __setitem__(self, run_id: str, run: Run) -> None:
+        row = self._store.rows.get(run_id)
+        if row is None:
+            self._store.rows[run_id] = _Row(run, len(self._store.events) + 1)
+        else:
+            row.run = run
+            row.owner = run.owner
+
+    def __delitem__(self, run_id: str) -> None:
+        del self._store.rows[run_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store.rows)
+
+    def __len__(self) -> int:
+        return len(self._store.rows)
+
+
+class FakeLiveness:
     def __init__(self) -> None:
+        self.dead: set[str] = set()
+
+    def is_dead(self, instance: str) -> bool:
+        return instance in self.dead
+
+
+class FakeStore:
+    def __init__(self, db_clock: Callable[[], float] = time.time) -> None:
         self.graphs: dict[tuple[str, str], list[Graph]] = {}
-        self.runs: dict[str, Run] = {}
+        self.rows: dict[str, _Row] = {}
         self.node_states: dict[str, dict[str, NodeState]] = {}
         self.events: list[dict[str, Any]] = []
         self.answers: dict[str, PendingAnswer] = {}
+        self.singletons: dict[str, tuple[str | None, float]] = {}
+        self.db_clock = db_clock
+        self.checkpoints: FakeCheckpoints | None = None  # set by FakeCheckpoints(store)
+        self.on_commit: Callable[[list[Published]], None] = lambda items: None
 
-    def _emit(self, event: Event) -> None:
-        self.events.append({**event.to_json(), "seq": len(self.events) + 1})
+    @property
+    def runs(self) -> _Runs:
+        """The runs as stored; a test may set one (what a crash left, say)."""
+        return _Runs(self)
+
+    def _read(self, row: _Row) -> Run:
+        run = row.run
+        return run if run.owner == row.owner else run.model_copy(update={"owner": row.owner})
+
+    def _emit(self, event: Event) -> int:
+        seq = len(self.events) + 1
+        payload = {**event.to_json(), "seq": seq}
+        self.events.append(payload)
+        self.on_commit([Published(payload, "")])
+        return seq
+
+    # -- graphs ----------------------------------------------------------------------------
 
     async def list_graphs(self, project_id: str) -> list[Graph]:
-        return [v[-1] for (p, _), v in self.graphs.items() if p == project_id and v]
+        return [v[-1] for (p, _), v in sorted(self.graphs.items()) if p == project_id and v]
 
     async def get_graph(
         self, project_id: str, graph_id: str, version: int | None = None
@@ -58,32 +146,30 @@ class FakeStore:
             id=graph_id,
             project_id=project_id,
             version=len(versions) + 1,
-            created_at=now,
+            created_at=versions[0].created_at if versions else now,
             updated_at=now,
         )
         versions.append(graph)
+        kind = EventType.GRAPH_CREATED if create else EventType.GRAPH_UPDATED
+        self._emit(Event(type=kind, project_id=project_id, timestamp=now, graph=graph))
         return graph
 
     async def delete_graph(self, project_id: str, graph_id: str, now: datetime) -> None:
-        self.graphs.pop((project_id, graph_id), None)
+        versions = self.graphs.pop((project_id, graph_id), None)
+        if versions is None:
+            raise NotFound("graph", graph_id)
+
+    # -- runs ------------------------------------------------------------------------------
 
     async def create_run(self, run: Run) -> None:
-        self.runs[run.id] = run
-        self._emit(
-            Event(
-                type=EventType.RUN_CREATED,
-                project_id=run.project_id,
-                run_id=run.id,
-                timestamp=run.created_at,
-                run=run,
-            )
-        )
+        seq = self._emit(_run_event(run, EventType.RUN_CREATED, run.created_at))
+        self.rows[run.id] = _Row(run, seq)
 
     async def get_run(self, project_id: str | None, run_id: str) -> Run | None:
-        run = self.runs.get(run_id)
-        if run is None or (project_id is not None and run.project_id != project_id):
+        row = self.rows.get(run_id)
+        if row is None or (project_id is not None and row.run.project_id != project_id):
             return None
-        return run
+        return self._read(row)
 
     async def list_runs(
         self,
@@ -92,28 +178,150 @@ class FakeStore:
         status: RunStatus | None = None,
         limit: int = 1000,
     ) -> list[Run]:
-        return [r for r in reversed(self.runs.values()) if r.project_id == project_id][:limit]
+        found = [
+            self._read(row)
+            for row in reversed(self.rows.values())
+            if row.run.project_id == project_id
+            and (workflow_id is None or row.run.workflow_id == workflow_id)
+            and (status is None or row.run.status is status)
+        ]
+        return found[:limit]
 
-    async def runs_by_status(self, statuses: Sequence[RunStatus]) -> list[Run]:
-        return [r for r in self.runs.values() if r.status in statuses]
+    async def change_run(
+        self, project_id: str | None, run_id: str, change: Change, *, lease: Lease | None = None
+    ) -> Run:
+        row = self.rows.get(run_id)
+        if row is None or (project_id is not None and row.run.project_id != project_id):
+            raise NotFound("run", run_id)
+        if lease is not None:
+            self._fence(lease)
+        current = self._read(row)
+        return self._apply(row, current, change(current))
 
-    async def update_run(
-        self,
-        run: Run,
-        event: EventType,
-        now: datetime,
-        *,
-        answer: PendingAnswer | None = None,
-        drop_answer: bool = False,
-    ) -> None:
-        self.runs[run.id] = run
-        self._emit(
-            Event(type=event, project_id=run.project_id, run_id=run.id, timestamp=now, run=run)
-        )
-        if answer is not None:
-            self.answers[run.id] = answer
-        elif drop_answer:
+    def _apply(self, row: _Row, current: Run, result: RunChange) -> Run:
+        run = result.run
+        if result.release and run.owner is not None:
+            run = run.model_copy(update={"owner": None})
+        seq = self._emit(_run_event(run, result.event, result.at))
+        row.run = run
+        if run.status is RunStatus.PENDING or (
+            run.status is RunStatus.RUNNING and current.status is RunStatus.PAUSED
+        ):
+            row.queued_at = seq
+        if result.release:
+            row.owner, row.lease_expires_at, row.epoch = None, None, row.epoch + 1
+        if result.reset:
+            self.node_states.pop(run.id, None)
+            if self.checkpoints is not None:
+                self.checkpoints.drop(run.id)
+        if result.cancel_nodes:
+            running = [
+                s.model_copy(update={"status": NodeStatus.CANCELLED, "completed_at": result.at})
+                for _, s in sorted(self.node_states.get(run.id, {}).items())
+                if s.status is NodeStatus.RUNNING
+            ]
+            self._record_states(run, running, result.at)
+        if result.keep_checkpoints > 0 and self.checkpoints is not None:
+            self.checkpoints.prune(run.id, result.keep_checkpoints)
+        if result.answer is not None:
+            self.answers[run.id] = result.answer
+        elif result.drop_answer:
             self.answers.pop(run.id, None)
+        return run
+
+    def _fence(self, lease: Lease) -> None:
+        row = self.rows.get(lease.run_id)
+        if row is None or (row.owner, row.epoch) != (lease.owner, lease.epoch):
+            raise LeaseLost(lease.run_id)
+
+    async def claim_runs(
+        self, owner: str, limit: int, lease_s: float, start: Change
+    ) -> list[Claim]:
+        unowned = [
+            r for r in self.rows.values() if r.run.status is RunStatus.RUNNING and r.owner is None
+        ]
+        pending = [r for r in self.rows.values() if r.run.status is RunStatus.PENDING]
+        chosen = sorted(unowned, key=lambda r: r.queued_at)[:limit]
+        chosen += sorted(pending, key=lambda r: r.queued_at)[: limit - len(chosen)]
+        claims = []
+        for row in chosen:
+            current = self._read(row)
+            fresh = current.started_at is None  # never ran: no checkpoint or node state to read
+            if current.status is RunStatus.PENDING:
+                run = self._apply(row, current, start(current.model_copy(update={"owner": owner})))
+            else:
+                run = current.model_copy(update={"owner": owner})
+            row.owner, row.epoch = owner, row.epoch + 1
+            row.lease_expires_at = self.db_clock() + lease_s
+            claims.append(Claim(run, Lease(run.id, owner, row.epoch), fresh))
+        return claims
+
+    async def renew_leases(self, owner: str, lease_s: float) -> set[str]:
+        held = {run_id for run_id, row in self.rows.items() if row.owner == owner}
+        for run_id in held:
+            self.rows[run_id].lease_expires_at = self.db_clock() + lease_s
+        return held
+
+    async def recover_runs(
+        self, dead: Sequence[str], max_recoveries: int, recover: Change, give_up: Change
+    ) -> list[Run]:
+        now = self.db_clock()
+        changed = []
+        for row in list(self.rows.values()):
+            if row.owner is None:
+                continue
+            expired = row.lease_expires_at is not None and row.lease_expires_at < now
+            if not (expired or row.owner in dead):
+                continue
+            current = self._read(row)
+            if current.status is RunStatus.RUNNING:
+                later = current.model_copy(update={"recoveries": current.recoveries + 1})
+                result = (give_up if later.recoveries > max_recoveries else recover)(later)
+                changed.append(self._apply(row, current, replace(result, release=True)))
+            else:
+                row.owner, row.lease_expires_at, row.epoch = None, None, row.epoch + 1
+        for name, (holder, _) in list(self.singletons.items()):
+            if holder in dead:
+                self.singletons[name] = (None, 0.0)
+        return changed
+
+    async def owners(self) -> set[str]:
+        owners = {row.owner for row in self.rows.values() if row.owner is not None}
+        return owners | {h for h, _ in self.singletons.values() if h is not None}
+
+    async def queue_counts(self) -> QueueCounts:
+        runs = [row for row in self.rows.values() if row.run.status in ACTIVE]
+        pending = sum(r.run.status is RunStatus.PENDING for r in runs)
+        running = [r for r in runs if r.run.status is RunStatus.RUNNING]
+        return QueueCounts(
+            pending=pending,
+            running=len(running),
+            paused=sum(r.run.status is RunStatus.PAUSED for r in runs),
+            claimable=pending + sum(r.owner is None for r in running),
+        )
+
+    async def hold_singleton(
+        self, name: str, owner: str, lease_s: float, dead: Sequence[str] = ()
+    ) -> bool:
+        holder, expires = self.singletons.get(name, (None, 0.0))
+        if holder in (None, owner) or expires < self.db_clock() or holder in dead:
+            self.singletons[name] = (owner, self.db_clock() + lease_s)
+            return True
+        return False
+
+    async def release_runs(self, owner: str) -> None:
+        for row in self.rows.values():
+            if row.owner == owner:
+                row.owner, row.lease_expires_at, row.epoch = None, None, row.epoch + 1
+
+    async def release_owner(self, owner: str) -> None:
+        await self.release_runs(owner)
+        for name, (holder, _) in list(self.singletons.items()):
+            if holder == owner:
+                self.singletons[name] = (None, 0.0)
+
+    def execution(self, claim: Claim) -> FakeExecution:
+        return FakeExecution(self, claim)
 
     async def pending_answer(self, run_id: str) -> PendingAnswer | None:
         return self.answers.get(run_id)
@@ -121,27 +329,7 @@ class FakeStore:
     async def drop_answer(self, run_id: str) -> None:
         self.answers.pop(run_id, None)
 
-    def enqueue_run_update(self, run: Run, event: EventType, now: datetime) -> asyncio.Future[None]:
-        self.runs[run.id] = run
-        self._emit(
-            Event(type=event, project_id=run.project_id, run_id=run.id, timestamp=now, run=run)
-        )
-        return _done()
-
-    async def save_node_states(self, run: Run, states: Sequence[NodeState], now: datetime) -> None:
-        self._record_states(run, states, now)
-
-    def enqueue_node_states(
-        self, run: Run, states: Sequence[NodeState], now: datetime
-    ) -> asyncio.Future[None]:
-        self._record_states(run, states, now)
-        return _done()
-
-    def save_node_states_with_task(
-        self, run: Run, states: Sequence[NodeState], now: datetime, task_id: str
-    ) -> None:
-        # No transaction to share with the in-memory saver: record at once.
-        self._record_states(run, states, now)
+    # -- node states and events ------------------------------------------------------------
 
     def _record_states(self, run: Run, states: Sequence[NodeState], now: datetime) -> None:
         for state in states:
@@ -156,14 +344,8 @@ class FakeStore:
                 )
             )
 
-    def drop_task_writes(self, run_id: str) -> None:
-        pass
-
     async def list_node_states(self, run_id: str) -> list[NodeState]:
         return list(self.node_states.get(run_id, {}).values())
-
-    async def clear_node_states(self, run_id: str) -> None:
-        self.node_states.pop(run_id, None)
 
     async def list_events(
         self, project_id: str, since: int = 0, run_id: str | None = None, limit: int = 1000
@@ -180,11 +362,95 @@ class FakeStore:
         return self.events[0]["seq"] if self.events else 1
 
 
+class FakeExecution:
+    def __init__(self, store: FakeStore, claim: Claim) -> None:
+        self._store = store
+        self._lease = claim.lease
+        self._run = claim.run
+        self._riders: dict[str, list[tuple[list[NodeState], datetime]]] = {}
+        self.closed = False
+
+    @property
+    def lease(self) -> Lease:
+        return self._lease
+
+    def record(self, states: Sequence[NodeState], now: datetime) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            self._save_now(list(states), now)
+            done.set_result(None)
+        except LeaseLost as exc:
+            done.set_exception(exc)
+        return done
+
+    def record_with_task(self, task_id: str, states: Sequence[NodeState], now: datetime) -> None:
+        if not self.closed:
+            self._riders.setdefault(task_id, []).append((list(states), now))
+
+    async def save(self, states: Sequence[NodeState], now: datetime) -> None:
+        self._save_now(list(states), now)
+
+    async def finish(self, change: Change) -> Run:
+        return await self._store.change_run(None, self._lease.run_id, change, lease=self._lease)
+
+    async def release(self) -> None:
+        row = self._store.rows.get(self._lease.run_id)
+        if row is not None and (row.owner, row.epoch) == (self._lease.owner, self._lease.epoch):
+            row.owner, row.lease_expires_at, row.epoch = None, None, row.epoch + 1
+
+    def close(self) -> None:
+        self.closed = True
+        self._riders.clear()
+
+    def fence(self) -> None:
+        self._store._fence(self._lease)
+
+    def commit_riders(self, task_id: str) -> None:
+        """With the task's writes (already fenced by the saver)."""
+        for states, now in self._riders.pop(task_id, []):
+            self._store._record_states(self._run, states, now)
+
+    def _save_now(self, states: list[NodeState], now: datetime) -> None:
+        self._store._fence(self._lease)
+        self._store._record_states(self._run, states, now)
+
+
+class _FencedSaver(InMemorySaver):
+    """LangGraph's in-memory saver, fenced like the SQLite one: a write of a run under a lease
+    is refused once the lease is lost, and a task's writes carry its node records."""
+
+    def put(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        execution = config["configurable"].get(EXECUTION_KEY)
+        if isinstance(execution, FakeExecution):
+            execution.fence()
+        return super().put(config, checkpoint, metadata, new_versions)
+
+    def put_writes(
+        self, config: Any, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        execution = config["configurable"].get(EXECUTION_KEY)
+        if isinstance(execution, FakeExecution):
+            execution.fence()
+        super().put_writes(config, writes, task_id, task_path)
+        if isinstance(execution, FakeExecution):
+            execution.commit_riders(task_id)
+
+    async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        return self.put(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self, config: Any, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        self.put_writes(config, writes, task_id, task_path)
+
+
 class FakeCheckpoints:
     """LangGraph's own in-memory saver behind the Checkpoints port."""
 
-    def __init__(self) -> None:
-        self._saver = InMemorySaver()
+    def __init__(self, store: FakeStore | None = None) -> None:
+        self._saver = _FencedSaver()
+        if store is not None:
+            store.checkpoints = self
 
     @property
     def saver(self) -> InMemorySaver:
@@ -197,17 +463,14 @@ class FakeCheckpoints:
         # Not through the saver's reads: they add empty entries to its defaultdicts.
         return max(self._saver.storage.get(thread_id, {}).get("", {}), default=None)
 
-    async def delete(self, thread_id: str) -> None:
-        await self._saver.adelete_thread(thread_id)
+    def drop(self, thread_id: str) -> None:
+        self._saver.delete_thread(thread_id)
 
-    async def prune(self, thread_id: str, keep: int) -> None:
+    def prune(self, thread_id: str, keep: int) -> None:
         for namespace in self._saver.storage.get(thread_id, {}).values():
             for checkpoint_id in sorted(namespace)[:-keep]:
                 del namespace[checkpoint_id]
 
 
-def _done() -> asyncio.Future[None]:
-    """What a queued write of the in-memory store returns: already durable."""
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    done.set_result(None)
-    return done
+def _run_event(run: Run, kind: EventType, now: datetime) -> Event:
+    return Event(type=kind, project_id=run.project_id, run_id=run.id, timestamp=now, run=run)

@@ -12,9 +12,10 @@ import structlog.testing
 
 from core.domain import GraphSpec, NodeStatus, Run, RunStatus
 from core.engine import Engine, EngineSettings
+from core.ports import Claim
 from core.service import ServiceLimits, WorkflowService
 from tests.support.nodes import TestKit
-from tests.unit.fakes import FakeCheckpoints, FakeClock, FakeStore
+from tests.unit.fakes import FakeCheckpoints, FakeClock, FakeExecution, FakeLiveness, FakeStore
 
 
 class Harness:
@@ -25,13 +26,23 @@ class Harness:
         store: FakeStore,
         checkpoints: FakeCheckpoints,
         kit: TestKit,
+        instance: str = "local",
+        liveness: FakeLiveness | None = None,
         **settings: Any,
     ) -> None:
         self.store = store
         self.kit = kit
         node_types = {t.name: t for t in kit.cortexd_node_types()}  # type: ignore[attr-defined]
         clock = FakeClock()
-        self.engine = Engine(store, checkpoints, clock, node_types, EngineSettings(**settings))
+        self.engine = Engine(
+            store,
+            checkpoints,
+            clock,
+            node_types,
+            EngineSettings(**settings),
+            instance=instance,
+            liveness=liveness,
+        )
         self.service = WorkflowService(store, self.engine, clock, node_types, ServiceLimits())
 
     async def graph(self, *nodes: dict[str, Any]) -> str:
@@ -123,18 +134,24 @@ async def test_recovery_resumes_running_runs_first_and_keeps_the_limit(
     first = harness(shutdown_grace_s=0)
     await first.graph(node("a", "count"))
     pending = [await first.service.create_run("p", "g") for _ in range(3)]
-    # Two runs were running when the previous process died (before any checkpoint).
+    # Two runs were running, claimed by a daemon that died (before any checkpoint).
     crashed = [await first.service.create_run("p", "g") for _ in range(2)]
     for run in crashed:
-        store.runs[run.id] = run.model_copy(update={"status": RunStatus.RUNNING})
+        row = store.rows[run.id]
+        row.run = run.model_copy(update={"status": RunStatus.RUNNING})
+        row.owner, row.epoch, row.lease_expires_at = "gone", 1, float("inf")
+    liveness = FakeLiveness()
+    liveness.dead.add("gone")
 
-    second = harness(max_concurrent_runs=1)
+    second = harness(instance="new", liveness=liveness, max_concurrent_runs=1)
     assert await second.engine.start() == 5
     assert second.engine.running == 1
     await second.idle()
     started = [run_id for run_id, _ in kit.started]
     assert started == [r.id for r in crashed] + [r.id for r in pending]
     assert all(second.run(r.id).status is RunStatus.COMPLETED for r in pending + crashed)
+    assert [second.run(r.id).recoveries for r in crashed] == [1, 1]
+    assert all(second.run(r.id).owner is None for r in pending + crashed)
 
 
 async def test_retry_policy_retries_and_records_each_attempt(
@@ -222,13 +239,18 @@ async def test_one_summary_line_per_run_with_status_duration_and_nodes(
     assert line["duration_s"] > 0
 
 
-class BrokenStore(FakeStore):
-    """A store whose node-state writes fail (a disk error, say)."""
+class BrokenExecution(FakeExecution):
+    """Node-state writes fail (a disk error, say)."""
 
-    def enqueue_node_states(self, run: Any, states: Any, now: Any) -> asyncio.Future[None]:
+    def record(self, states: Any, now: Any) -> asyncio.Future[None]:
         failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         failed.set_exception(OSError("disk I/O error"))
         return failed
+
+
+class BrokenStore(FakeStore):
+    def execution(self, claim: Claim) -> FakeExecution:
+        return BrokenExecution(self, claim)
 
 
 async def test_a_store_error_outside_the_graph_fails_the_run_instead_of_stranding_it(

@@ -36,7 +36,7 @@ command = st.one_of(
 class World:
     def __init__(self) -> None:
         self.store = FakeStore()
-        self.checkpoints = FakeCheckpoints()
+        self.checkpoints = FakeCheckpoints(self.store)
         self.kit = TestKit()
         self.node_types = {t.name: t for t in self.kit.cortexd_node_types()}  # type: ignore[attr-defined]
         self.run_ids: list[str] = []

@@ -95,7 +95,7 @@ async def asked_and_queued(d: Daemon, store: FakeStore, kit: TestKit) -> Run:
     await d.service.create_run("p", "hold")
     await asyncio.wait_for(kit.arrived("default").wait(), 20)
     await d.service.resume("p", run.id, "yes")
-    assert d.engine.queued == 1  # acknowledged, waiting for the slot
+    assert (await d.engine.counts()).claimable == 1  # acknowledged, waiting for the slot
     return run
 
 

@@ -29,7 +29,7 @@ async def test_prune_once_asks_for_events_older_than_the_retention() -> None:
 async def test_the_background_task_prunes_at_start_and_stops_cleanly() -> None:
     store = RecordingStore()
     housekeeping = Housekeeping(store, retention_days=1, interval_s=3600)
-    housekeeping.start()
+    await housekeeping.start()
     for _ in range(100):  # bounded: the first pass runs as soon as the loop yields
         if store.cutoffs:
             break

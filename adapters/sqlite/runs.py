@@ -1,0 +1,274 @@
+"""The write operations on runs: changes decided on the stored row, claims, leases, recovery.
+
+Each function here runs inside one of the Writer's transactions (`Tx`), which SQLite serialises
+across every process on the file (BEGIN IMMEDIATE): a change is decided on the row as it is at
+that moment, and two daemons can never both claim one run. Times of leases are the database's
+clock (`NOW`), never a daemon's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from adapters.sqlite.writer import Tx
+from core.domain import Event, EventType, NodeState, NodeStatus, Run, RunStatus
+from core.errors import LeaseLost, NotFound
+from core.ports import Change, Claim, Lease, RunChange
+
+NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+RUN_COLUMNS = "body, owner, epoch"
+
+
+def run_from(row: Sequence[Any]) -> Run:
+    """A run from (body, owner, ...): the `owner` column is the truth (a claim of a resumed run
+    or a renewal does not rewrite the body)."""
+    run = Run.model_validate_json(row[0])
+    return run if run.owner == row[1] else run.model_copy(update={"owner": row[1]})
+
+
+def run_event(run: Run, kind: EventType, now: datetime) -> Event:
+    return Event(type=kind, project_id=run.project_id, run_id=run.id, timestamp=now, run=run)
+
+
+def fence(tx: Tx, lease: Lease) -> None:
+    """Refuse a write of an execution whose lease is no longer the run's."""
+    row = tx.fetchone("SELECT owner, epoch FROM runs WHERE id = ?", (lease.run_id,))
+    if row is None or row[0] != lease.owner or row[1] != lease.epoch:
+        raise LeaseLost(lease.run_id)
+
+
+def insert_run(tx: Tx, run: Run) -> None:
+    seq = tx.emit(run_event(run, EventType.RUN_CREATED, run.created_at))["seq"]
+    tx.execute(
+        "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (run.id, run.project_id, run.workflow_id, run.status.value, run.model_dump_json(), seq),
+    )
+
+
+def change_run(
+    tx: Tx, project_id: str | None, run_id: str, change: Change, lease: Lease | None
+) -> Run:
+    sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
+    params: tuple[str, ...] = (run_id,)
+    if project_id is not None:
+        sql, params = sql + " AND project_id = ?", (run_id, project_id)
+    row = tx.fetchone(sql, params)
+    if row is None:
+        raise NotFound("run", run_id)
+    if lease is not None and (row[1], row[2]) != (lease.owner, lease.epoch):
+        raise LeaseLost(run_id)
+    current = run_from(row)
+    result = change(current)
+    return apply_change(tx, current, result)
+
+
+def apply_change(tx: Tx, current: Run, result: RunChange) -> Run:
+    run = result.run
+    if result.release and run.owner is not None:
+        run = run.model_copy(update={"owner": None})
+    seq = tx.emit(run_event(run, result.event, result.at))["seq"]
+    joins_queue = run.status is RunStatus.PENDING or (
+        run.status is RunStatus.RUNNING and current.status is RunStatus.PAUSED
+    )
+    release = int(result.release)
+    tx.execute(
+        "UPDATE runs SET status = ?, body = ?, recoveries = ?, "
+        "queued_at = CASE WHEN ? THEN ? ELSE queued_at END, "
+        "owner = CASE WHEN ? THEN NULL ELSE owner END, "
+        "lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END, "
+        "epoch = epoch + ? WHERE id = ?",
+        (
+            run.status.value,
+            run.model_dump_json(),
+            run.recoveries,
+            int(joins_queue),
+            seq,
+            release,
+            release,
+            release,
+            run.id,
+        ),
+    )
+    if result.reset:
+        tx.execute("DELETE FROM checkpoints WHERE thread_id = ?", (run.id,))
+        tx.execute("DELETE FROM writes WHERE thread_id = ?", (run.id,))
+        tx.execute("DELETE FROM node_states WHERE run_id = ?", (run.id,))
+    if result.cancel_nodes:
+        cancel_running_nodes(tx, run, result.at)
+    if result.keep_checkpoints > 0:
+        prune_checkpoints(tx, run.id, result.keep_checkpoints)
+    if result.answer is not None:
+        answer = result.answer
+        tx.execute(
+            "INSERT OR REPLACE INTO run_resumes "
+            "(run_id, checkpoint_id, interrupt_id, value) VALUES (?, ?, ?, ?)",
+            (run.id, answer.checkpoint_id, answer.interrupt_id, encode_answer(answer.value)),
+        )
+    elif result.drop_answer:
+        tx.execute("DELETE FROM run_resumes WHERE run_id = ?", (run.id,))
+    return run
+
+
+def encode_answer(value: Any) -> str:
+    return json.dumps(value)
+
+
+def cancel_running_nodes(tx: Tx, run: Run, now: datetime) -> None:
+    """The nodes the store says are running are cancelled with the run (also one whose
+    completion was waiting for its task's writes: those will not come)."""
+    rows = tx.conn.execute(
+        "SELECT body FROM node_states WHERE run_id = ? ORDER BY node_id", (run.id,)
+    ).fetchall()
+    states = [NodeState.model_validate_json(body) for (body,) in rows]
+    cancelled = [
+        s.model_copy(update={"status": NodeStatus.CANCELLED, "completed_at": now})
+        for s in states
+        if s.status is NodeStatus.RUNNING
+    ]
+    if cancelled:
+        save_node_states(tx, run.id, run.project_id, cancelled, now)
+
+
+def save_node_states(
+    tx: Tx, run_id: str, project_id: str, states: Sequence[NodeState], now: datetime
+) -> None:
+    tx.executemany(
+        "INSERT OR REPLACE INTO node_states (run_id, node_id, body) VALUES (?, ?, ?)",
+        [(run_id, s.node_id, s.model_dump_json()) for s in states],
+    )
+    for state in states:
+        tx.emit(
+            Event(
+                type=EventType.NODE_STATE_UPDATED,
+                project_id=project_id,
+                run_id=run_id,
+                timestamp=now,
+                nodeState=state,
+            )
+        )
+
+
+def prune_checkpoints(tx: Tx, thread_id: str, keep: int) -> None:
+    """Keep the newest `keep` checkpoints of a thread (ids sort by time) and their writes."""
+    kept = (
+        "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? "
+        "ORDER BY checkpoint_id DESC LIMIT ?"
+    )
+    tx.execute(
+        f"DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id NOT IN ({kept})",
+        (thread_id, thread_id, keep),
+    )
+    tx.execute(
+        f"DELETE FROM writes WHERE thread_id = ? AND checkpoint_id NOT IN ({kept})",
+        (thread_id, thread_id, keep),
+    )
+
+
+def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Change) -> list[Claim]:
+    rows = tx.conn.execute(
+        f"SELECT id, {RUN_COLUMNS} FROM runs WHERE status = 'running' AND owner IS NULL "
+        "ORDER BY queued_at LIMIT ?",
+        (limit,),
+    ).fetchall()
+    if len(rows) < limit:
+        rows += tx.conn.execute(
+            f"SELECT id, {RUN_COLUMNS} FROM runs WHERE status = 'pending' "
+            "ORDER BY queued_at LIMIT ?",
+            (limit - len(rows),),
+        ).fetchall()
+    claims = []
+    for run_id, *columns in rows:
+        current = run_from(columns)
+        epoch = int(columns[2]) + 1
+        fresh = current.started_at is None  # never ran: no checkpoint or node state to read
+        if current.status is RunStatus.PENDING:
+            result = start(current.model_copy(update={"owner": owner}))
+            run = apply_change(tx, current, result)
+        else:
+            run = current.model_copy(update={"owner": owner})
+        tx.execute(
+            f"UPDATE runs SET owner = ?, epoch = ?, lease_expires_at = {NOW} + ? WHERE id = ?",
+            (owner, epoch, lease_s, run_id),
+        )
+        claims.append(Claim(run, Lease(run_id, owner, epoch), fresh))
+    return claims
+
+
+def renew_leases(tx: Tx, owner: str, lease_s: float) -> set[str]:
+    rows = tx.conn.execute(
+        f"UPDATE runs SET lease_expires_at = {NOW} + ? WHERE owner = ? RETURNING id",
+        (lease_s, owner),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def recover_runs(
+    tx: Tx, dead: Sequence[str], max_recoveries: int, recover: Change, give_up: Change
+) -> list[Run]:
+    marks = ", ".join("?" * len(dead))
+    dead_clause = f" OR owner IN ({marks})" if dead else ""
+    rows = tx.conn.execute(
+        f"SELECT id, {RUN_COLUMNS}, recoveries FROM runs WHERE owner IS NOT NULL "
+        f"AND (lease_expires_at < {NOW}{dead_clause})",
+        tuple(dead),
+    ).fetchall()
+    changed = []
+    for run_id, *columns in rows:
+        current = run_from(columns).model_copy(update={"recoveries": int(columns[3])})
+        if current.status is RunStatus.RUNNING:
+            later = current.model_copy(update={"recoveries": current.recoveries + 1})
+            result = (give_up if later.recoveries > max_recoveries else recover)(later)
+            changed.append(apply_change(tx, current, _released(result)))
+        else:  # paused while its owner drained it, or finished: only the owner goes
+            tx.execute(
+                "UPDATE runs SET owner = NULL, lease_expires_at = NULL, epoch = epoch + 1 "
+                "WHERE id = ?",
+                (run_id,),
+            )
+    if dead:  # what else the dead held: their duties, their entries as instances
+        tx.execute(
+            f"UPDATE singletons SET owner = NULL, lease_expires_at = NULL WHERE owner IN ({marks})",
+            tuple(dead),
+        )
+        tx.execute(f"DELETE FROM instances WHERE id IN ({marks})", tuple(dead))
+    return changed
+
+
+def _released(result: RunChange) -> RunChange:
+    return replace(result, release=True)
+
+
+def release_runs(tx: Tx, owner: str) -> None:
+    tx.execute(
+        "UPDATE runs SET owner = NULL, lease_expires_at = NULL, epoch = epoch + 1 WHERE owner = ?",
+        (owner,),
+    )
+
+
+def release_owner(tx: Tx, owner: str) -> None:
+    release_runs(tx, owner)
+    tx.execute("DELETE FROM instances WHERE id = ?", (owner,))
+    tx.execute(
+        "UPDATE singletons SET owner = NULL, lease_expires_at = NULL WHERE owner = ?", (owner,)
+    )
+
+
+def hold_singleton(tx: Tx, name: str, owner: str, lease_s: float, dead: Sequence[str]) -> bool:
+    marks = ", ".join("?" * len(dead))
+    dead_clause = f" OR singletons.owner IN ({marks})" if dead else ""
+    row = tx.fetchone(
+        "INSERT INTO singletons (name, owner, epoch, lease_expires_at) "
+        f"VALUES (?, ?, 1, {NOW} + ?) "
+        "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+        "epoch = singletons.epoch + (singletons.owner IS NOT excluded.owner), "
+        "lease_expires_at = excluded.lease_expires_at "
+        "WHERE singletons.owner IS excluded.owner OR singletons.owner IS NULL "
+        f"OR singletons.lease_expires_at < {NOW}{dead_clause} RETURNING owner",
+        (name, owner, lease_s, *dead),
+    )
+    return row is not None and row[0] == owner

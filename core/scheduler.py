@@ -1,0 +1,162 @@
+"""Claiming and keeping runs: this daemon's side of the store's queue and leases (DESIGN §8).
+
+The claim loop takes runs FIFO from the store up to the free slots whenever something may have
+changed (a run queued, resumed or finished anywhere, a slot freed). The upkeep, every
+`lease_s`/3, renews every lease this daemon holds in one statement (a run missing from the
+answer was lost: its task is stopped), and takes back the runs of daemons that are provably
+dead, or whose leases expired, for the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from core import changes
+from core.background import Background
+from core.ports import Claim, Clock, Liveness, QueueCounts, Store
+
+log = structlog.get_logger("cortexd.engine")
+RETRY_AFTER_ERROR_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseSettings:
+    lease_s: float = 15.0
+    max_recoveries: int = 3
+
+
+class Launcher(Protocol):
+    """The engine, as the scheduler sees it."""
+
+    @property
+    def accepting(self) -> bool: ...
+
+    def free_slots(self) -> int: ...
+
+    def executing(self) -> set[str]: ...
+
+    def launch(self, claim: Claim) -> None: ...
+
+    def lost(self, run_ids: Iterable[str]) -> None: ...
+
+    def queue_settled(self) -> None: ...
+
+
+class NobodyDies:
+    """Liveness when nothing can prove a daemon dead: leases expire instead."""
+
+    def is_dead(self, instance: str) -> bool:
+        return False
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        launcher: Launcher,
+        clock: Clock,
+        instance: str,
+        settings: LeaseSettings,
+        liveness: Liveness | None = None,
+    ) -> None:
+        self._store = store
+        self._launcher = launcher
+        self._clock = clock
+        self._instance = instance
+        self._settings = settings
+        self._liveness = liveness or NobodyDies()
+        self._wake = asyncio.Event()
+        self._claims = Background("claims")
+        self._upkeep = Background("leases")
+        self.counts = QueueCounts()
+        self.settled = True  # the last claim took all there was to take
+
+    async def start(self) -> int:
+        """Take back what dead daemons held (this one's previous life included), claim a first
+        batch, and start the loops. Returns how many runs were waiting for a slot."""
+        await self.upkeep()
+        waiting = self.counts.claimable
+        await self.claim()
+        self._claims.start(self._claim_loop())
+        self._upkeep.start(self._upkeep_loop())
+        return waiting
+
+    async def stop(self) -> None:
+        await self._claims.stop()
+        await self._upkeep.stop()
+
+    def wake(self) -> None:
+        """Something may be claimable now: look soon (cheap; coalesced)."""
+        self.settled = False
+        self._wake.set()
+
+    async def claim(self) -> None:
+        free = self._launcher.free_slots()
+        if not self._launcher.accepting:
+            return
+        if free <= 0:
+            self.settled = True
+            self._launcher.queue_settled()
+            return
+        claims = await self._store.claim_runs(
+            self._instance, free, self._settings.lease_s, changes.start(self._clock.now())
+        )
+        for claim in claims:
+            self._launcher.launch(claim)
+        if len(claims) < free and not self._wake.is_set():
+            self.settled = True
+            self._launcher.queue_settled()
+        elif len(claims) == free:
+            self._wake.set()  # there may be more, for slots that free up meanwhile
+
+    async def upkeep(self) -> None:
+        lease_s = self._settings.lease_s
+        executing = self._launcher.executing()  # before the renewal: a later claim is not lost
+        held = await self._store.renew_leases(self._instance, lease_s)
+        lost = executing - held
+        if lost:
+            log.warning("leases_lost", runs=len(lost), run_ids=sorted(lost)[:10])
+            self._launcher.lost(lost)
+        others = await self._store.owners() - {self._instance}
+        dead = sorted(owner for owner in others if self._liveness.is_dead(owner))
+        now = self._clock.now()
+        recovered = await self._store.recover_runs(
+            dead,
+            self._settings.max_recoveries,
+            changes.recover(now),
+            changes.give_up(now, self._settings.max_recoveries),
+        )
+        if recovered:
+            log.info(
+                "recovering_runs",
+                runs=len(recovered),
+                dead_instances=dead,
+                failed=sum(r.error is not None for r in recovered),
+            )
+            self.wake()
+        self.counts = await self._store.queue_counts()
+
+    async def _claim_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.claim()
+            except Exception:  # the store is unavailable: look again shortly
+                log.exception("claim_failed")
+                await asyncio.sleep(RETRY_AFTER_ERROR_S)
+                self._wake.set()
+
+    async def _upkeep_loop(self) -> None:
+        while True:
+            # A quarter of the lease: "at least every lease_s/3" with room for a slow round.
+            await asyncio.sleep(self._settings.lease_s / 4)
+            try:
+                await self.upkeep()
+            except Exception:  # retried at the next round, well within the lease
+                log.exception("lease_upkeep_failed")

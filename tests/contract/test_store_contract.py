@@ -1,0 +1,319 @@
+"""One suite for every implementation of the Store port: the real SQLite store and the unit
+tests' fake (and PostgreSQL's, when it comes). What the engine relies on is checked here, so
+the fake cannot drift from the real thing: the order of queued writes, node records deferred
+to their task's writes, filters, the queue and its leases, fencing, and the event seq."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
+
+from adapters.sqlite.checkpoints import SqliteCheckpoints
+from adapters.sqlite.db import connect, prepare_database
+from adapters.sqlite.store import SqliteStore
+from adapters.sqlite.writer import Writer
+from core import changes
+from core.domain import GraphSpec, NodeState, NodeStatus, Run, RunStatus
+from core.errors import InvalidTransition, LeaseLost, NotFound
+from core.ports import EXECUTION_KEY, Claim, Store
+from tests.unit.fakes import FakeCheckpoints, FakeStore
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+LEASE_S = 30.0
+
+
+@dataclass
+class Backend:
+    store: Any  # Store, plus the adapter's own reads the suite needs (events)
+    saver: BaseCheckpointSaver[str]
+    clock: list[datetime]
+
+    def now(self) -> datetime:
+        self.clock[0] += timedelta(milliseconds=1)
+        return self.clock[0]
+
+
+@pytest.fixture(params=["sqlite", "fake"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "fake":
+        store = FakeStore()
+        yield Backend(store, FakeCheckpoints(store).saver, [T0])
+        return
+    path = tmp_path / "contract.db"
+    await prepare_database(path)
+    writer = Writer(path)
+    await writer.start()
+    reader = await connect(path)
+    checkpoint_reader = await connect(path)
+    try:
+        sqlite = SqliteStore(writer, reader)
+        yield Backend(sqlite, SqliteCheckpoints(writer, checkpoint_reader).saver, [T0])
+    finally:
+        await writer.close()
+        await reader.close()
+        await checkpoint_reader.close()
+
+
+async def graph(b: Backend, graph_id: str = "g") -> None:
+    spec = GraphSpec.model_validate({"name": graph_id, "nodes": [{"id": "a"}]})
+    await b.store.put_graph("p", graph_id, spec, b.now(), create=True)
+
+
+async def new_run(b: Backend, workflow_id: str = "g", project_id: str = "p") -> Run:
+    run = Run(
+        id=str(uuid.uuid4()),
+        workflow_id=workflow_id,
+        status=RunStatus.PENDING,
+        project_id=project_id,
+        graph_version=1,
+        created_at=b.now(),
+    )
+    await b.store.create_run(run)
+    return run
+
+
+async def claim(b: Backend, owner: str, limit: int = 10, lease_s: float = LEASE_S) -> list[Claim]:
+    claimed: list[Claim] = await b.store.claim_runs(owner, limit, lease_s, changes.start(b.now()))
+    return claimed
+
+
+def node(node_id: str, status: NodeStatus, message: str = "") -> NodeState:
+    return NodeState(node_id=node_id, status=status, message=message or status.value)
+
+
+async def seqs(b: Backend) -> list[int]:
+    return [e["seq"] for e in await b.store.list_events("p", 0, limit=100_000)]
+
+
+def task_config(run_id: str, execution: object) -> dict[str, Any]:
+    return {
+        "configurable": {
+            "thread_id": run_id,
+            "checkpoint_ns": "",
+            "checkpoint_id": "c-1",
+            EXECUTION_KEY: execution,
+        }
+    }
+
+
+async def test_runs_are_listed_newest_first_and_filtered(backend: Backend) -> None:
+    b = backend
+    first, second = await new_run(b, "g"), await new_run(b, "h")
+    await new_run(b, "g", project_id="other")
+    listed = await b.store.list_runs("p")
+    assert [r.id for r in listed] == [second.id, first.id]
+    assert [r.id for r in await b.store.list_runs("p", workflow_id="g")] == [first.id]
+    assert [r.id for r in await b.store.list_runs("p", status=RunStatus.RUNNING)] == []
+    assert len(await b.store.list_runs("p", limit=1)) == 1
+    assert await b.store.get_run("other", first.id) is None
+
+
+async def test_claims_are_fifo_with_taken_back_runs_first_and_never_twice(backend: Backend) -> None:
+    b = backend
+    runs = [await new_run(b) for _ in range(5)]
+    first = await claim(b, "d1", limit=2)
+    assert [c.run.id for c in first] == [runs[0].id, runs[1].id]
+    assert all(c.run.status is RunStatus.RUNNING and c.run.owner == "d1" for c in first)
+    assert all(c.fresh for c in first)
+    second = await claim(b, "d2", limit=10)
+    assert [c.run.id for c in second] == [r.id for r in runs[2:]]
+    assert await claim(b, "d3") == []
+    counts = await b.store.queue_counts()
+    assert (counts.running, counts.claimable) == (5, 0)
+
+    await b.store.release_runs("d1")  # d1 stopped: its runs go first, without a recovery
+    again = await claim(b, "d3", limit=1)
+    assert [c.run.id for c in again] == [runs[0].id]
+    assert again[0].run.recoveries == 0
+    assert again[0].lease.epoch > first[0].lease.epoch
+    assert (await b.store.get_run("p", runs[0].id)).owner == "d3"
+
+
+async def test_a_resumed_run_goes_ahead_of_pending_ones(backend: Backend) -> None:
+    b = backend
+    older, newer = await new_run(b), await new_run(b)
+    [taken] = await claim(b, "d1", limit=1)
+    await b.store.change_run("p", older.id, changes.pause(b.now()))
+    await b.store.execution(taken).release()  # drained
+    await b.store.change_run("p", older.id, changes.resume(b.now(), None))
+    order = [c.run.id for c in await claim(b, "d2")]
+    assert order == [older.id, newer.id]
+
+
+async def test_renewal_names_the_runs_still_held(backend: Backend) -> None:
+    b = backend
+    for _ in range(3):
+        await new_run(b)
+    claims = await claim(b, "d1")
+    assert await b.store.renew_leases("d1", LEASE_S) == {c.run.id for c in claims}
+    assert await b.store.renew_leases("nobody", LEASE_S) == set()
+
+
+async def test_runs_of_a_dead_owner_are_taken_back_then_fail_past_the_limit(
+    backend: Backend,
+) -> None:
+    b = backend
+    run = await new_run(b)
+    for attempt in range(1, 4):
+        [held] = await claim(b, f"d{attempt}")
+        assert await b.store.owners() >= {f"d{attempt}"}
+        now = b.now()
+        recovered = await b.store.recover_runs(
+            [f"d{attempt}"], 2, changes.recover(now), changes.give_up(now, 2)
+        )
+        assert [r.id for r in recovered] == [run.id]
+        stored = await b.store.get_run("p", run.id)
+        assert (stored.owner, stored.recoveries) == (None, attempt)
+        if attempt <= 2:
+            assert stored.status is RunStatus.RUNNING
+        else:
+            assert stored.status is RunStatus.FAILED
+            assert stored.error is not None
+            assert stored.error["type"] == "recovery_limit"
+        with pytest.raises(LeaseLost):  # the dead owner's execution can write nothing more
+            await b.store.execution(held).save([node("a", NodeStatus.COMPLETED)], b.now())
+    assert await claim(b, "d9") == []
+
+
+async def test_an_expired_lease_is_taken_back_by_the_stores_clock(backend: Backend) -> None:
+    b = backend
+    run = await new_run(b)
+    await claim(b, "stalled", lease_s=0.05)
+    now = b.now()
+    for _ in range(200):  # bounded: the lease is 50 ms
+        recovered = await b.store.recover_runs([], 3, changes.recover(now), changes.give_up(now, 3))
+        if recovered:
+            break
+        await asyncio.sleep(0.01)
+    assert [r.id for r in recovered] == [run.id]
+    [again] = await claim(b, "other")
+    assert not again.fresh or again.run.started_at is None
+    assert again.run.recoveries == 1
+
+
+async def test_every_write_of_an_execution_is_fenced_by_its_lease(backend: Backend) -> None:
+    b = backend
+    run = await new_run(b)
+    [old] = await claim(b, "d1")
+    execution = b.store.execution(old)
+    await execution.save([node("a", NodeStatus.RUNNING)], b.now())
+    await b.store.release_runs("d1")
+    [new] = await claim(b, "d2")
+    before = await seqs(b)
+    with pytest.raises(LeaseLost):
+        await execution.record([node("a", NodeStatus.COMPLETED)], b.now())
+    with pytest.raises(LeaseLost):
+        await execution.finish(changes.outcome(RunStatus.COMPLETED, b.now(), 1, {}))
+    with pytest.raises(LeaseLost):
+        await b.saver.aput(
+            task_config(run.id, execution), empty_checkpoint(), {"source": "loop", "step": 1}, {}
+        )
+    with pytest.raises(LeaseLost):
+        await b.saver.aput_writes(task_config(run.id, execution), [("x", 1)], "task-1")
+    await execution.release()  # not its run any more: a no-op
+    assert await seqs(b) == before
+    assert (await b.store.get_run("p", run.id)).owner == "d2"
+    states = await b.store.list_node_states(run.id)
+    assert [s.status for s in states] == [NodeStatus.RUNNING]
+    current = b.store.execution(new)
+    await current.finish(changes.outcome(RunStatus.COMPLETED, b.now(), 1, {"output": {}}))
+    done = await b.store.get_run("p", run.id)
+    assert (done.status, done.owner) == (RunStatus.COMPLETED, None)
+
+
+async def test_queued_writes_keep_their_order(backend: Backend) -> None:
+    b = backend
+    run = await new_run(b)
+    [held] = await claim(b, "d1")
+    execution = b.store.execution(held)
+    writes = [
+        execution.record([node("a", NodeStatus.RUNNING, f"step {i}")], b.now()) for i in range(20)
+    ]
+    await asyncio.gather(*writes)
+    events = await b.store.list_events("p", 0, run.id)
+    messages = [e["nodeState"]["message"] for e in events if "nodeState" in e]
+    assert messages == [f"step {i}" for i in range(20)]
+    [state] = await b.store.list_node_states(run.id)
+    assert state.message == "step 19"
+
+
+async def test_a_nodes_record_waits_for_its_tasks_writes_or_is_forgotten(
+    backend: Backend,
+) -> None:
+    b = backend
+    run = await new_run(b)
+    [held] = await claim(b, "d1")
+    execution = b.store.execution(held)
+    execution.record_with_task("task-1", [node("a", NodeStatus.COMPLETED)], b.now())
+    await execution.save([node("b", NodeStatus.RUNNING)], b.now())
+    assert {s.node_id for s in await b.store.list_node_states(run.id)} == {"b"}
+    await b.saver.aput_writes(task_config(run.id, execution), [("x", 1)], "task-1")
+    states = {s.node_id: s.status for s in await b.store.list_node_states(run.id)}
+    assert states == {"a": NodeStatus.COMPLETED, "b": NodeStatus.RUNNING}
+
+    execution.record_with_task("task-2", [node("c", NodeStatus.COMPLETED)], b.now())
+    execution.close()  # cancelled: those writes will not come
+    await b.saver.aput_writes(task_config(run.id, execution), [("x", 2)], "task-2")
+    assert "c" not in {s.node_id for s in await b.store.list_node_states(run.id)}
+
+
+async def test_a_refused_change_changes_nothing(backend: Backend) -> None:
+    b = backend
+    run = await new_run(b)
+    before = await seqs(b)
+    with pytest.raises(InvalidTransition):
+        await b.store.change_run("p", run.id, changes.resume(b.now(), None))
+    with pytest.raises(NotFound):
+        await b.store.change_run("elsewhere", run.id, changes.cancel(b.now()))
+    assert await seqs(b) == before
+    assert (await b.store.get_run("p", run.id)).status is RunStatus.PENDING
+
+
+async def test_a_cancel_fences_out_the_executor_and_cancels_its_running_nodes(
+    backend: Backend,
+) -> None:
+    b = backend
+    run = await new_run(b)
+    [held] = await claim(b, "d1")
+    execution = b.store.execution(held)
+    await execution.save([node("a", NodeStatus.COMPLETED), node("b", NodeStatus.RUNNING)], b.now())
+    cancelled = await b.store.change_run("p", run.id, changes.cancel(b.now()))
+    assert (cancelled.status, cancelled.owner) == (RunStatus.CANCELLED, None)
+    states = {s.node_id: s.status for s in await b.store.list_node_states(run.id)}
+    assert states == {"a": NodeStatus.COMPLETED, "b": NodeStatus.CANCELLED}
+    with pytest.raises(LeaseLost):
+        await execution.save([node("b", NodeStatus.COMPLETED)], b.now())
+
+
+async def test_the_event_seq_is_gap_free_and_increasing(backend: Backend) -> None:
+    b = backend
+    await graph(b)
+    run = await new_run(b)
+    [held] = await claim(b, "d1")
+    await b.store.execution(held).save([node("a", NodeStatus.RUNNING)], b.now())
+    with pytest.raises(InvalidTransition):
+        await b.store.change_run("p", run.id, changes.resume(b.now(), None))
+    await b.store.change_run("p", run.id, changes.cancel(b.now()))
+    found = await seqs(b)
+    assert found == list(range(1, len(found) + 1))
+    assert len(found) >= 5
+
+
+async def test_a_duty_is_held_by_one_daemon_until_it_lets_go_or_dies(backend: Backend) -> None:
+    b = backend
+    store: Store = b.store
+    assert await store.hold_singleton("duties", "d1", LEASE_S)
+    assert await store.hold_singleton("duties", "d1", LEASE_S)  # renewed
+    assert not await store.hold_singleton("duties", "d2", LEASE_S)
+    assert await store.hold_singleton("duties", "d2", LEASE_S, dead=["d1"])
+    assert not await store.hold_singleton("duties", "d1", LEASE_S)
+    await store.release_owner("d2")
+    assert await store.hold_singleton("duties", "d1", LEASE_S)

@@ -1,0 +1,310 @@
+"""Several `cortexd serve` processes on one SQLite file (DESIGN §8), with real signals: they share
+the queue, take over each other's runs, obey each other's commands and serve one event log."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import signal
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.process import DaemonProcess
+
+pytestmark = pytest.mark.e2e
+P = "/api/projects/acme/workflows"
+NODES = ("n1", "n2", "n3", "n4", "n5")
+LEASE_S = 3
+FINISHED = "workflow.run.completed"
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[DaemonProcess, DaemonProcess]]:
+    """Two daemons on one database file, each with its own port, config and logs."""
+    shared = tmp_path / "shared.db"
+    made = []
+    for name in ("a", "b"):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        made.append(
+            DaemonProcess(
+                workdir,
+                storage={"path": str(shared)},
+                execution={"max_concurrent_runs": 12, "shutdown_grace_s": 2, "lease_s": LEASE_S},
+                logging={"format": "json"},
+            )
+        )
+    a, b = made
+    yield a, b
+    for daemon in (a, b):
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.signal(signal.SIGCONT)
+        daemon.stop()
+
+
+def chain(graph_id: str, seconds: float, nodes: tuple[str, ...] = NODES) -> dict[str, Any]:
+    return {
+        "id": graph_id,
+        "name": graph_id,
+        "nodes": [
+            {"id": n, "x": i * 100.0, "y": 0.0, "type": "delay", "config": {"seconds": seconds}}
+            for i, n in enumerate(nodes)
+        ],
+        "edges": [{"source": x, "target": y} for x, y in itertools.pairwise(nodes)],
+    }
+
+
+def until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not before the deadline: {what}"
+        time.sleep(0.05)
+
+
+def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db, timeout=10) as conn:
+        return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+
+
+def completions(db: Path) -> Counter[tuple[str, str]]:
+    rows = query(
+        db,
+        "SELECT run_id, json_extract(body, '$.nodeState.node_id') FROM events "
+        "WHERE type = 'workflow.node_state.updated' "
+        "AND json_extract(body, '$.nodeState.status') = 'completed'",
+    )
+    return Counter((r, n) for r, n in rows)
+
+
+def starters(db: Path) -> set[str]:
+    """The instances that began executing a run (their claims' pending -> running events)."""
+    rows = query(
+        db,
+        "SELECT DISTINCT json_extract(body, '$.run.owner') FROM events "
+        "WHERE type = 'workflow.run.updated' AND json_extract(body, '$.run.status') = 'running'",
+    )
+    return {r for (r,) in rows if r}
+
+
+def status_of(daemon: DaemonProcess, run_id: str) -> str:
+    status: str = daemon.request("GET", f"{P}/runs/{run_id}")[1]["status"]
+    return status
+
+
+def instance(daemon: DaemonProcess) -> str:
+    body = daemon.request("GET", "/readyz")[1]
+    name: str = body["instance"]
+    return name
+
+
+def submit(daemon: DaemonProcess, graph_id: str, count: int) -> list[str]:
+    ids = []
+    for i in range(count):
+        status, run = daemon.request(
+            "POST", f"{P}/runs", {"workflow_id": graph_id, "input": {"i": i}}
+        )
+        assert status == 201, run
+        ids.append(run["id"])
+    return ids
+
+
+def assert_gap_free(db: Path) -> None:
+    seqs = [s for (s,) in query(db, "SELECT seq FROM events ORDER BY seq")]
+    assert seqs == list(range(1, len(seqs) + 1)), "the event log has a gap"
+
+
+def test_two_daemons_share_the_work_and_one_survives_the_others_kill_9(
+    pair: tuple[DaemonProcess, DaemonProcess],
+) -> None:
+    a, b = pair
+    a.start()
+    b.start()
+    db = Path(a.settings["storage"]["path"])
+    ids = {instance(a), instance(b)}
+    assert len(ids) == 2
+    assert a.request("POST", f"{P}/graphs", chain("five", 0.3))[0] == 201
+    runs = submit(a, "five", 20) + submit(b, "five", 20)
+    until(lambda: len(completions(db)) >= 40, what="40 nodes completed")
+    before = set(completions(db))
+    a.signal(signal.SIGKILL)
+    assert a.wait(10) == -signal.SIGKILL
+    killed_at = time.monotonic()
+
+    until(
+        lambda: all(status_of(b, r) == "completed" for r in runs),
+        timeout=LEASE_S + 60,
+        what="every run completed by the survivor",
+    )
+    took = time.monotonic() - killed_at
+    done = completions(db)
+    for run_id in runs:
+        for node in NODES:
+            assert done[(run_id, node)] == 1, (run_id, node, "completed twice or never")
+        states = b.request("GET", f"{P}/runs/{run_id}/status")[1]["node_states"]
+        for state in states:
+            expected = {1} if (run_id, state["node_id"]) in before else {1, 2}
+            assert state["attempts"] in expected, (run_id, state)
+    assert starters(db) == ids, "both daemons executed runs"
+    assert query(db, "SELECT COUNT(*) FROM runs WHERE owner IS NOT NULL") == [(0,)]
+    assert_gap_free(db)
+    recovered = [r for (r,) in query(db, "SELECT recoveries FROM runs") if r]
+    assert recovered, "the killed daemon's runs were taken back"
+    assert "recovering_runs" in b.log()
+    print(f"all runs completed {took:.1f} s after the kill (lease_s = {LEASE_S})")
+
+
+def test_a_daemon_stopped_past_its_lease_loses_its_runs_and_writes_nothing_after(
+    pair: tuple[DaemonProcess, DaemonProcess],
+) -> None:
+    a, b = pair
+    a.start()
+    db = Path(a.settings["storage"]["path"])
+    assert a.request("POST", f"{P}/graphs", chain("slow", 1.0, ("n1", "n2", "n3")))[0] == 201
+    runs = submit(a, "slow", 4)
+    until(lambda: all(status_of(a, r) == "running" for r in runs), what="running on a")
+    b.start()
+    a_id, b_id = instance(a), instance(b)
+    a.signal(signal.SIGSTOP)
+    until(
+        lambda: query(db, "SELECT DISTINCT owner FROM runs WHERE status = 'running'") == [(b_id,)],
+        timeout=LEASE_S * 3 + 30,
+        what="b took the stopped daemon's runs",
+    )
+    a.signal(signal.SIGCONT)
+    until(lambda: all(status_of(b, r) == "completed" for r in runs), what="runs completed")
+    until(lambda: "leases_lost" in a.log(), what="a noticed")
+    done = completions(db)
+    assert all(done[(r, n)] == 1 for r in runs for n in ("n1", "n2", "n3")), done
+    assert a.request("GET", "/readyz")[0] == 200  # it serves on
+    assert a_id in a.log()  # its lines name it
+    assert b_id != a_id
+    assert_gap_free(db)
+
+
+def test_commands_given_to_one_daemon_act_on_the_run_the_other_executes(
+    pair: tuple[DaemonProcess, DaemonProcess],
+) -> None:
+    a, b = pair
+    a.start()
+    db = Path(a.settings["storage"]["path"])
+    assert a.request("POST", f"{P}/graphs", chain("long", 30.0, ("n1", "n2")))[0] == 201
+    assert a.request("POST", f"{P}/graphs", chain("short", 1.0, ("n1", "n2", "n3")))[0] == 201
+    [long_run] = submit(a, "long", 1)
+    [short_run] = submit(a, "short", 1)
+    until(lambda: status_of(a, long_run) == status_of(a, short_run) == "running", what="running")
+    b.start()
+
+    # Cancel through b: a stops the node at once, and nothing starts after.
+    status, cancelled = b.request("POST", f"{P}/runs/{long_run}/cancel")
+    assert (status, cancelled["status"]) == (200, "cancelled")
+    until(lambda: f'"run_id": "{long_run}"' in _stopped(a), timeout=10, what="a stopped it")
+    assert node_statuses(b, long_run) == {"n1": "cancelled", "n2": "idle"}
+
+    # Pause through b: the node in flight finishes, no new one starts; resume through b.
+    assert b.request("POST", f"{P}/runs/{short_run}/pause")[0] == 200
+    until(  # drained: the node in flight finished, and a let go of the run
+        lambda: (
+            query(db, "SELECT status, owner FROM runs WHERE id = ?", (short_run,))
+            == [("paused", None)]
+        ),
+        timeout=10,
+        what="a drained the paused run",
+    )
+    paused = node_statuses(a, short_run)
+    assert list(paused.values()).count("completed") >= 1
+    assert "running" not in paused.values(), paused
+    assert b.request("POST", f"{P}/runs/{short_run}/resume")[0] == 200
+    until(lambda: status_of(a, short_run) == "completed", what="resumed run completed")
+    done = completions(db)
+    assert all(done[(short_run, n)] == 1 for n in ("n1", "n2", "n3"))
+
+
+def node_statuses(daemon: DaemonProcess, run_id: str) -> dict[str, str]:
+    states = daemon.request("GET", f"{P}/runs/{run_id}/status")[1]["node_states"]
+    return {s["node_id"]: s["status"] for s in states}
+
+
+def _stopped(daemon: DaemonProcess) -> str:
+    return "\n".join(line for line in daemon.log().splitlines() if "execution_stopped" in line)
+
+
+def test_a_websocket_on_one_daemon_gets_every_event_of_runs_the_other_executes(
+    pair: tuple[DaemonProcess, DaemonProcess],
+) -> None:
+    a, b = pair
+    a.start()
+    b.start()
+    db = Path(a.settings["storage"]["path"])
+    assert a.request("POST", f"{P}/graphs", chain("quick", 0.05, ("n1", "n2", "n3")))[0] == 201
+    runs: list[str] = []
+
+    async def watch() -> list[dict[str, Any]]:
+        received: list[dict[str, Any]] = []
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"{b.url}/api/projects/acme/ws?since=0") as ws,
+        ):
+            runs.extend(await asyncio.to_thread(submit, a, "quick", 10))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                finished = {e.get("run_id") for e in received if e["type"] == FINISHED}
+                if runs and finished >= set(runs):
+                    break
+                message = await ws.receive(timeout=30)
+                if message.type is not aiohttp.WSMsgType.TEXT:
+                    break
+                received.append(json.loads(message.data))
+        return received
+
+    received = asyncio.run(watch())
+    stored = [s for (s,) in query(db, "SELECT seq FROM events ORDER BY seq")]
+    seqs = [e["seq"] for e in received]
+    assert seqs == sorted(set(seqs)), "out of order or duplicated"
+    assert seqs == stored[: len(seqs)], "a gap, or not what is stored"
+    assert instance(a) in starters(db) or instance(b) in starters(db)
+
+
+def test_sinks_deliver_each_event_once_per_database_and_move_to_the_survivor(
+    pair: tuple[DaemonProcess, DaemonProcess],
+) -> None:
+    a, b = pair
+    a.start()
+    b.start()
+    db = Path(a.settings["storage"]["path"])
+    assert a.request("POST", f"{P}/graphs", chain("q", 0.05, ("n1", "n2")))[0] == 201
+    first = submit(a, "q", 5) + submit(b, "q", 5)
+    until(lambda: all(status_of(a, r) == "completed" for r in first), what="first runs")
+    holder, other = (a, b) if "duties_taken" in a.log() else (b, a)
+    holder.stop()  # graceful: its sinks deliver to the end, then the other daemon takes over
+    survivor = other
+    until(lambda: "duties_taken" in survivor.log(), timeout=LEASE_S + 30, what="taken over")
+    second = submit(survivor, "q", 5)
+    until(lambda: all(status_of(survivor, r) == "completed" for r in second), what="second runs")
+    run_events = [
+        s
+        for (s,) in query(
+            db, "SELECT seq FROM events WHERE type LIKE 'workflow.run.%' ORDER BY seq"
+        )
+    ]
+
+    def logged(daemon: DaemonProcess) -> list[int]:
+        seqs = []
+        for start in range(1, daemon.starts + 1):
+            path = daemon.workdir / f"daemon-{start}.log"
+            for line in path.read_text(errors="replace").splitlines():
+                if '"workflow_event"' in line:
+                    seqs.append(json.loads(line)["seq"])
+        return seqs
+
+    until(lambda: len(logged(a)) + len(logged(b)) >= len(run_events), what="all logged")
+    together = Counter(logged(a) + logged(b))
+    assert sorted(together) == run_events, "an event not logged"
+    assert set(together.values()) == {1}, "an event logged by both daemons"
