@@ -2,6 +2,8 @@
 
 A plugin needs only pluggy: ``hookimpl = pluggy.HookimplMarker("cortexd")``. Hooks may be
 implemented as plain functions or (where noted) ``async def``; cortexd awaits them.
+cortexd calls each hook through pluggy one plugin at a time: ``tryfirst`` plugins first,
+``trylast`` ones last, the others in registration order; hook wrappers run around each call.
 See docs/plugins.md for the tutorial and an example of each hook.
 """
 
@@ -59,6 +61,8 @@ def cortexd_event(event: dict[str, Any]) -> Any:
 def cortexd_startup(ctx: PluginContext) -> Any:
     """Called once when the daemon starts, before it reports ready. May be ``async def``.
 
+    Plugins start one at a time, in the order above; if one fails, those started are shut down.
+
     :param ctx: ``ctx.options(name)`` gives the plugin's ``[plugins.<name>]`` config table;
         ``ctx.log`` is a structured logger.
     :return: ignored. An exception here stops start-up with the plugin named.
@@ -68,6 +72,8 @@ def cortexd_startup(ctx: PluginContext) -> Any:
 @hookspec
 def cortexd_shutdown(ctx: PluginContext) -> Any:
     """Called once when the daemon stops, after runs are drained. May be ``async def``.
+
+    In the reverse order of ``cortexd_startup``, unless marked ``tryfirst``/``trylast`` itself.
 
     :param ctx: the same context ``cortexd_startup`` received.
     :return: ignored. Exceptions are logged; shutdown goes on.
