@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -19,12 +20,14 @@ import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from adapters.http.auth import Access, Role, Token, principal
-from adapters.http.problems import TooManyRequests
+from adapters.http.inputs import MAX_SEQ, RUN_ID_PATTERN, optional_query_int, query_value
+from adapters.http.problems import BadRequest, TooManyRequests
 from core.events import JSON, EventBus, Published
 from core.ports import Store
 
 log = structlog.get_logger("cortexd.ws")
 REPLAY_PAGE = 500
+_RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +98,10 @@ class EventSockets:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         project_id = request.match_info["project_id"]
-        since = _since(request.query.get("since"))
-        run_id = request.query.get("run_id")
+        # Every query parameter is checked here, before the upgrade: after it, an error could
+        # only be written into the socket.
+        since = optional_query_int(request, "since", 0, MAX_SEQ)
+        run_id = _run_id_query(request)
         client = _Client(principal(request), project_id)
         self._admit(client)
         ws = web.WebSocketResponse(
@@ -236,14 +241,8 @@ def _apply(feed: ClientFeed, text: str) -> JSON | None:
     return {"type": message["type"] + "d", "run_id": run_id}
 
 
-def _since(raw: str | None) -> int | None:
-    if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        detail = f"query parameter 'since' must be an integer, not {raw!r}"
-        raise web.HTTPBadRequest(text=detail) from None
-    if value < 0:
-        raise web.HTTPBadRequest(text="query parameter 'since' must be 0 or more")
-    return value
+def _run_id_query(request: web.Request) -> str | None:
+    run_id = query_value(request, "run_id")
+    if run_id is not None and not _RUN_ID.match(run_id):
+        raise BadRequest("query parameter 'run_id' must be a run id (a lowercase UUID)")
+    return run_id

@@ -1,0 +1,98 @@
+"""Hardening of the WebSocket endpoint and the event bus (issue 18): bad query parameters refused
+before the upgrade, `subscribe` replaying a run's history, subscribers isolated from each other,
+concurrent and bounded closes, and client queues bounded in bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+from structlog.testing import capture_logs
+
+from tests.integration.conftest import Api, P, linear
+from tests.integration.test_ws import WS, receive, stored_events
+
+UPGRADE = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
+BAD_INTEGERS = [
+    "99999999999999999999",  # beyond 64 bits: reached SQLite after the upgrade
+    str(2**63),
+    str(2**62 + 1),
+    "9" * 5000,  # more digits than int() takes
+    "-1",
+    "",
+    "abc",
+    "1e3",
+    "1_000",  # int() takes these three; a query parameter is plain ASCII digits
+    " 7",
+    "\u0661\u0662",  # ARABIC-INDIC DIGITS ONE TWO
+]
+
+
+async def refused(api: Api, path: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    response = await api.client.get(path, headers=headers)
+    body: dict[str, Any] = await response.json(content_type=None)
+    assert response.status == 400, (response.status, body)
+    assert response.content_type == "application/problem+json"
+    assert body["status"] == 400
+    assert len(body["detail"]) < 200  # names the parameter, does not echo 5,000 digits
+    return body
+
+
+# -- query parameters --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("since", BAD_INTEGERS)
+async def test_a_bad_websocket_since_is_a_400_before_the_upgrade(api: Api, since: str) -> None:
+    with capture_logs() as logs:
+        body = await refused(api, f"{WS}?since={since}", UPGRADE)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as handshake:
+            await api.client.ws_connect(WS, params={"since": since})
+    assert "'since'" in body["detail"]
+    assert handshake.value.status == 400
+    assert [e for e in logs if e["log_level"] in ("error", "critical")] == []
+    async with api.client.ws_connect(f"{WS}?since={2**62}") as ws:  # the largest: fine
+        assert not ws.closed
+
+
+@pytest.mark.parametrize(
+    "query", ["since=1&since=2", "run_id=not-a-run", f"run_id={'a' * 300}", "run_id="]
+)
+async def test_other_bad_websocket_queries_are_a_400_before_the_upgrade(
+    api: Api, query: str
+) -> None:
+    body = await refused(api, f"{WS}?{query}", UPGRADE)
+    assert ("'since'" if "since" in query else "'run_id'") in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        *(f"since={value}" for value in BAD_INTEGERS),
+        *(f"limit={value}" for value in [*BAD_INTEGERS, "0", "10001"]),
+        "limit=5&limit=6",
+    ],
+)
+async def test_bad_event_query_parameters_are_a_400(api: Api, query: str) -> None:
+    await api.graph(linear("g", "count"))
+    run_id = await api.start("g")
+    await api.idle()
+    body = await refused(api, f"{P}/runs/{run_id}/events?{query}")
+    assert f"'{query.split('=')[0]}'" in body["detail"]
+
+
+async def test_the_widest_event_queries_are_answered(api: Api) -> None:
+    await api.graph(linear("g", "count"))
+    run_id = await api.start("g")
+    await api.idle()
+    stored = [e for e in await stored_events(api) if e.get("run_id") == run_id]
+    events = await api.call("GET", f"{P}/runs/{run_id}/events?since=0&limit=10000", status=200)
+    assert events == stored
+    assert await api.call("GET", f"{P}/runs/{run_id}/events?since={2**62}", status=200) == []
+    async with api.client.ws_connect(f"{WS}?since=0&run_id={run_id}") as ws:
+        assert await receive(ws, stored[-1]["seq"]) == stored
