@@ -57,6 +57,10 @@ class ClientFeed:
         self.overflowed = False
         self.wake = asyncio.Event()
 
+    def __repr__(self) -> str:
+        runs = "every run" if self.run_ids is None else f"{len(self.run_ids)} run(s)"
+        return f"<WebSocket client of project {self.project_id!r}, {runs}>"
+
     def wants(self, event: JSON) -> bool:
         if event["project_id"] != self.project_id:
             return False

@@ -10,6 +10,8 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from adapters.http.keys import SOCKETS
+from core.events import Published
 from tests.integration.conftest import Api, P, linear
 from tests.integration.test_ws import WS, receive, stored_events
 
@@ -96,3 +98,24 @@ async def test_the_widest_event_queries_are_answered(api: Api) -> None:
     assert await api.call("GET", f"{P}/runs/{run_id}/events?since={2**62}", status=200) == []
     async with api.client.ws_connect(f"{WS}?since=0&run_id={run_id}") as ws:
         assert await receive(ws, stored[-1]["seq"]) == stored
+
+
+# -- event subscribers -------------------------------------------------------------------------
+
+
+class Broken:
+    """An event subscriber with a bug, on the daemon's own bus ahead of every client."""
+
+    def offer(self, item: Published) -> None:
+        raise RuntimeError("a subscriber's bug")
+
+
+async def test_a_subscriber_that_raises_keeps_no_event_from_the_clients(api: Api) -> None:
+    api.client.app[SOCKETS]._bus.subscribe(Broken())  # the bus the daemon's writer publishes to
+    await api.graph(linear("g", "count", "count"))
+    async with api.client.ws_connect(WS) as ws:
+        await api.start("g")
+        await api.idle()
+        stored = await stored_events(api)
+        assert await receive(ws, stored[-1]["seq"]) == stored[1:]  # all but the graph's
+    assert [e["seq"] for e in api.kit.events] == [e["seq"] for e in stored]  # the sink's too
