@@ -3,8 +3,8 @@
 Each text frame is one event, the same dict event sinks get. With `since`, stored events after it
 are replayed first, then live ones follow: the socket subscribes to the bus *before* reading the
 store, so an event committed during the replay is in its queue, and the seam is deduplicated by
-`seq`. A client too slow for its bounded queue is closed with 1013; reconnecting with the last
-`seq` it saw loses nothing.
+`seq`. A client too slow for its bounded queue (in events, and in bytes) is closed with 1013;
+reconnecting with the last `seq` it saw loses nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from core.ports import Store
 
 log = structlog.get_logger("cortexd.ws")
 REPLAY_PAGE = 500
+# A client's queue in bytes (the characters of its queued frames): 32 events of the largest
+# size `[limits] max_event_bytes` allows by default. One frame is always taken into an empty queue.
+QUEUE_BYTES = 32 * 1_048_576
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
@@ -35,6 +38,7 @@ class SocketLimits:
     max_message_bytes: int = 65_536  # from a client; larger closes the socket with 1009
     max_clients: int = 256
     max_clients_per_token: int = 32
+    max_queue_bytes: int = QUEUE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +53,19 @@ class ClientFeed:
     One `wake` event stands for everything its sender waits on (an event queued, overflow, the
     socket closing), so waiting costs no task of its own per event."""
 
-    def __init__(self, project_id: str, run_ids: set[str] | None, queue_size: int) -> None:
+    def __init__(
+        self,
+        project_id: str,
+        run_ids: set[str] | None,
+        queue_size: int,
+        max_bytes: int = QUEUE_BYTES,
+    ) -> None:
         self.project_id = project_id
         self.run_ids = run_ids  # None: every run of the project
         self.pending: deque[Published] = deque()
+        self.pending_bytes = 0
         self.queue_size = queue_size
+        self.max_bytes = max_bytes
         self.overflowed = False
         self.wake = asyncio.Event()
 
@@ -69,12 +81,22 @@ class ClientFeed:
     def offer(self, item: Published) -> None:
         if self.overflowed or not self.wants(item.event):
             return
-        if len(self.pending) >= self.queue_size:
+        size = len(item.text)
+        if len(self.pending) >= self.queue_size or (
+            self.pending and self.pending_bytes + size > self.max_bytes
+        ):
             self.overflowed = True  # never block the writer: this client is dropped instead
             self.pending.clear()
+            self.pending_bytes = 0
         else:
             self.pending.append(item)
+            self.pending_bytes += size
         self.wake.set()
+
+    def take(self) -> Published:
+        item = self.pending.popleft()
+        self.pending_bytes -= len(item.text)
+        return item
 
 
 class EventSockets:
@@ -114,7 +136,12 @@ class EventSockets:
         self._sockets[ws] = client  # counted from here on: no await between check and count
         try:
             await ws.prepare(request)
-            feed = ClientFeed(project_id, {run_id} if run_id else None, self._queue_size)
+            feed = ClientFeed(
+                project_id,
+                {run_id} if run_id else None,
+                self._queue_size,
+                self._limits.max_queue_bytes,
+            )
             self._bus.subscribe(feed)
             reader = asyncio.create_task(self._read(ws, feed), name="ws-reader")
             try:
@@ -181,7 +208,7 @@ class EventSockets:
                     feed.wake.clear()
                     await feed.wake.wait()  # an event, overflow, or the socket closing
                     continue
-                item = feed.pending.popleft()
+                item = feed.take()
                 if item.seq <= last_sent:
                     continue  # already sent by the replay
                 await ws.send_str(item.text)

@@ -4,15 +4,19 @@ concurrent and bounded closes, and client queues bounded in bytes."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import WSMsgType
 from structlog.testing import capture_logs
 
-from adapters.http.keys import SOCKETS
+from adapters.http.keys import SERVICE, SOCKETS
+from adapters.ws import SocketLimits
 from core.events import Published
-from tests.integration.conftest import Api, P, linear
+from tests.integration.conftest import Api, ApiFactory, P, linear, until
 from tests.integration.test_ws import WS, receive, stored_events
 
 UPGRADE = {
@@ -119,3 +123,55 @@ async def test_a_subscriber_that_raises_keeps_no_event_from_the_clients(api: Api
         stored = await stored_events(api)
         assert await receive(ws, stored[-1]["seq"]) == stored[1:]  # all but the graph's
     assert [e["seq"] for e in api.kit.events] == [e["seq"] for e in stored]  # the sink's too
+
+
+# -- client queues bounded in bytes ------------------------------------------------------------
+
+
+async def test_a_client_behind_by_more_bytes_than_the_bound_is_closed_with_1013(
+    make_api: ApiFactory,
+) -> None:
+    # Far more events than 1013 takes by count: only the bytes can decide.
+    api = await make_api(CORTEXD_EVENTS__WS_QUEUE_SIZE="1000000", CORTEXD_STORAGE__BATCH_MAX="8")
+    await api.graph(linear("g", "passthrough"))
+    big = {"blob": "x" * 250_000}
+    bound = SocketLimits().max_queue_bytes
+    fast_seen: list[dict[str, Any]] = []
+
+    async def read_fast(ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in ws:
+            fast_seen.append(json.loads(message.data))
+
+    async with api.client.ws_connect(WS) as slow, api.client.ws_connect(WS) as fast:
+        reader = asyncio.create_task(read_fast(fast))
+        sent, last_seq = 0, 0
+        for _ in range(100):  # until twice the bound is queued for the client that never reads
+            if sent > 2 * bound:
+                break
+            for _ in range(10):
+                await api.start("g", big)
+            await api.idle()
+            new = await api.client.app[SERVICE].events("acme", last_seq, None, 100_000)
+            sent += sum(len(json.dumps(e)) for e in new)
+            last_seq = new[-1]["seq"]
+        stored = await stored_events(api)
+        assert len(stored) < 10_000
+        await until(lambda: reader.done() or len(fast_seen) >= len(stored) - 1)
+        received: list[dict[str, Any]] = []
+        async with asyncio.timeout(30):
+            while True:
+                message = await slow.receive()
+                if message.type is not WSMsgType.TEXT:
+                    break
+                received.append(json.loads(message.data))
+        assert message.type is WSMsgType.CLOSE
+        assert slow.close_code == 1013
+        assert "since=" in message.extra
+    reader.cancel()
+    assert [e["seq"] for e in fast_seen] == [e["seq"] for e in stored[1:]]  # never too slow
+
+    last = received[-1]["seq"] if received else stored[0]["seq"]
+    assert f"since={last}" in message.extra
+    async with api.client.ws_connect(f"{WS}?since={last}") as again:
+        rest = await receive(again, stored[-1]["seq"])
+    assert received + rest == stored[1:]
