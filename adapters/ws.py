@@ -4,7 +4,8 @@ Each text frame is one event, the same dict event sinks get. With `since`, store
 are replayed first, then live ones follow: the socket subscribes to the bus *before* reading the
 store, so an event committed during the replay is in its queue, and the seam is deduplicated by
 `seq`. A client too slow for its bounded queue (in events, and in bytes) is closed with 1013;
-reconnecting with the last `seq` it saw loses nothing.
+reconnecting with the last `seq` it saw loses nothing. Every close waits for the client at most
+`CLOSE_TIMEOUT_S`, then drops the connection: a client that stopped reading holds nothing up.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import json
 import re
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,9 @@ from core.ports import Store
 
 log = structlog.get_logger("cortexd.ws")
 REPLAY_PAGE = 500
+# How long a close waits for the client (its close frame through a full connection, then its
+# answer) before the connection is dropped. Closes of many sockets run at once.
+CLOSE_TIMEOUT_S = 2.0
 # A client's queue in bytes (the characters of its queued frames): 32 events of the largest
 # size `[limits] max_event_bytes` allows by default. One frame is always taken into an empty queue.
 QUEUE_BYTES = 32 * 1_048_576
@@ -45,6 +50,7 @@ class SocketLimits:
 class _Client:
     token: Token | None  # None: auth is off
     project_id: str
+    transport: asyncio.Transport | None = None  # dropped when a close takes too long
 
 
 class ClientFeed:
@@ -128,10 +134,12 @@ class EventSockets:
         # only be written into the socket.
         since = optional_query_int(request, "since", 0, MAX_SEQ)
         run_id = _run_id_query(request)
-        client = _Client(principal(request), project_id)
+        client = _Client(principal(request), project_id, request.transport)
         self._admit(client)
         ws = web.WebSocketResponse(
-            heartbeat=self._heartbeat_s, max_msg_size=self._limits.max_message_bytes
+            timeout=CLOSE_TIMEOUT_S,
+            heartbeat=self._heartbeat_s,
+            max_msg_size=self._limits.max_message_bytes,
         )
         self._sockets[ws] = client  # counted from here on: no await between check and count
         try:
@@ -145,7 +153,7 @@ class EventSockets:
             self._bus.subscribe(feed)
             reader = asyncio.create_task(self._read(ws, feed), name="ws-reader")
             try:
-                await self._send_events(ws, feed, since, reader)
+                await self._send_events(ws, client, feed, since, reader)
             finally:
                 self._bus.unsubscribe(feed)
                 reader.cancel()
@@ -174,19 +182,23 @@ class EventSockets:
     async def revoke(self, access: Access) -> int:
         """Close (1008) the sockets whose token a reload removed or narrowed; how many."""
         stale = [
-            ws
+            (ws, client)
             for ws, client in self._sockets.items()
             if ws.prepared
             and client.token is not None
             and not access.still_allows(client.token, Role.READ, client.project_id)
         ]
-        for ws in stale:
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"token revoked")
+        await _close_all(stale, WSCloseCode.POLICY_VIOLATION, "token revoked")
         return len(stale)
+
+    async def close_all(self, app: web.Application) -> None:
+        live = [(ws, client) for ws, client in self._sockets.items() if ws.prepared]
+        await _close_all(live, WSCloseCode.GOING_AWAY, "cortexd is shutting down")
 
     async def _send_events(
         self,
         ws: web.WebSocketResponse,
+        client: _Client,
         feed: ClientFeed,
         since: int | None,
         reader: asyncio.Task[None],
@@ -199,10 +211,8 @@ class EventSockets:
                 last_sent = await self._replay(ws, feed, since, reader)
             while not ws.closed and not reader.done():
                 if feed.overflowed:
-                    await ws.close(
-                        code=WSCloseCode.TRY_AGAIN_LATER,
-                        message=f"client too slow; reconnect with since={last_sent}".encode(),
-                    )
+                    reason = f"client too slow; reconnect with since={last_sent}"
+                    await _close(ws, client, WSCloseCode.TRY_AGAIN_LATER, reason)
                     return
                 if not feed.pending:
                     feed.wake.clear()
@@ -246,10 +256,6 @@ class EventSockets:
             if reply is not None:
                 await ws.send_str(json.dumps(reply))
 
-    async def close_all(self, app: web.Application) -> None:
-        for ws in [ws for ws in self._sockets if ws.prepared]:
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"cortexd is shutting down")
-
 
 def _apply(feed: ClientFeed, text: str) -> JSON | None:
     try:
@@ -270,6 +276,32 @@ def _apply(feed: ClientFeed, text: str) -> JSON | None:
     else:
         feed.run_ids.discard(run_id)
     return {"type": message["type"] + "d", "run_id": run_id}
+
+
+async def _close(ws: web.WebSocketResponse, client: _Client, code: int, reason: str) -> None:
+    """Close with `code`: the close frame and the client's answer are waited for at most
+    CLOSE_TIMEOUT_S (a client that stopped reading takes neither), then the connection is
+    dropped, which also ends a send stuck on it."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await ws.close(code=code, message=reason.encode())
+    except TimeoutError:
+        if client.transport is not None:
+            client.transport.abort()
+
+
+async def _close_all(
+    sockets: Iterable[tuple[web.WebSocketResponse, _Client]], code: int, reason: str
+) -> None:
+    """Close every socket at once: the whole takes about as long as the slowest, bounded."""
+    outcomes = await asyncio.gather(
+        *(_close(ws, client, code, reason) for ws, client in sockets), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            log.warning("websocket_close_failed", error=repr(outcome))
+        elif isinstance(outcome, BaseException):  # cancelled: the caller is cancelled too
+            raise outcome
 
 
 def _run_id_query(request: web.Request) -> str | None:

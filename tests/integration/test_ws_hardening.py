@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,10 +14,13 @@ import pytest
 from aiohttp import WSMsgType
 from structlog.testing import capture_logs
 
+from adapters.config import load_settings
 from adapters.http.keys import SERVICE, SOCKETS
+from adapters.serve import _reload
 from adapters.ws import SocketLimits
 from core.events import Published
 from tests.integration.conftest import Api, ApiFactory, P, linear, until
+from tests.integration.test_auth import READER, TOKENS, WRITER, auth_env, bearer, write_config
 from tests.integration.test_ws import WS, receive, stored_events
 
 UPGRADE = {
@@ -123,6 +127,108 @@ async def test_a_subscriber_that_raises_keeps_no_event_from_the_clients(api: Api
         stored = await stored_events(api)
         assert await receive(ws, stored[-1]["seq"]) == stored[1:]  # all but the graph's
     assert [e["seq"] for e in api.kit.events] == [e["seq"] for e in stored]  # the sink's too
+
+
+# -- closing many sockets ----------------------------------------------------------------------
+
+CLOSE_BOUND_S = 6.0  # a close is waited for 2 s at most, every socket at once
+
+
+async def stuck_clients(
+    api: Api,
+    session: aiohttp.ClientSession,
+    count: int,
+    headers: dict[str, str] | None = None,
+    writer: dict[str, str] | None = None,
+) -> list[aiohttp.ClientWebSocketResponse]:
+    """Clients that stopped reading while megabytes of events were sent to them: their
+    connections are full, so even a close frame waits for them to read (today: for ever)."""
+    clients = [
+        await session.ws_connect(api.client.make_url(WS), headers=headers) for _ in range(count)
+    ]
+
+    async def post(path: str, body: dict[str, Any]) -> None:
+        async with session.post(api.client.make_url(path), json=body, headers=writer) as response:
+            assert response.status == 201, await response.text()
+
+    await post(f"{P}/graphs", linear("big", "passthrough"))
+    for _ in range(30):  # ~24 MB each: more than a loopback connection's buffers hold
+        await post(f"{P}/runs", {"workflow_id": "big", "input": {"blob": "x" * 250_000}})
+    await api.idle()
+    return clients
+
+
+async def idle_clients(
+    api: Api, session: aiohttp.ClientSession, count: int, headers: dict[str, str] | None = None
+) -> list[aiohttp.ClientWebSocketResponse]:
+    return [
+        await session.ws_connect(api.client.make_url(WS), headers=headers) for _ in range(count)
+    ]
+
+
+async def close_frame(ws: aiohttp.ClientWebSocketResponse) -> int:
+    """The code of the close frame the server sent, read past the events before it."""
+    async with asyncio.timeout(20):
+        while (message := await ws.receive()).type is WSMsgType.TEXT:
+            pass
+    assert message.type is WSMsgType.CLOSE, message
+    code: int = message.data
+    return code
+
+
+async def dropped(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """The connection ends (closed or dropped), read past what was sent before."""
+    async with asyncio.timeout(20):
+        while (await ws.receive()).type is WSMsgType.TEXT:
+            pass
+    assert ws.closed
+
+
+def connections() -> aiohttp.ClientSession:
+    # Leaving the session drops every client connection, so a failing run ends quickly too.
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+
+async def test_shutdown_closes_256_sockets_at_once_even_stuck_ones(make_api: ApiFactory) -> None:
+    api = await make_api(CORTEXD_STORAGE__BATCH_MAX="8")
+    app = api.client.app
+    async with connections() as session:
+        stuck = await stuck_clients(api, session, 8)
+        idle = await idle_clients(api, session, 248)  # 256 in all: the most allowed
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(CLOSE_BOUND_S):
+            await app[SOCKETS].close_all(app)  # what the app's on_shutdown calls
+        took = loop.time() - started
+        codes = await asyncio.gather(*(close_frame(ws) for ws in idle))
+        await asyncio.gather(*(dropped(ws) for ws in stuck))
+    assert codes == [1001] * 248
+    assert took < CLOSE_BOUND_S
+    await until(lambda: app[SOCKETS].clients == 0)
+
+
+async def test_a_revoked_token_closes_its_sockets_at_once_even_stuck_ones(
+    make_api: ApiFactory, tmp_path: Path
+) -> None:
+    config = tmp_path / "cortexd.toml"
+    write_config(config, tmp_path / "cortexd.db", TOKENS[:2])
+    settings = load_settings(config, env={})
+    api = await make_api(CORTEXD_STORAGE__BATCH_MAX="8", **auth_env(TOKENS[:2]))
+    async with connections() as session:
+        kept = await session.ws_connect(api.client.make_url(WS), headers=bearer(WRITER))
+        stuck = await stuck_clients(api, session, 8, bearer(READER), bearer(WRITER))
+        idle = await idle_clients(api, session, 24, bearer(READER))  # 32: the most per token
+        write_config(config, tmp_path / "cortexd.db", TOKENS[1:2])  # the reader's token goes
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(CLOSE_BOUND_S):
+            await _reload(api.client.app, settings, config, {})
+        took = loop.time() - started
+        codes = await asyncio.gather(*(close_frame(ws) for ws in idle))
+        await asyncio.gather(*(dropped(ws) for ws in stuck))
+        assert not kept.closed
+    assert codes == [1008] * 24
+    assert took < CLOSE_BOUND_S
 
 
 # -- client queues bounded in bytes ------------------------------------------------------------
