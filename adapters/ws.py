@@ -3,7 +3,8 @@
 Each text frame is one event, the same dict event sinks get. With `since`, stored events after it
 are replayed first, then live ones follow: the socket subscribes to the bus *before* reading the
 store, so an event committed during the replay is in its queue, and the seam is deduplicated by
-`seq`. A client too slow for its bounded queue (in events, and in bytes) is closed with 1013;
+`seq`. A `subscribe` to one more run does the same for that run: its stored events first, then its
+live ones. A client too slow for its bounded queue (in events, and in bytes) is closed with 1013;
 reconnecting with the last `seq` it saw loses nothing. Every close waits for the client at most
 `CLOSE_TIMEOUT_S`, then drops the connection: a client that stopped reading holds nothing up.
 """
@@ -35,6 +36,8 @@ CLOSE_TIMEOUT_S = 2.0
 # A client's queue in bytes (the characters of its queued frames): 32 events of the largest
 # size `[limits] max_event_bytes` allows by default. One frame is always taken into an empty queue.
 QUEUE_BYTES = 32 * 1_048_576
+MAX_RUNS_FOLLOWED = 1000  # per socket opened with run_id
+_COMMANDS_QUEUED = 16  # subscribe/unsubscribe messages read ahead of the sender
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
@@ -53,11 +56,21 @@ class _Client:
     transport: asyncio.Transport | None = None  # dropped when a close takes too long
 
 
-class ClientFeed:
-    """One client's subscription: its filters and its bounded queue of live events.
+@dataclass(frozen=True, slots=True)
+class _Command:
+    """A client's subscribe or unsubscribe, carried out by the socket's sender, in order."""
 
-    One `wake` event stands for everything its sender waits on (an event queued, overflow, the
-    socket closing), so waiting costs no task of its own per event."""
+    type: str
+    run_id: str
+    since: int | None = None  # subscribe: replay the run's events after this one
+
+
+class ClientFeed:
+    """One client's subscription: its filters, its bounded queue of live events, and the commands
+    it sent.
+
+    One `wake` event stands for everything its sender waits on (an event queued, overflow, a
+    command, the socket closing), so waiting costs no task of its own per event."""
 
     def __init__(
         self,
@@ -74,6 +87,8 @@ class ClientFeed:
         self.max_bytes = max_bytes
         self.overflowed = False
         self.wake = asyncio.Event()
+        self.commands: deque[_Command] = deque()
+        self.room = asyncio.Event()  # set each time the sender takes a command
 
     def __repr__(self) -> str:
         runs = "every run" if self.run_ids is None else f"{len(self.run_ids)} run(s)"
@@ -153,7 +168,7 @@ class EventSockets:
             self._bus.subscribe(feed)
             reader = asyncio.create_task(self._read(ws, feed), name="ws-reader")
             try:
-                await self._send_events(ws, client, feed, since, reader)
+                await self._send_events(ws, client, feed, since, run_id, reader)
             finally:
                 self._bus.unsubscribe(feed)
                 reader.cancel()
@@ -201,44 +216,96 @@ class EventSockets:
         client: _Client,
         feed: ClientFeed,
         since: int | None,
+        run_id: str | None,
         reader: asyncio.Task[None],
     ) -> None:
-        """Send until the socket closes (the reader ends) or the client falls too far behind."""
+        """Send until the socket closes (the reader ends) or the client falls too far behind.
+
+        `last_sent` is the live stream's position: every event up to it, of the runs followed,
+        was sent. A run subscribed to later has its history replayed up to `floors[run]`; its
+        live events up to there are duplicates."""
         last_sent = self._bus.last_seq if since is None else since
+        floors: dict[str, int] = {}
         reader.add_done_callback(lambda _: feed.wake.set())
         try:
             if since is not None:
-                last_sent = await self._replay(ws, feed, since, reader)
+                oldest = await self._store.min_event_seq()
+                if since < oldest - 1:
+                    gap = {"type": "resume_gap", "min_available_seq": oldest}
+                    await ws.send_str(json.dumps(gap))
+                last_sent = await self._replay(ws, feed, since, run_id, reader)
             while not ws.closed and not reader.done():
                 if feed.overflowed:
                     reason = f"client too slow; reconnect with since={last_sent}"
                     await _close(ws, client, WSCloseCode.TRY_AGAIN_LATER, reason)
                     return
+                if feed.commands:
+                    command = feed.commands.popleft()
+                    feed.room.set()
+                    await self._carry_out(ws, feed, command, since, floors, reader)
+                    continue
                 if not feed.pending:
                     feed.wake.clear()
-                    await feed.wake.wait()  # an event, overflow, or the socket closing
+                    await feed.wake.wait()  # an event, overflow, a command, or the socket closing
                     continue
                 item = feed.take()
                 if item.seq <= last_sent:
                     continue  # already sent by the replay
+                if feed.run_ids is not None:
+                    run = item.event.get("run_id")
+                    if run not in feed.run_ids or item.seq <= floors.get(run, 0):
+                        continue  # unsubscribed since it was queued, or sent by its replay
                 await ws.send_str(item.text)
                 last_sent = item.seq
         except ConnectionResetError:
             return
+
+    async def _carry_out(
+        self,
+        ws: web.WebSocketResponse,
+        feed: ClientFeed,
+        command: _Command,
+        socket_since: int | None,
+        floors: dict[str, int],
+        reader: asyncio.Task[None],
+    ) -> None:
+        run_id = command.run_id
+        followed = feed.run_ids
+        reply: JSON = {"type": command.type + "d", "run_id": run_id}
+        if command.type == "unsubscribe":
+            if followed is None:
+                detail = "this socket gets every run of the project; connect with run_id to filter"
+                reply = {"type": "error", "detail": detail}
+            else:
+                followed.discard(run_id)
+                floors.pop(run_id, None)
+            await ws.send_str(json.dumps(reply))
+            return
+        if followed is None or run_id in followed:  # it gets this run's events already
+            await ws.send_str(json.dumps(reply))
+            return
+        if len(followed) >= MAX_RUNS_FOLLOWED:
+            detail = f"this socket follows {len(followed)} runs, the most allowed"
+            await ws.send_str(json.dumps({"type": "error", "detail": detail}))
+            return
+        followed.add(run_id)  # its live events are queued from now on...
+        await ws.send_str(json.dumps(reply))
+        # ...and its stored ones go first: after the message's since, else the socket's, else
+        # all of them (a client following a run wants to know what it did so far).
+        since = command.since if command.since is not None else socket_since or 0
+        floors[run_id] = await self._replay(ws, feed, since, run_id, reader)
 
     async def _replay(
         self,
         ws: web.WebSocketResponse,
         feed: ClientFeed,
         since: int,
+        run_id: str | None,
         reader: asyncio.Task[None],
     ) -> int:
-        """Stored events after `since`; stops early when the client goes away."""
-        oldest = await self._store.min_event_seq()
-        if since < oldest - 1:
-            await ws.send_str(json.dumps({"type": "resume_gap", "min_available_seq": oldest}))
+        """Stored events after `since` (of `run_id`, or of the project); stops early when the
+        client goes away. Returns the seq of the last one sent."""
         last_sent = since
-        run_id = next(iter(feed.run_ids)) if feed.run_ids else None
         while True:
             page = await self._store.list_events(feed.project_id, last_sent, run_id, REPLAY_PAGE)
             for event in page:
@@ -248,16 +315,24 @@ class EventSockets:
                 return last_sent
 
     async def _read(self, ws: web.WebSocketResponse, feed: ClientFeed) -> None:
-        """Client messages: subscribe / unsubscribe to runs; anything else gets an error frame."""
+        """Client messages: subscribe / unsubscribe go to the sender, which carries them out in
+        order between events; anything else gets an error frame at once."""
         async for message in ws:
             if message.type is not WSMsgType.TEXT:
                 continue
-            reply = _apply(feed, message.data)
-            if reply is not None:
-                await ws.send_str(json.dumps(reply))
+            parsed = _parse(message.data)
+            if isinstance(parsed, dict):
+                await ws.send_str(json.dumps(parsed))
+                continue
+            while len(feed.commands) >= _COMMANDS_QUEUED:  # a client far ahead of its replays
+                feed.room.clear()
+                await feed.room.wait()
+            feed.commands.append(parsed)
+            feed.wake.set()
 
 
-def _apply(feed: ClientFeed, text: str) -> JSON | None:
+def _parse(text: str) -> _Command | JSON:
+    """A command, or the error frame that answers the message."""
     try:
         message: Any = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -267,15 +342,13 @@ def _apply(feed: ClientFeed, text: str) -> JSON | None:
     run_id = message.get("run_id")
     if not isinstance(run_id, str) or not run_id:
         return {"type": "error", "detail": "run_id must be a non-empty string"}
-    if feed.run_ids is None:
-        if message["type"] == "unsubscribe":
-            detail = "this socket gets every run of the project; connect with run_id to filter"
-            return {"type": "error", "detail": detail}
-    elif message["type"] == "subscribe":
-        feed.run_ids.add(run_id)
+    since = message.get("since")
+    if message["type"] == "subscribe" and since is not None:
+        if type(since) is not int or not 0 <= since <= MAX_SEQ:
+            return {"type": "error", "detail": f"since must be an integer from 0 to {MAX_SEQ}"}
     else:
-        feed.run_ids.discard(run_id)
-    return {"type": message["type"] + "d", "run_id": run_id}
+        since = None
+    return _Command(message["type"], run_id, since)
 
 
 async def _close(ws: web.WebSocketResponse, client: _Client, code: int, reason: str) -> None:

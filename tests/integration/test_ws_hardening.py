@@ -22,6 +22,7 @@ from core.events import Published
 from tests.integration.conftest import Api, ApiFactory, P, linear, until
 from tests.integration.test_auth import READER, TOKENS, WRITER, auth_env, bearer, write_config
 from tests.integration.test_ws import WS, receive, stored_events
+from tests.support.thread_nodes import ThreadNodes
 
 UPGRADE = {
     "Connection": "Upgrade",
@@ -127,6 +128,130 @@ async def test_a_subscriber_that_raises_keeps_no_event_from_the_clients(api: Api
         stored = await stored_events(api)
         assert await receive(ws, stored[-1]["seq"]) == stored[1:]  # all but the graph's
     assert [e["seq"] for e in api.kit.events] == [e["seq"] for e in stored]  # the sink's too
+
+
+# -- subscribe replays the run's history -------------------------------------------------------
+
+
+async def frames_of(
+    ws: aiohttp.ClientWebSocketResponse, run_id: str, until_type: str = "workflow.run.completed"
+) -> list[dict[str, Any]]:
+    """The frames of `run_id` up to its `until_type` event (bounded by a deadline); the frames
+    of other runs are checked to be in seq order and left out."""
+    got: list[dict[str, Any]] = []
+    async with asyncio.timeout(30):
+        while not got or got[-1]["type"] != until_type:
+            message = await ws.receive()
+            assert message.type is WSMsgType.TEXT, message
+            frame = json.loads(message.data)
+            if frame.get("run_id") == run_id:
+                got.append(frame)
+    return got
+
+
+def of_run(events: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
+    return [e for e in events if e.get("run_id") == run_id]
+
+
+async def ack(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    async with asyncio.timeout(30):
+        reply: dict[str, Any] = json.loads((await ws.receive()).data)
+    return reply
+
+
+async def test_subscribe_replays_the_runs_stored_events_then_its_live_ones(api: Api) -> None:
+    await api.graph(linear("g", "count"))
+    await api.graph(linear("slow", "count", "gate", "count"))
+    one = await api.start("g")
+    await api.idle()
+    two = await api.start("slow")
+    await api.arrived()  # two has a history: created, running, n1 done, n2 waiting
+    async with api.client.ws_connect(f"{WS}?run_id={one}") as ws:
+        await ws.send_json({"type": "subscribe", "run_id": two})
+        assert await ack(ws) == {"type": "subscribed", "run_id": two}
+        api.kit.gate("default").set()  # the rest of two is live
+        got = await frames_of(ws, two)
+    await api.idle()
+    assert got == of_run(await stored_events(api), two)  # all of it, in order, once
+
+
+async def test_the_seam_of_a_long_replay_and_live_events_has_no_gap_or_duplicate(
+    make_api: ApiFactory,
+) -> None:
+    api = await make_api(extra=[("threads", ThreadNodes())])
+    steps = {"steps": 700}  # more events than a replay page holds
+    await api.graph(linear("g", "count"))
+    await api.graph(linear("long", "threaded", "gate", "threaded", n1=steps, n3=steps))
+    one = await api.start("g")
+    two = await api.start("long")
+    await api.arrived()
+    async with api.client.ws_connect(f"{WS}?run_id={one}") as ws:
+        await ws.send_json({"type": "subscribe", "run_id": two})
+        assert (await ack(ws))["type"] == "subscribed"
+        api.kit.gate("default").set()  # 700 more events while the replay pages through 700
+        got = await frames_of(ws, two)
+    await api.idle()
+    stored = of_run(await stored_events(api), two)
+    assert len(stored) > 1400
+    assert [e["seq"] for e in got] == [e["seq"] for e in stored]
+    assert got == stored
+
+
+async def test_subscribe_replays_after_the_sockets_since_or_the_messages_own(api: Api) -> None:
+    await api.graph(linear("g", "count", "count"))
+    one = await api.start("g")
+    await api.idle()
+    two = await api.start("g")
+    await api.idle()
+    history = of_run(await stored_events(api), two)
+    middle = history[2]["seq"]
+    async with api.client.ws_connect(f"{WS}?since={middle}&run_id={one}") as ws:
+        await ws.send_json({"type": "subscribe", "run_id": two})
+        assert (await ack(ws))["type"] == "subscribed"
+        got = await frames_of(ws, two)
+        assert got == history[3:]  # what came after the socket's since
+        await ws.send_json({"type": "unsubscribe", "run_id": two})
+        assert await ack(ws) == {"type": "unsubscribed", "run_id": two}
+        await ws.send_json({"type": "subscribe", "run_id": two, "since": history[0]["seq"]})
+        assert (await ack(ws))["type"] == "subscribed"
+        assert await frames_of(ws, two) == history[1:]  # after the message's since
+
+
+async def test_subscribing_again_or_on_a_project_wide_socket_replays_nothing(api: Api) -> None:
+    await api.graph(linear("g", "count"))
+    one = await api.start("g")
+    await api.idle()
+    async with api.client.ws_connect(WS) as everything:
+        await everything.send_json({"type": "subscribe", "run_id": one})
+        assert await ack(everything) == {"type": "subscribed", "run_id": one}
+    async with api.client.ws_connect(f"{WS}?since=0&run_id={one}") as ws:
+        replayed = await frames_of(ws, one)
+        await ws.send_json({"type": "subscribe", "run_id": one})
+        assert await ack(ws) == {"type": "subscribed", "run_id": one}
+        two = await api.start("g")
+        await ws.send_json({"type": "subscribe", "run_id": two, "since": 0})
+        assert await ack(ws) == {"type": "subscribed", "run_id": two}
+        await frames_of(ws, two)
+    assert replayed == of_run(await stored_events(api), one)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "subscribe", "run_id": ""},
+        {"type": "subscribe", "run_id": 5},
+        {"type": "subscribe", "run_id": "5f0e0b3e-1d5c-4e0a-9b1a-2c3d4e5f6a7b", "since": -1},
+        {"type": "subscribe", "run_id": "5f0e0b3e-1d5c-4e0a-9b1a-2c3d4e5f6a7b", "since": 2**64},
+        {"type": "subscribe", "run_id": "5f0e0b3e-1d5c-4e0a-9b1a-2c3d4e5f6a7b", "since": "1"},
+        {"type": "subscribe", "run_id": "5f0e0b3e-1d5c-4e0a-9b1a-2c3d4e5f6a7b", "since": True},
+    ],
+)
+async def test_a_bad_subscribe_gets_an_error_frame(api: Api, message: dict[str, Any]) -> None:
+    async with api.client.ws_connect(f"{WS}?run_id=5f0e0b3e-1d5c-4e0a-9b1a-2c3d4e5f6a7c") as ws:
+        await ws.send_json(message)
+        reply = await ack(ws)
+        assert reply["type"] == "error"
+        assert reply["detail"]
 
 
 # -- closing many sockets ----------------------------------------------------------------------
