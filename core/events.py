@@ -1,7 +1,8 @@
 """The in-process fan-out of committed events: sinks and WebSocket clients subscribe here.
 
 The store publishes each committed batch in `seq` order, synchronously, from its writer; so
-`publish` must never block: every subscriber takes events into a bounded queue of its own.
+`publish` must never block: every subscriber takes events into a bounded queue of its own. A
+subscriber that raises is logged and skipped: it keeps no event from the others.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import structlog
+
 JSON = dict[str, Any]
+
+log = structlog.get_logger("cortexd.events")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,7 @@ class Subscriber(Protocol):
 class EventBus:
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
+        self._failures: dict[int, int] = {}  # by id(): a subscriber need not be hashable
         self.last_seq = 0
 
     def subscribe(self, subscriber: Subscriber) -> None:
@@ -43,9 +49,29 @@ class EventBus:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         if subscriber in self._subscribers:
             self._subscribers.remove(subscriber)
+        self._failures.pop(id(subscriber), None)
 
     def publish(self, items: Sequence[Published]) -> None:
+        # One copy per batch: subscribing or unsubscribing during an offer changes nothing here.
+        subscribers = tuple(self._subscribers)
         for item in items:
             self.last_seq = item.seq
-            for subscriber in tuple(self._subscribers):
-                subscriber.offer(item)
+            for subscriber in subscribers:
+                try:  # free until something raises
+                    subscriber.offer(item)
+                except Exception:
+                    self._failed(subscriber, item)
+
+    def _failed(self, subscriber: Subscriber, item: Published) -> None:
+        """Count every failure; log the 1st, 2nd, 4th, 8th...: a subscriber failing on every
+        event must not turn the log into a second event stream."""
+        count = self._failures.get(id(subscriber), 0) + 1
+        self._failures[id(subscriber)] = count
+        if count & (count - 1) == 0:
+            log.exception(
+                "event_subscriber_failed",
+                subscriber=repr(subscriber),
+                seq=item.seq,
+                type=item.event.get("type"),
+                failures=count,
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -24,9 +25,19 @@ class NodeType(Protocol):
     async def execute(self, ctx: NodeContext, config: JSON, state: JSON) -> JSON: ...
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 @dataclass(slots=True)
 class NodeContext:
-    """Handed to ``NodeType.execute``: who is running, a bound logger, and progress reporting."""
+    """Handed to ``NodeType.execute``: who is running, a bound logger, and progress reporting.
+
+    Usable from any thread: a node type doing CPU work in ``asyncio.to_thread`` may report
+    progress, log and set data from there."""
 
     run_id: str
     project_id: str
@@ -35,13 +46,31 @@ class NodeContext:
     log: Any
     _on_progress: Callable[[float, str | None], None]
     data_updates: JSON = field(default_factory=dict)
+    # The loop the node runs on (contexts are made there); progress is recorded on it.
+    _loop: asyncio.AbstractEventLoop | None = field(default_factory=_running_loop)
 
     def report_progress(self, fraction: float, message: str | None = None) -> None:
-        """Record progress (0..1, clamped) and an optional message; a plain call."""
-        self._on_progress(min(1.0, max(0.0, float(fraction))), message)
+        """Record progress (0..1, clamped) and an optional message; a plain call.
+
+        Off the node's event loop (a worker thread) the report is handed to the loop with
+        ``call_soon_threadsafe``: reports keep the order they were made in, and those made
+        before the thread's work returns are recorded before the node completes."""
+        value = min(1.0, max(0.0, float(fraction)))
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            self._on_progress(value, message)
+            return
+        try:
+            loop.call_soon_threadsafe(self._on_progress, value, message)
+        except RuntimeError:
+            if not loop.is_closed():
+                raise
+            # A thread that outlived its daemon: nothing is left to record the report.
 
     def set_data(self, key: str, value: Any) -> None:
-        """Write `data[key]`, the run's shared map, when this node completes."""
+        """Write `data[key]`, the run's shared map, when this node completes.
+
+        Safe from any thread (one dict store under the GIL); read when the node returns."""
         self.data_updates[key] = value
 
     def interrupt(self, prompt: Any) -> Any:

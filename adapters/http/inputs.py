@@ -1,6 +1,6 @@
 """What a request may carry: JSON bodies, read safely and validated strictly (no `false` for a
-number, no "1" for an integer), and the form of the ids in paths. The routes parse with these,
-and the OpenAPI document describes them."""
+number, no "1" for an integer), query parameters range-checked, and the form of the ids in
+paths. The routes parse with these, and the OpenAPI document describes them."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ from core.validation import problems_from_pydantic
 
 # Run ids are made by cortexd: lowercase UUIDs, as str(uuid4()) spells them.
 RUN_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+# The largest `since` a client may give (what the OpenAPI document says): seq is a SQLite
+# INTEGER, 2**63 - 1 at most, and a larger number would reach SQLite as an OverflowError.
+MAX_SEQ = 2**62
+# ASCII digits only: int() also takes " 7", "1_0" and digits of other scripts.
+_QUERY_INT = re.compile(r"-?[0-9]{1,20}")
 
 # Numbers a run's state can hold: LangGraph's checkpoints store integers in 64 bits.
 _INT_RANGE = (-(2**63), 2**64 - 1)
@@ -46,6 +52,35 @@ class ResumeBody(Body):
 
 
 BodyT = TypeVar("BodyT", bound=Body)
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter in `low..high`, or `default` when absent; else a 400."""
+    value = optional_query_int(request, name, low, high)
+    return default if value is None else value
+
+
+def optional_query_int(request: web.Request, name: str, low: int, high: int) -> int | None:
+    raw = query_value(request, name)
+    if raw is None:
+        return None
+    if not _QUERY_INT.fullmatch(raw) or not low <= int(raw) <= high:
+        raise BadRequest(
+            f"query parameter {name!r} must be an integer from {low} to {high}, not {_shown(raw)}"
+        )
+    return int(raw)
+
+
+def query_value(request: web.Request, name: str) -> str | None:
+    """The one value of a query parameter, or None; given twice it is ambiguous: a 400."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise BadRequest(f"query parameter {name!r} is given {len(values)} times; give it once")
+    return values[0] if values else None
+
+
+def _shown(raw: str) -> str:
+    return repr(raw if len(raw) <= 24 else raw[:24] + "...")
 
 
 async def read_json(request: web.Request, *, required: bool = True) -> Any:

@@ -9,10 +9,12 @@ from aiohttp import web
 from pydantic_core import to_json
 
 from adapters.http.inputs import (
+    MAX_SEQ,
     RUN_ID_PATTERN,
     CreateRunBody,
     ExecuteBody,
     ResumeBody,
+    query_int,
     read_body,
     read_json,
 )
@@ -32,16 +34,7 @@ def reply(data: Any, status: int = 200) -> web.Response:
 
 
 def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"query parameter {name!r} must be an integer, not {raw!r}") from None
-    if not low <= value <= high:
-        raise BadRequest(f"query parameter {name!r} must be between {low} and {high}")
-    return value
+    return query_int(request, name, default, low, high)
 
 
 def _path_id(request: web.Request, name: str, kind: str, pattern: re.Pattern[str]) -> str:
@@ -160,7 +153,7 @@ async def run_status(request: web.Request) -> web.Response:
 
 
 async def run_events(request: web.Request) -> web.Response:
-    since = _query_int(request, "since", 0, 0, 2**62)
+    since = _query_int(request, "since", 0, 0, MAX_SEQ)
     limit = _query_int(request, "limit", 1000, 1, 10_000)
     events = await request.app[SERVICE].events(_project(request), since, _run_id(request), limit)
     return reply(events)

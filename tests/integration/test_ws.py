@@ -88,6 +88,8 @@ async def test_run_id_filters_and_subscribe_adds_runs(api: Api) -> None:
         await ws.send_json({"type": "subscribe", "run_id": two})
         ack = json.loads((await ws.receive()).data)
         assert ack == {"type": "subscribed", "run_id": two}
+        history = [e for e in await stored_events(api) if e.get("run_id") == two]
+        assert await receive(ws, history[-1]["seq"]) == history  # what it did before
         await api.call("POST", f"/api/projects/acme/workflows/runs/{two}/execute", status=409)
         three = await api.start("g")  # not subscribed: not sent
         await api.idle()
