@@ -117,26 +117,59 @@ def daemon(
             process.stop()
 
 
+@contextmanager
+def daemons(count: int, **sections: dict[str, Any]) -> Iterator[list[DaemonProcess]]:
+    """`count` daemons on one fresh database file (DESIGN §8), logging at warning."""
+    with tempfile.TemporaryDirectory() as tmp:
+        shared = Path(tmp) / "shared.db"
+        made = []
+        for n in range(count):
+            workdir = Path(tmp) / f"d{n}"
+            workdir.mkdir()
+            made.append(
+                DaemonProcess(
+                    workdir,
+                    logging={"level": "warning"},
+                    storage={"path": str(shared)},
+                    **sections,
+                )
+            )
+        try:
+            for process in made:
+                process.start()
+            yield made
+        finally:
+            for process in made:
+                process.stop()
+
+
 async def submit_and_wait(
-    process: DaemonProcess, graph_id: str, runs: int, clients: int, project: str = "bench"
+    process: DaemonProcess | list[DaemonProcess],
+    graph_id: str,
+    runs: int,
+    clients: int,
+    project: str = "bench",
 ) -> float:
-    """Seconds from the first submission to the last completion, over HTTP and WebSocket."""
-    base = f"{process.url}/api/projects/{project}"
+    """Seconds from the first submission to the last completion, over HTTP and WebSocket.
+    With several daemons, the clients are spread over them and the WebSocket is on the first
+    (it gets every daemon's events)."""
+    processes = process if isinstance(process, list) else [process]
+    bases = [f"{p.url}/api/projects/{project}" for p in processes]
     connector = aiohttp.TCPConnector(limit=0)
     async with (
         aiohttp.ClientSession(connector=connector) as session,
-        session.ws_connect(f"{base}/ws") as ws,
+        session.ws_connect(f"{bases[0]}/ws") as ws,
     ):
         counter = iter(range(runs))
         started = time.perf_counter()
 
-        async def client() -> None:
+        async def client(base: str) -> None:
             for i in counter:
                 body = {"workflow_id": graph_id, "input": {"i": i}}
                 async with session.post(f"{base}/workflows/runs", json=body) as response:
                     assert response.status == 201, await response.text()
 
-        submitters = asyncio.gather(*(client() for _ in range(clients)))
+        submitters = asyncio.gather(*(client(bases[n % len(bases)]) for n in range(clients)))
         done = 0
         async for message in ws:
             event = json.loads(message.data)

@@ -405,7 +405,9 @@ def unit_setting(unit: str, key: str) -> str:
     return str(value)
 
 
-def verify_tree(root: Path, units: list[Path]) -> subprocess.CompletedProcess[str]:
+def verify_tree(
+    root: Path, units: list[Path], names: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`systemd-analyze verify` of ``units`` installed into a tree laid out as a Debian host
     with cortexd in /opt.
 
@@ -428,7 +430,7 @@ def verify_tree(root: Path, units: list[Path]) -> subprocess.CompletedProcess[st
     for unit in units:
         shutil.copy2(unit, installed / unit.name)
     return subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", *(unit.name for unit in units)],
+        ["systemd-analyze", "verify", f"--root={root}", *(names or [u.name for u in units])],
         capture_output=True,
         text=True,
         timeout=60,
@@ -443,6 +445,13 @@ def test_the_units_verify_without_a_warning(tmp_path: Path) -> None:
 
 
 @needs_systemd_analyze
+def test_the_template_unit_verifies_without_a_warning_for_two_instances(tmp_path: Path) -> None:
+    template = UNITS / "cortexd@.service"
+    result = verify_tree(tmp_path, [template], ["cortexd@8765.service", "cortexd@8766.service"])
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+@needs_systemd_analyze
 def test_the_verify_tree_reports_what_is_wrong_with_a_unit(tmp_path: Path) -> None:
     # The check above is only worth something if this way of running it does complain.
     broken = tmp_path / "cortexd-broken.service"
@@ -453,16 +462,19 @@ def test_the_verify_tree_reports_what_is_wrong_with_a_unit(tmp_path: Path) -> No
 
 
 @needs_systemd_analyze
-def test_the_service_hardening_rates_ok_or_better() -> None:
+@pytest.mark.parametrize("unit", ["cortexd.service", "cortexd@.service"])
+def test_the_service_hardening_rates_ok_or_better(unit: str) -> None:
     result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", str(UNITS / "cortexd.service")],
+        ["systemd-analyze", "security", "--offline=true", str(UNITS / unit)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    match = re.search(r"Overall exposure level for cortexd\.service: ([\d.]+) (\w+)", result.stdout)
+    match = re.search(
+        r"Overall exposure level for cortexd(?:@\w*)?\.service: ([\d.]+) (\w+)", result.stdout
+    )
     assert match is not None, result.stdout
     assert match[2] in ("PERFECT", "SAFE", "OK"), match[0]
 
