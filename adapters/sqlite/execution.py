@@ -32,7 +32,11 @@ class SqliteExecution:
         return self._lease
 
     def record(self, states: Sequence[NodeState], now: datetime) -> asyncio.Future[None]:
-        return self._writer.submit(self._states_op(states, now), lazy=True, small=True)
+        write = self._writer.submit(self._states_op(states, now), lazy=True, small=True)
+        # Awaited by the run's scope when it settles; one made just before the lease was lost
+        # (a cancel) may never be: its LeaseLost is expected, not an unretrieved error.
+        write.add_done_callback(_retrieve)
+        return write
 
     def record_with_task(self, task_id: str, states: Sequence[NodeState], now: datetime) -> None:
         if not self.closed:
@@ -91,3 +95,8 @@ class SqliteExecution:
                 now=now,
             )
         )
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
