@@ -252,7 +252,11 @@ def test_a_websocket_on_one_daemon_gets_every_event_of_runs_the_other_executes(
             aiohttp.ClientSession() as session,
             session.ws_connect(f"{b.url}/api/projects/acme/ws?since=0") as ws,
         ):
-            runs.extend(await asyncio.to_thread(submit, a, "quick", 10))
+            # Through both: each daemon commits between the other's commits, so B's own events
+            # come past gaps that only its tail can fill.
+            for _ in range(5):
+                runs.extend(await asyncio.to_thread(submit, a, "quick", 2))
+                runs.extend(await asyncio.to_thread(submit, b, "quick", 2))
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 finished = {e.get("run_id") for e in received if e["type"] == FINISHED}
