@@ -312,3 +312,28 @@ def test_sinks_deliver_each_event_once_per_database_and_move_to_the_survivor(
     together = Counter(logged(a) + logged(b))
     assert sorted(together) == run_events, "an event not logged"
     assert set(together.values()) == {1}, "an event logged by both daemons"
+
+
+def test_a_restarted_daemon_takes_back_its_own_runs_without_waiting_out_the_lease(
+    tmp_path: Path,
+) -> None:
+    long_lease = 600  # far longer than this test may take: only proof of death frees the runs
+    daemon = DaemonProcess(
+        tmp_path, execution={"max_concurrent_runs": 8, "lease_s": long_lease}, logging={}
+    )
+    try:
+        daemon.start()
+        assert daemon.request("POST", f"{P}/graphs", chain("five", 0.3))[0] == 201
+        runs = submit(daemon, "five", 6)
+        until(lambda: len(completions(daemon.db)) >= 6, what="some nodes completed")
+        before = instance(daemon)
+        daemon.signal(signal.SIGKILL)
+        assert daemon.wait(10) == -signal.SIGKILL
+        daemon.start()
+        assert instance(daemon) != before  # a new instance id at every start
+        until(lambda: all(status_of(daemon, r) == "completed" for r in runs), timeout=60)
+        done = completions(daemon.db)
+        assert all(done[(r, n)] == 1 for r in runs for n in NODES)
+        assert {r for (r,) in query(daemon.db, "SELECT recoveries FROM runs")} == {1}
+    finally:
+        daemon.stop()
