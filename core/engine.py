@@ -148,7 +148,8 @@ class Engine:
         """Change the limit live (SIGHUP). Lowering it lets running runs finish; raising it
         starts queued runs at once."""
         self.max_concurrent_runs = max(1, limit)
-        self.wake()
+        self.idle.clear()
+        self.scheduler.slot_freed()
 
     async def wait_idle(self) -> None:
         """Until nothing runs here and the queue has nothing this daemon could take."""
@@ -159,6 +160,11 @@ class Engine:
     def submit(self, run: Run) -> None:
         """A run was queued (created, or executed again): claim it if a slot is free."""
         self.wake()
+
+    def wake(self) -> None:
+        """A run may have joined the queue."""
+        self.idle.clear()
+        self.scheduler.hint()
 
     async def execute(self, run: Run, *, new_input: dict[str, Any] | None, from_start: bool) -> Run:
         return await self.commands.execute(run, new_input=new_input, from_start=from_start)
@@ -173,10 +179,6 @@ class Engine:
         return await self.commands.resume(run, None if value is _NO_VALUE else value)
 
     # -- what the scheduler and the commands call ---------------------------------------------
-
-    def wake(self) -> None:
-        self.idle.clear()
-        self.scheduler.wake()
 
     def free_slots(self) -> int:
         return self.max_concurrent_runs - len(self._active)
@@ -209,7 +211,9 @@ class Engine:
     def changed(self, run: Run) -> Execution | None:
         """A run changed (by a command here, or any daemon's, seen in the event log)."""
         execution = self._active.get(run.id)
-        if run.status is RunStatus.PENDING or run.status is RunStatus.RUNNING:
+        if run.status is RunStatus.PENDING or (
+            run.status is RunStatus.RUNNING and run.owner is None
+        ):
             self.wake()
         if execution is None:
             return None
@@ -225,12 +229,21 @@ class Engine:
         event = item.event
         if event["type"].startswith("workflow.run.") and "run" in event:
             run = event["run"]
-            if run["id"] in self._active:
+            execution = self._active.get(run["id"])
+            if (
+                execution is not None
+                and run["status"] == "running"
+                and run["owner"] != self.instance
+            ):
+                # Taken back by another daemon while this one stalled: stop at once, before
+                # the next renewal would say so.
+                self._stop(execution, "lease lost")
+            elif execution is not None:
                 self.changed(Run.model_validate(run))
-            elif run["status"] in ("pending", "running"):
-                self.wake()
-            elif self.free_slots() > 0:
-                self.wake()  # a run ended elsewhere; nothing to do here unless slots are free
+            elif run["status"] == "pending" or (
+                run["status"] == "running" and run.get("owner") is None
+            ):
+                self.wake()  # it joined the queue
 
     async def wait_detached(self, run_id: str) -> None:
         """A stopped task of this run that is still ending (a node ignoring its cancellation):
@@ -258,7 +271,7 @@ class Engine:
         if task is not None:
             task.cancel()
             self._detached[task] = run_id
-        self.wake()
+        self.scheduler.slot_freed()
 
     def _reap(self, run_id: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(run_id) is task:
@@ -267,7 +280,8 @@ class Engine:
         self._detached.pop(task, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("run_task_crashed", run_id=run_id, exc_info=exc)
-        self.wake()
+        self.scheduler.slot_freed()
+        self._update_idle()
 
     def _update_idle(self) -> None:
         if not self._active and not self._detached and self.scheduler.settled:

@@ -74,7 +74,12 @@ class Scheduler:
         self._claims = Background("claims")
         self._upkeep = Background("leases")
         self.counts = QueueCounts()
-        self.settled = True  # the last claim took all there was to take
+        # Whether the queue may hold a run this daemon could take: set by what queues runs
+        # (an event, a local command, the periodic upkeep), cleared by a claim that found
+        # fewer than it asked for. Without it every event would cost a claim transaction.
+        self._backlog = True
+        self._hints = 0
+        self.settled = True  # nothing to take, as far as this daemon knows
 
     async def start(self) -> int:
         """Take back what dead daemons held (this one's previous life included), claim a first
@@ -90,29 +95,38 @@ class Scheduler:
         await self._claims.stop()
         await self._upkeep.stop()
 
-    def wake(self) -> None:
-        """Something may be claimable now: look soon (cheap; coalesced)."""
+    def hint(self) -> None:
+        """A run may have joined the queue (created, executed again, resumed, taken back):
+        look soon (cheap; coalesced)."""
+        self._hints += 1
+        self._backlog = True
         self.settled = False
         self._wake.set()
+
+    def slot_freed(self) -> None:
+        """A slot of this daemon freed up: look if the queue may hold something."""
+        if self._backlog:
+            self.settled = False
+            self._wake.set()
 
     async def claim(self) -> None:
         free = self._launcher.free_slots()
         if not self._launcher.accepting:
             return
-        if free <= 0:
-            self.settled = True
+        if free <= 0 or not self._backlog:
+            self.settled = not self._backlog or free <= 0
             self._launcher.queue_settled()
             return
+        seen = self._hints
         claims = await self._store.claim_runs(
             self._instance, free, self._settings.lease_s, changes.start(self._clock.now())
         )
         for claim in claims:
             self._launcher.launch(claim)
-        if len(claims) < free and not self._wake.is_set():
+        if len(claims) < free and self._hints == seen:
+            self._backlog = False  # as of that transaction, the queue had nothing more
             self.settled = True
             self._launcher.queue_settled()
-        elif len(claims) == free:
-            self._wake.set()  # there may be more, for slots that free up meanwhile
 
     async def upkeep(self) -> None:
         lease_s = self._settings.lease_s
@@ -138,8 +152,9 @@ class Scheduler:
                 dead_instances=dead,
                 failed=sum(r.error is not None for r in recovered),
             )
-            self.wake()
         self.counts = await self._store.queue_counts()
+        if self.counts.claimable:
+            self.hint()  # also what another daemon released at its stop (no event says so)
 
     async def _claim_loop(self) -> None:
         while True:

@@ -44,6 +44,9 @@ class SinkWorker:
         self._wake = asyncio.Event()
         self._background = Background(f"sink:{name}")
         self.running = False
+        # Whether the log may hold what the bus did not give this sink (at a start, after a
+        # full buffer, after a quiet poll): then the next events are read from the store.
+        self._behind = True
         self.caught_up = asyncio.Event()
         self.cursor = 0
         self._stored = 0
@@ -57,12 +60,15 @@ class SinkWorker:
         if not self.running:
             return
         if len(self._buffer) < self._buffer_max:
-            self._buffer.append(item)  # past the bound it is read from the log later
+            self._buffer.append(item)
+        else:
+            self._behind = True  # dropped here, read from the log later
         self._wake.set()
 
     async def start(self) -> None:
         """From the stored cursor (a new sink: from the log's end, now)."""
         await self._start_cursor()
+        self._behind = True
         self.running = True
         self.caught_up.clear()
         self._background.start(self._work())
@@ -98,17 +104,24 @@ class SinkWorker:
     async def _deliver_some(self) -> None:
         while self._buffer and self._buffer[0].seq <= self.cursor:
             self._buffer.popleft()
+        batch: Sequence[Published] = []
         if self._buffer and self._buffer[0].seq == self.cursor + 1:
-            batch: Sequence[Published] = [self._buffer.popleft()]
-        else:
+            batch = [self._buffer.popleft()]
+        elif self._behind or self._buffer:  # the log has what the buffer lacks
             self._wake.clear()
             batch = await self._source.events_after(self.cursor, PAGE)
             self.read_from_log += len(batch)
+            self._behind = len(batch) == PAGE
         if not batch:
             self.caught_up.set()
             await self._store_cursor()
-            with contextlib.suppress(TimeoutError):
+            if self._buffer:
+                return  # offered while the cursor was stored
+            self._wake.clear()
+            try:
                 await asyncio.wait_for(self._wake.wait(), POLL_S)
+            except TimeoutError:
+                self._behind = True  # quiet for a while: look at the log once, to be sure
             return
         self.caught_up.clear()
         for item in batch:
