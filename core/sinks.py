@@ -114,14 +114,12 @@ class SinkWorker:
             self._behind = len(batch) == PAGE
         if not batch:
             self.caught_up.set()
-            await self._store_cursor()
-            if self._buffer:
-                return  # offered while the cursor was stored
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), POLL_S)
             except TimeoutError:
                 self._behind = True  # quiet for a while: look at the log once, to be sure
+                await self._store_cursor()
             return
         self.caught_up.clear()
         for item in batch:
