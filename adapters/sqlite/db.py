@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
 import re
 from collections.abc import Sequence
 from importlib import resources
@@ -78,12 +81,29 @@ async def migrate(conn: aiosqlite.Connection) -> list[str]:
 
 async def prepare_database(path: Path) -> None:
     """Migrations, then LangGraph's own tables: on a connection of their own, closed before
-    the Writer opens the file's one writing connection."""
+    the Writer opens the file's one writing connection. Several daemons may start on one file
+    at once: the whole of it runs under an exclusive lock on `<database>.migrate.lock`, so
+    each migration is applied once, by whichever daemon comes first."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    conn = await connect(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = await asyncio.to_thread(_lock_exclusively, path.with_name(path.name + ".migrate.lock"))
     try:
-        await migrate(conn)
-        await AsyncSqliteSaver(conn).setup()
+        conn = await connect(path)
+        try:
+            await migrate(conn)
+            await AsyncSqliteSaver(conn).setup()
+        finally:
+            await conn.close()
     finally:
-        await conn.close()
+        os.close(lock)  # lets go of the lock
+
+
+def _lock_exclusively(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits for another daemon's migrations
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
