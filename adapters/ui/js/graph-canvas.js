@@ -4,7 +4,7 @@
 //
 // The contract the tests rely on (DESIGN §9): each node is a <g data-node-id data-status>
 // translated to its stored x/y; each edge a <g data-edge-id data-state> whose state is
-// "taken", "skipped" (not taken) or "pending".
+// "taken", "skipped" (not taken), "pending" or "unknown".
 
 import { h, s } from "./dom.js";
 import { glyph, percent } from "./status.js";
@@ -18,6 +18,8 @@ const MIN_SCALE = 0.05;
 const MAX_SCALE = 4;
 const PAN_STEP = 60;
 const LABEL_CHARS = 20;
+const LESS_DETAIL = 0.55; // below this scale: no condition or type/status line
+const LEAST_DETAIL = 0.3; // below this: no label either, the glyph and the box remain
 const META_CHARS = 26;
 let canvases = 0;
 
@@ -100,6 +102,11 @@ export class GraphCanvas {
     this.graph = graph;
     this.nodes.clear();
     this.edges = [];
+    this.incoming = new Map();
+    for (const edge of graph.edges ?? []) {
+      if (!this.incoming.has(edge.target)) this.incoming.set(edge.target, []);
+      this.incoming.get(edge.target).push(edge);
+    }
     const nodeElements = (graph.nodes ?? []).map((node, index) => this.drawNode(node, index));
     const edgeElements = (graph.edges ?? []).map((edge, index) => this.drawEdge(edge, index));
     this.nodeLayer.replaceChildren(...nodeElements);
@@ -233,6 +240,11 @@ export class GraphCanvas {
     return this.states.get(id)?.status ?? "idle";
   }
 
+  /**
+   * "taken", "skipped" (not taken), "pending" (not decided yet) or "unknown": a conditional
+   * edge into a node that ran, where another completed predecessor could have been what
+   * started it (the API records which nodes ran, not which conditions held).
+   */
   edgeState(edge) {
     const target = edge.target === END ? null : this.statusOf(edge.target);
     const ran = target !== null && target !== "idle" && target !== "skipped";
@@ -241,14 +253,23 @@ export class GraphCanvas {
     const source = this.statusOf(edge.source);
     if (source === "skipped") return "skipped";
     if (source !== "completed") return this.finished ? "skipped" : "pending";
-    if (edge.target === END || ran) return "taken";
-    return this.finished ? "skipped" : "pending";
+    if (edge.target === END) return "taken";
+    if (!ran) return this.finished ? "skipped" : "pending";
+    if (!edge.condition) return "taken";
+    const others = this.incoming.get(edge.target).filter((e) => e !== edge);
+    const couldHave = others.some((e) => e.source === START || this.statusOf(e.source) === "completed");
+    return couldHave ? "unknown" : "taken";
   }
 
   titleEdge(entry) {
     const { edge, element } = entry;
     const state = element.dataset.state;
-    const shown = { taken: "taken", skipped: "not taken", pending: "not yet taken" }[state];
+    const shown = {
+      taken: "taken",
+      skipped: "not taken",
+      pending: "not yet taken",
+      unknown: "its condition is not known to have held",
+    }[state];
     const condition = edge.condition ? ` when ${edge.condition}` : "";
     const problems = entry.problems.length ? ` · problem: ${entry.problems.join("; ")}` : "";
     entry.title.textContent = `${edge.source} → ${edge.target}${condition} (${shown})${problems}`;
@@ -374,6 +395,10 @@ export class GraphCanvas {
       const { x, y, k } = this.view;
       this.viewport.setAttribute("transform", `translate(${x.toFixed(1)} ${y.toFixed(1)}) scale(${k.toFixed(4)})`);
       this.svg.dataset.scale = k.toFixed(4);
+      // Text too small to read is not drawn (it is most of the cost of a frame at 500 nodes);
+      // each node's title and accessible name keep all of it.
+      const detail = k < LEAST_DETAIL ? "least" : k < LESS_DETAIL ? "less" : "full";
+      if (this.svg.dataset.detail !== detail) this.svg.dataset.detail = detail;
     });
   }
 

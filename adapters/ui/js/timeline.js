@@ -88,7 +88,11 @@ export class VirtualList {
 
   draw() {
     const el = this.element;
-    const first = Math.max(0, Math.floor(el.scrollTop / this.rowHeight) - OVERSCAN);
+    // A list that just shrank (a filter) may still report the old list's scroll offset.
+    const bottom = Math.max(0, this.items.length * this.rowHeight - el.clientHeight);
+    if (el.scrollTop > bottom) el.scrollTop = bottom;
+    const top = Math.min(el.scrollTop, bottom);
+    const first = Math.max(0, Math.floor(top / this.rowHeight) - OVERSCAN);
     const visible = Math.ceil(el.clientHeight / this.rowHeight) + 2 * OVERSCAN;
     const last = Math.min(this.items.length, first + visible);
     const needed = last - first;

@@ -1,5 +1,5 @@
 """What the dashboard's browser tests share: Debian's Chromium driven by Playwright (found on
-the machine, never downloaded), one browser per session, a fresh context per test that fails
+the machine, never downloaded), one browser for them all, a fresh context per test that fails
 the test on any console error it did not expect, and a real daemon with the test node types.
 
 Without Chromium or Playwright the tests skip and say why; with ``CORTEXD_REQUIRE_BROWSER=1``
@@ -63,7 +63,9 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+# One browser for every test of this package, closed when the package is done: while Playwright's
+# sync API is open its event loop counts as running in this thread, which asyncio tests refuse.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     executable = chromium()
     try:
