@@ -6,7 +6,7 @@ const GLYPHS = {
   // runs
   pending: "◷",
   running: "▶",
-  paused: "⏸",
+  paused: "‖",
   completed: "✓",
   failed: "✕",
   cancelled: "⊘",

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -57,10 +57,20 @@ def chromium() -> str:
     return str(found)
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     if os.environ.get(REQUIRE) == "1":
         pytest.fail(f"{REQUIRE}=1 but {reason}")
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def playwright_api() -> Any:
+    """playwright.sync_api, imported where a test module starts (a skip, or a failure when
+    the browser is required, if it is not installed)."""
+    try:
+        import playwright.sync_api as api
+    except ImportError:
+        unavailable("playwright is not installed (pip install -e '.[test]')")
+    return api
 
 
 # One browser for every test of this package, closed when the package is done: while Playwright's
@@ -68,12 +78,9 @@ def unavailable(reason: str) -> None:
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     executable = chromium()
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed (pip install -e '.[test]')")
-    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    with sync_playwright() as playwright:
+    api = playwright_api()
+    api.expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    with api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=executable, headless=True, args=CHROMIUM_ARGS
         )

@@ -1,7 +1,7 @@
 """The dashboard in headless Chromium against a real `cortexd serve`: each view, node states
 changing live, every control doing what it says (the API confirms it), the input prompt
-answered from the page, errors shown as the server's detail, and a reconnect after the daemon
-restarts. Waits are Playwright's `expect` (a condition with a deadline), never a sleep."""
+answered from the page, errors shown as the server's detail, paging through `Link: rel="next"`.
+Waits are Playwright's `expect` (a condition with a deadline), never a sleep."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
 
-from tests.e2e.dashboard.conftest import P, Tab, edge, node, ok, ui_daemon, wait_run
+from tests.e2e.dashboard.conftest import P, Tab, edge, node, ok, playwright_api, ui_daemon, wait_run
 from tests.support.process import DaemonProcess
 
 pytestmark = pytest.mark.e2e
+expect = playwright_api().expect
 ROOT = Path(__file__).resolve().parents[3]
 UI = "/ui/projects/acme"
 
@@ -148,8 +148,11 @@ def test_the_run_view_draws_the_graph_and_node_states_change_live(
     expect(page.locator('[data-edge-id="first-big"]')).to_have_attribute("data-state", "taken")
     expect(page.locator('[data-edge-id="first-small"]')).to_have_attribute("data-state", "pending")
 
-    at_node(tab, "first").click()
+    at_node(tab, "big").focus()
+    page.keyboard.press("Enter")  # nodes are reachable by keyboard
     panel = page.get_by_role("complementary", name="Node")
+    expect(panel.get_by_role("heading", name="Big")).to_be_visible()
+    at_node(tab, "first").click()
     expect(panel).to_contain_text("Attempts1")
     expect(panel).to_contain_text("held until the test lets go")
     expect(panel.locator(".badge")).to_have_text(re.compile("completed"))
@@ -247,8 +250,8 @@ def test_an_approval_is_answered_by_its_choice_button(
     page.screenshot(path=shots / "approval.png")
     prompt.get_by_role("button", name="yes", exact=True).click()
 
-    expect(page.locator(".run-status")).to_have_attribute("data-status", "completed")
     run = wait_run(daemon, run_id, "completed")
+    expect(page.locator(".run-status")).to_have_attribute("data-status", "completed")
     assert run["output"]["outputs"]["approve"] == {"value": "yes"}
     expect(at_node(tab, "ship")).to_have_attribute("data-status", "completed")
     expect(at_node(tab, "shelve")).to_have_attribute("data-status", "skipped")
@@ -390,3 +393,38 @@ def test_the_root_opens_the_last_project(daemon: DaemonProcess, tab: Tab) -> Non
     page.go_back()
     expect(page).to_have_url(f"{daemon.url}{UI}/runs")
     expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+
+
+def test_the_runs_page_follows_a_link_rel_next_when_the_server_pages(
+    daemon: DaemonProcess, tab: Tab
+) -> None:
+    """The paging server (DESIGN §12) is built elsewhere; its answers are played here."""
+    graph(daemon, "paged", [node("only", 0, 0)], [])
+    done = [start(daemon, "paged") for _ in range(3)]
+    for run_id in done:
+        wait_run(daemon, run_id, "completed")
+    runs = ok(daemon, "GET", f"{P}/runs?workflow_id=paged")
+    asked: list[str] = []
+
+    def paged(route: Any) -> None:
+        url = route.request.url
+        asked.append(url)
+        second = "cursor=next" in url
+        headers = {"Content-Type": "application/json"}
+        if not second:
+            headers["Link"] = f'<{P}/runs?workflow_id=paged&limit=50&cursor=next>; rel="next"'
+        body = json.dumps(runs[2:] if second else runs[:2])
+        route.fulfill(status=200, headers=headers, body=body)
+
+    tab.page.route("**/api/projects/acme/workflows/runs?*", paged)
+    page = tab.page
+    page.goto(f"{daemon.url}{UI}/runs?graph=paged")
+
+    rows = page.locator("table.runs tbody tr")
+    expect(rows).to_have_count(2)
+    page.get_by_role("button", name="Load more").click()
+    expect(rows).to_have_count(3)
+    expect(page.get_by_role("button", name="Load more")).to_be_hidden()
+    assert "limit=50" in asked[0]
+    assert asked[1].endswith("cursor=next")
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.runId)") == [r["id"] for r in runs]

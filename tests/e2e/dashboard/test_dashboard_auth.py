@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
 
-from tests.e2e.dashboard.conftest import P, Tab, node, ok, ui_daemon, wait_run
+from tests.e2e.dashboard.conftest import P, Tab, node, ok, playwright_api, ui_daemon, wait_run
 from tests.support.process import DaemonProcess
 
 pytestmark = pytest.mark.e2e
+expect = playwright_api().expect
 WRITER = "dashboard-writer-token-0123"
 READER = "dashboard-reader-token-4567"
 RUNS = "/ui/projects/acme/runs"
@@ -99,6 +99,7 @@ def test_the_page_asks_for_a_token_and_sends_it_as_bearer_and_as_the_token_param
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('cortexd.token')") is None
+    assert WRITER not in daemon.log()  # not even from the WebSocket's URL
 
 
 def test_a_control_the_token_may_not_use_says_why(

@@ -16,12 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
 
-from tests.e2e.dashboard.conftest import SCREENSHOTS, P, Tab, edge, node, ok, ui_daemon, wait_run
+from tests.e2e.dashboard.conftest import (
+    SCREENSHOTS,
+    P,
+    Tab,
+    edge,
+    node,
+    ok,
+    playwright_api,
+    ui_daemon,
+    wait_run,
+)
 from tests.support.process import DaemonProcess
 
 pytestmark = pytest.mark.e2e
+expect = playwright_api().expect
 UI = "/ui/projects/acme"
 COLUMNS, ROWS = 25, 20  # 500 nodes, the limit
 EVENTS = 10_000
@@ -81,7 +91,7 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
 
 def big_graph() -> dict[str, Any]:
     """500 nodes on a grid, each column feeding the next (straight, and one row down
-    under a condition): 980 edges, 25 steps deep."""
+    under a condition): 956 edges, 25 steps deep."""
     nodes = [node(f"n{c}_{r}", c * 230, r * 90) for c in range(COLUMNS) for r in range(ROWS)]
     edges = [edge("__start__", f"n0_{r}") for r in range(ROWS)]
     for c in range(COLUMNS - 1):
@@ -229,6 +239,13 @@ def test_100_runs_updating_at_once_do_not_leave_the_runs_page_behind(
         "rows => rows.map(r => r.dataset.runId)"
     ) == list(reversed(run_ids))  # newest first, every one of them
     page.screenshot(path=shots / "runs-100.png")
+
+    page.reload()  # a page at a time: 50, then the next 50
+    rows = page.locator("table.runs tbody tr")
+    expect(rows).to_have_count(50)
+    page.get_by_role("button", name="Load more").click()
+    expect(rows).to_have_count(RUNS)
+    expect(page.get_by_role("button", name="Load more")).to_be_hidden()
     measured["runs_100"] = {
         "runs": RUNS,
         "page_behind_api_s": round(lag_s, 3),

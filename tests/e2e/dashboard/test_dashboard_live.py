@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
 
-from tests.e2e.dashboard.conftest import P, Tab, edge, node, ok, ui_daemon, wait_run
+from tests.e2e.dashboard.conftest import P, Tab, edge, node, ok, playwright_api, ui_daemon, wait_run
 
 pytestmark = pytest.mark.e2e
+expect = playwright_api().expect
 
 
 def test_the_run_view_reconnects_after_a_restart_and_catches_up(tab: Tab, tmp_path: Path) -> None:

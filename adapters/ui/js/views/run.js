@@ -35,6 +35,11 @@ class RunView {
     this.picked = null;
     this.filterText = "";
     this.busy = false;
+    // Arrival counts: an HTTP answer read before a WebSocket event arrived must not overwrite
+    // what that event says (the socket may deliver a transition before its POST returns).
+    this.arrived = 0;
+    this.runArrived = 0;
+    this.nodeArrived = new Map();
     this.draw = frameScheduler(() => this.drawPending());
   }
 
@@ -163,9 +168,16 @@ class RunView {
   // -- live --------------------------------------------------------------------------------
 
   onEvent(event) {
+    this.arrived += 1;
     this.pending.events.push(event);
-    if (event.nodeState) this.pending.states.set(event.nodeState.node_id, event.nodeState);
-    if (event.run) this.pending.run = event.run;
+    if (event.nodeState) {
+      this.pending.states.set(event.nodeState.node_id, event.nodeState);
+      this.nodeArrived.set(event.nodeState.node_id, this.arrived);
+    }
+    if (event.run) {
+      this.pending.run = event.run;
+      this.runArrived = this.arrived;
+    }
     this.draw();
   }
 
@@ -230,10 +242,15 @@ class RunView {
     );
   }
 
+  /** The states of nodes no event has spoken of since this request was sent (events carry
+   * whole states, and the socket delivers in order: for the others it is the newer word). */
   async reloadStates() {
+    const sent = this.arrived;
     try {
       const status = await get(`${this.base}/status`);
-      for (const state of status.node_states) this.setState(state);
+      for (const state of status.node_states) {
+        if ((this.nodeArrived.get(state.node_id) ?? 0) <= sent) this.setState(state);
+      }
       this.canvas.refreshEdges();
       if (this.selected) this.drawPanel();
     } catch (error) {
@@ -265,9 +282,10 @@ class RunView {
     const buttons = this.root.querySelectorAll(".controls button, .prompt button");
     for (const button of buttons) button.disabled = true;
     this.actionError.hidden = true;
+    const sent = this.arrived;
     try {
       const run = await post(url, body);
-      this.applyRun(run);
+      if (this.runArrived <= sent) this.applyRun(run); // else the socket already told more
     } catch (error) {
       if (error instanceof AuthRequired) throw error;
       this.actionError.textContent = error.detail ?? error.message;

@@ -42,6 +42,7 @@ class RunsView {
       since: null,
       onEvent: (event) => this.onEvent(event),
       onState: (state) => this.onLive(state),
+      onGap: () => this.load(), // events were pruned while away: read the list again
       probe: () => get(projectApi(this.project, "/graphs")),
       onError: (error) => this.app.fail(error),
     }).start();
