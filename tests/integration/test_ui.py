@@ -307,3 +307,21 @@ async def test_the_token_query_parameter_is_not_taken_by_plain_http(secured: Api
     response, _ = await fetch(secured, f"/api/projects/acme/workflows/runs?token={READER}")
 
     assert response.status == 401
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ui/../api/projects/acme/workflows/runs",
+        "/ui/%2e%2e/api/projects/acme/workflows/runs",
+        "/ui//../api/projects/acme/workflows/runs",
+    ],
+)
+async def test_a_path_under_ui_never_reaches_the_api_without_a_token(
+    secured: Api, path: str
+) -> None:
+    response = await secured.client.get(path, allow_redirects=False)
+    body = await response.read()
+
+    assert response.status in (200, 401, 404), response.status
+    assert not body.startswith(b"["), body[:80]  # never the runs list

@@ -26,8 +26,11 @@ class RunsView {
     this.root = root;
     this.project = project;
     this.app = app;
-    this.rows = new Map(); // run id -> {run, row}
-    this.changed = new Map(); // run id -> run, drawn on the next frame
+    this.rows = new Map(); // run id -> {run, row, basis}
+    this.changed = new Map(); // run id -> {run, at}, drawn on the next frame
+    this.arrived = 0; // run events received so far
+    this.loading = null; // the pager whose page is being read
+    this.listedAt = 0; // `arrived` when the list was last asked for
     this.graphs = new Map();
     this.redraw = frameScheduler(() => this.drawChanges());
     const query = new URLSearchParams(location.search);
@@ -135,15 +138,25 @@ class RunsView {
     const search = query.toString();
     this.pager = new Pager(projectApi(this.project, `/runs${search ? `?${search}` : ""}`), PAGE);
     this.rows.clear();
-    this.changed.clear();
     clear(this.body);
+    // A run this answer does not hold, whose last event came before it was asked for, did not
+    // match then: that event is not drawn.
+    this.listedAt = this.arrived;
     this.root.dataset.loaded = "false";
     await this.page();
     this.root.dataset.loaded = "true";
   }
 
+  /**
+   * The next page. Events keep arriving meanwhile; each row remembers what it was drawn from
+   * (`basis`: the arrival count when its answer was asked for, or its event's), and an event
+   * is drawn only over a row drawn from something older: the socket may deliver a change
+   * before or after a list answer that already holds it.
+   */
   async page() {
     const pager = this.pager;
+    const sent = this.arrived;
+    this.loading = pager;
     this.more.disabled = true;
     try {
       const runs = await pager.more();
@@ -151,14 +164,15 @@ class RunsView {
       for (const run of runs) {
         if (this.rows.has(run.id)) continue;
         const row = h("tr", { dataset: { runId: run.id } });
-        this.rows.set(run.id, { run, row });
+        this.rows.set(run.id, { run, row, basis: sent });
         this.drawRow(row, run);
         this.body.append(row);
       }
     } finally {
+      if (this.loading === pager) this.loading = null;
       this.more.disabled = false;
       this.more.hidden = pager.done;
-      this.drawCount();
+      this.drawChanges();
     }
   }
 
@@ -175,30 +189,34 @@ class RunsView {
   onEvent(event) {
     if (event.graph && event.type !== "workflow.graph.deleted") this.graphs.set(event.graph.id, event.graph);
     if (!event.run) return;
-    this.changed.set(event.run.id, event.run);
+    this.arrived += 1;
+    this.changed.set(event.run.id, { run: event.run, at: this.arrived });
     this.redraw();
   }
 
   drawChanges() {
+    if (this.loading) return; // drawn once the page is in
     const changed = [...this.changed.values()];
     this.changed.clear();
-    for (const run of changed) {
+    for (const { run, at } of changed) {
       const known = this.rows.get(run.id);
+      if (known && at <= known.basis) continue; // the row's answer was asked for later
       if (known && !this.matches(run)) {
         known.row.remove();
         this.rows.delete(run.id);
       } else if (known) {
         known.run = run;
+        known.basis = at;
         this.drawRow(known.row, run);
-      } else if (this.matches(run)) {
-        this.insert(run);
+      } else if (this.matches(run) && at > this.listedAt) {
+        this.insert(run, at);
       }
     }
     this.drawCount();
   }
 
   /** A run new to this list goes where its creation time puts it, if that is on a loaded page. */
-  insert(run) {
+  insert(run, at) {
     const row = h("tr", { dataset: { runId: run.id } });
     this.drawRow(row, run);
     const older = [...this.body.children].find((tr) => {
@@ -208,7 +226,7 @@ class RunsView {
     if (older) this.body.insertBefore(row, older);
     else if (this.pager.done) this.body.append(row);
     else return; // older than every row shown: it comes with a later page
-    this.rows.set(run.id, { run, row });
+    this.rows.set(run.id, { run, row, basis: at });
   }
 
   drawRow(row, run) {
