@@ -7,6 +7,7 @@
 // "taken", "skipped" (not taken), "pending" or "unknown".
 
 import { h, s } from "./dom.js";
+import { PanZoom } from "./pan-zoom.js";
 import { glyph, percent } from "./status.js";
 
 export const NODE_W = 180;
@@ -14,12 +15,7 @@ export const NODE_H = 56;
 export const START = "__start__";
 export const END = "__end__";
 const TERMINAL_GAP = 56;
-const MIN_SCALE = 0.05;
-const MAX_SCALE = 4;
-const PAN_STEP = 60;
 const LABEL_CHARS = 20;
-const LESS_DETAIL = 0.55; // below this scale: no condition or type/status line
-const LEAST_DETAIL = 0.3; // below this: no label either, the glyph and the box remain
 const META_CHARS = 26;
 let canvases = 0;
 
@@ -37,8 +33,6 @@ export class GraphCanvas {
     this.edges = []; // {edge, element, path, index}
     this.states = new Map(); // node id -> node state
     this.finished = false;
-    this.view = { x: 0, y: 0, k: 1 };
-    this.viewQueued = false;
     this.selected = null;
 
     this.viewport = s("g", { class: "viewport" });
@@ -64,13 +58,21 @@ export class GraphCanvas {
       h(
         "div",
         { class: "canvas-tools", role: "toolbar", "aria-label": "Drawing" },
-        tool("Zoom in", "Zoom in (+)", () => this.zoomBy(1.25)),
-        tool("Zoom out", "Zoom out (-)", () => this.zoomBy(0.8)),
+        tool("Zoom in", "Zoom in (+)", () => this.view.zoomBy(1.25)),
+        tool("Zoom out", "Zoom out (-)", () => this.view.zoomBy(0.8)),
         tool("Fit", "Show the whole graph (0)", () => this.fit()),
       ),
       this.svg,
     );
-    this.listen();
+    this.view = new PanZoom(this.svg, this.viewport, {
+      bounds: () => this.bounds(),
+      grabs: (target) => !target.closest?.(".node"),
+    });
+    this.svg.addEventListener("click", (event) => {
+      const node = event.target.closest?.(".node");
+      if (node) this.activate(node.dataset.nodeId);
+    });
+    this.svg.addEventListener("keydown", (event) => this.key(event));
   }
 
   marker(state) {
@@ -326,16 +328,8 @@ export class GraphCanvas {
       entry = edge && (this.nodes.get(edge.edge.source) ?? this.nodes.get(edge.edge.target));
     }
     if (!entry) return;
-    const { width, height } = this.size();
-    this.view.x = width / 2 - (entry.x + NODE_W / 2) * this.view.k;
-    this.view.y = height / 2 - (entry.y + NODE_H / 2) * this.view.k;
-    this.applyView();
+    this.view.centre(entry.x + NODE_W / 2, entry.y + NODE_H / 2);
     if (kind === "node") entry.element.focus({ preventScroll: true });
-  }
-
-  size() {
-    const box = this.svg.getBoundingClientRect();
-    return { width: box.width || 800, height: box.height || 480 };
   }
 
   bounds() {
@@ -355,89 +349,7 @@ export class GraphCanvas {
 
   /** Scales and centres the view so that the whole graph shows. */
   fit() {
-    const { width, height } = this.size();
-    const { minX, minY, maxX, maxY } = this.bounds();
-    const pad = 24;
-    const k = Math.min(
-      1.25,
-      Math.max(MIN_SCALE, Math.min((width - 2 * pad) / (maxX - minX), (height - 2 * pad) / (maxY - minY))),
-    );
-    this.view = {
-      k,
-      x: (width - (maxX - minX) * k) / 2 - minX * k,
-      y: (height - (maxY - minY) * k) / 2 - minY * k,
-    };
-    this.applyView();
-  }
-
-  zoomBy(factor, at = null) {
-    const { width, height } = this.size();
-    const px = at ? at.x : width / 2;
-    const py = at ? at.y : height / 2;
-    const k = Math.min(MAX_SCALE, Math.max(MIN_SCALE, this.view.k * factor));
-    const ratio = k / this.view.k;
-    this.view = { k, x: px - (px - this.view.x) * ratio, y: py - (py - this.view.y) * ratio };
-    this.applyView();
-  }
-
-  panBy(dx, dy) {
-    this.view.x += dx;
-    this.view.y += dy;
-    this.applyView();
-  }
-
-  /** The transform is written once per frame, however many wheel or pointer events came. */
-  applyView() {
-    if (this.viewQueued) return;
-    this.viewQueued = true;
-    requestAnimationFrame(() => {
-      this.viewQueued = false;
-      const { x, y, k } = this.view;
-      this.viewport.setAttribute("transform", `translate(${x.toFixed(1)} ${y.toFixed(1)}) scale(${k.toFixed(4)})`);
-      this.svg.dataset.scale = k.toFixed(4);
-      // Text too small to read is not drawn (it is most of the cost of a frame at 500 nodes);
-      // each node's title and accessible name keep all of it.
-      const detail = k < LEAST_DETAIL ? "least" : k < LESS_DETAIL ? "less" : "full";
-      if (this.svg.dataset.detail !== detail) this.svg.dataset.detail = detail;
-    });
-  }
-
-  listen() {
-    const svg = this.svg;
-    svg.addEventListener(
-      "wheel",
-      (event) => {
-        event.preventDefault();
-        const box = svg.getBoundingClientRect();
-        const factor = Math.exp(-event.deltaY * (event.deltaMode === 1 ? 0.05 : 0.0015));
-        this.zoomBy(factor, { x: event.clientX - box.left, y: event.clientY - box.top });
-      },
-      { passive: false },
-    );
-    let drag = null;
-    svg.addEventListener("pointerdown", (event) => {
-      if (event.button !== 0 || event.target.closest?.(".node")) return;
-      drag = { x: event.clientX, y: event.clientY, pointer: event.pointerId };
-      svg.setPointerCapture(event.pointerId);
-      svg.classList.add("panning");
-    });
-    svg.addEventListener("pointermove", (event) => {
-      if (!drag || event.pointerId !== drag.pointer) return;
-      this.panBy(event.clientX - drag.x, event.clientY - drag.y);
-      drag.x = event.clientX;
-      drag.y = event.clientY;
-    });
-    const endDrag = () => {
-      drag = null;
-      svg.classList.remove("panning");
-    };
-    svg.addEventListener("pointerup", endDrag);
-    svg.addEventListener("pointercancel", endDrag);
-    svg.addEventListener("click", (event) => {
-      const node = event.target.closest?.(".node");
-      if (node) this.activate(node.dataset.nodeId);
-    });
-    svg.addEventListener("keydown", (event) => this.key(event));
+    this.view.fit();
   }
 
   key(event) {
@@ -445,22 +357,6 @@ export class GraphCanvas {
     if (node && (event.key === "Enter" || event.key === " ")) {
       event.preventDefault();
       this.activate(node.dataset.nodeId);
-      return;
-    }
-    const actions = {
-      ArrowLeft: () => this.panBy(PAN_STEP, 0),
-      ArrowRight: () => this.panBy(-PAN_STEP, 0),
-      ArrowUp: () => this.panBy(0, PAN_STEP),
-      ArrowDown: () => this.panBy(0, -PAN_STEP),
-      "+": () => this.zoomBy(1.25),
-      "=": () => this.zoomBy(1.25),
-      "-": () => this.zoomBy(0.8),
-      0: () => this.fit(),
-    };
-    const action = actions[event.key];
-    if (action && !event.ctrlKey && !event.metaKey && !event.altKey) {
-      event.preventDefault();
-      action();
     }
   }
 
