@@ -9,6 +9,7 @@ from adapters.http.keys import ACCESS, METRICS
 from adapters.http.problems import problem_middleware
 from adapters.http.request_id import echo_request_id, request_id_middleware
 from adapters.http.routes import add_routes, close_sockets
+from adapters.http.ui import add_ui_routes
 from adapters.metrics import Metrics
 
 
@@ -29,6 +30,7 @@ def create_app(
     app[METRICS] = metrics
     app[ACCESS] = access
     add_routes(app)
+    add_ui_routes(app)
     app.router.add_get("/metrics", metrics.handler)
     app.on_response_prepare.append(echo_request_id)
     app.on_shutdown.append(close_sockets)

@@ -1,10 +1,11 @@
 """Bearer tokens: who may call what.
 
 A token is presented as ``Authorization: Bearer <token>`` (a WebSocket handshake may use
-``?access_token=`` instead: browsers cannot set headers there). Only SHA-256 digests are
-configured; the digest of what is presented is compared with every one of them in constant
-time. Roles are ordered: read (GET, WebSocket) < write (+ graph and run changes) < admin
-(+ everything else: /api/plugins, /metrics). Health and the OpenAPI document are always open.
+``?token=`` or ``?access_token=`` instead: browsers cannot set headers there). Only SHA-256
+digests are configured; the digest of what is presented is compared with every one of them in
+constant time. Roles are ordered: read (GET, WebSocket) < write (+ graph and run changes) < admin
+(+ everything else: /api/plugins, /metrics). Health, the OpenAPI document and the dashboard's
+files (``/``, ``/ui/...``: the page asks for a token, its API calls carry it) are always open.
 
 The tokens live in an :class:`Access` held by the app, whose token list SIGHUP swaps.
 """
@@ -23,12 +24,14 @@ from aiohttp.typedefs import Handler, Middleware
 from adapters.config import Settings, TokenSettings
 from adapters.http.problems import Forbidden, Unauthorized
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/", "/ui"})
+UI_PREFIX = "/ui/"
 METRICS_PATH = "/metrics"
 # Routes any valid token may read, whatever its projects.
 CATALOGUE_PATHS = frozenset({"/api/node-types"})
 PROJECT_PREFIX = "/api/projects/{project_id}/"
-QUERY_TOKEN = "access_token"
+# `token` is what the dashboard sends (DESIGN §9); `access_token` is the older spelling.
+QUERY_TOKENS = ("token", "access_token")
 CHALLENGE = "WWW-Authenticate"
 ALL_PROJECTS = "*"
 _SAFE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})
@@ -125,7 +128,8 @@ def required_role(request: web.Request, metrics_public: bool) -> Role | None:
     """What a request needs: None for the open endpoints. A route without a rule of its own
     needs admin, so a route added later is closed until someone decides otherwise."""
     path = request.path
-    if path in OPEN_PATHS or (path == METRICS_PATH and metrics_public):
+    ui = path.startswith(UI_PREFIX)
+    if path in OPEN_PATHS or ui or (path == METRICS_PATH and metrics_public):
         return None
     if path == METRICS_PATH:
         return Role.ADMIN
@@ -149,8 +153,10 @@ def _presented(request: web.Request) -> str | None:
             )
         return credentials.strip()
     is_websocket = request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
-    if is_websocket and QUERY_TOKEN in request.query:
-        return request.query[QUERY_TOKEN]
+    if is_websocket:
+        for name in QUERY_TOKENS:
+            if name in request.query:
+                return request.query[name]
     return None
 
 

@@ -331,10 +331,11 @@ def _paths() -> dict[str, dict[str, JSON]]:
                     PROJECT_ID,
                     SINCE,
                     _query("run_id", {"type": "string"}, "Only this run's events."),
-                    _query("access_token", {"type": "string"}, "A token, for browsers."),
+                    _query("token", {"type": "string"}, "A token, for browsers."),
+                    _query("access_token", {"type": "string"}, "The same, older spelling."),
                 ),
             )
-            | {"security": [{"bearer": []}, {"access_token": []}]},
+            | {"security": [{"bearer": []}, {"token": []}, {"access_token": []}]},
         },
         "/api/node-types": {
             "get": _operation(
@@ -363,6 +364,26 @@ def _paths() -> dict[str, dict[str, JSON]]:
             )
             | {"responses": _readiness_responses()},
         },
+        "/": {"get": _to_dashboard("The dashboard: redirects to /ui/")},
+        "/ui": {"get": _to_dashboard("The dashboard: redirects to /ui/")},
+        "/ui/{path}": {
+            "get": _operation(
+                "The dashboard: the page for any /ui/... path, its files under /ui/assets/",
+                (200, _dashboard_file()),
+                (404,),
+                params=(
+                    {
+                        "name": "path",
+                        "in": "path",
+                        "required": True,
+                        "description": "A view's path, or assets/<build>/<file>.",
+                        "schema": {"type": "string"},
+                    },
+                ),
+                secured=False,
+            )
+            | {"responses": _dashboard_responses()},
+        },
         "/openapi.json": {
             "get": _operation(
                 "This document",
@@ -383,6 +404,27 @@ def _paths() -> dict[str, dict[str, JSON]]:
             ),
         },
     }
+
+
+def _dashboard_file() -> JSON:
+    text = {"schema": {"type": "string"}}
+    types = ("text/html", "text/javascript", "text/css", "image/svg+xml")
+    return {"description": "The page, or one of its files.", "content": dict.fromkeys(types, text)}
+
+
+def _dashboard_responses() -> JSON:
+    not_found = {PROBLEM_TYPE: {"schema": _ref(ProblemDocument)}}
+    return {
+        "200": _dashboard_file(),
+        "304": {"description": "Not modified: the ETag sent in If-None-Match still holds."},
+        "404": {"description": "No such dashboard file.", "content": not_found},
+    }
+
+
+def _to_dashboard(summary: str) -> JSON:
+    location = {"description": "/ui/", "schema": {"type": "string"}}
+    moved = {"description": "To the dashboard.", "headers": {"Location": location}}
+    return {"summary": summary, "security": [], "responses": {"302": moved}}
 
 
 def _readiness_responses() -> JSON:
@@ -417,6 +459,7 @@ def document(routes: frozenset[tuple[str, str]] | None = None) -> JSON:
             "schemas": _schemas()[1],
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
+                "token": {"type": "apiKey", "in": "query", "name": "token"},
                 "access_token": {"type": "apiKey", "in": "query", "name": "access_token"},
             },
         },
