@@ -10,6 +10,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 
 import aiosqlite
@@ -128,7 +129,7 @@ class Daemon:
             await store.register_instance(
                 instance, socket.gethostname(), os.getpid(), wakeups.address
             )
-            opened.push_async_callback(store.release_owner, instance)
+            opened.push_async_callback(_released, store, instance)
             sinks = Sinks(plugins.sinks(), store, store)
             bus.subscribe(sinks)
             plugin_context = PluginContext(
@@ -234,6 +235,11 @@ class Daemon:
                 await self._refresh_peers()
             except Exception:
                 log.exception("peers_unreadable")
+
+
+async def _released(store: SqliteStore, instance: str) -> None:
+    """The last of a stop: this instance's runs, duties and entry are let go of."""
+    await store.release_owner(instance, datetime.now(UTC))
 
 
 def _engine_settings(settings: Settings) -> EngineSettings:

@@ -209,7 +209,8 @@ class _Levels:
         counters = {
             "delivered": "Events a sink took without error.",
             "failed": "Events whose delivery raised in the sink.",
-            "dropped": "Events dropped because the sink's queue was full.",
+            "read_from_log": "Events a sink read back from the stored log (after a start, a "
+            "takeover, or when it fell behind the bus); sinks never drop one.",
         }
         for outcome, text in counters.items():
             family = CounterMetricFamily(f"cortexd_sink_events_{outcome}", text, labels=["sink"])

@@ -58,7 +58,7 @@ class Answers:
         else:
             current = answer.checkpoint_id == await self._checkpoints.latest_id(run.id)
         if not current:
-            await self._store.drop_answer(run.id)
+            await self._store.drop_answer(run.id, answer)
             log.info("stale_answer_dropped", run_id=run.id, checkpoint_id=answer.checkpoint_id)
             return None
         if answer.interrupt_id is not None:

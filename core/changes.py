@@ -50,7 +50,8 @@ def execute(now: datetime, *, new_input: dict[str, Any] | None, from_start: bool
         if run.status is RunStatus.COMPLETED:
             raise Conflict(f"run {run.id!r} is completed; create a new run to run it again")
         fresh = from_start or new_input is not None or run.status is RunStatus.CANCELLED
-        updates: dict[str, Any] = {"last_message": "queued"}
+        # A new execution: crashes of the earlier ones do not count against its recovery limit.
+        updates: dict[str, Any] = {"last_message": "queued", "recoveries": 0}
         if new_input is not None:
             updates["input"] = new_input
         moved = transition(run, RunStatus.PENDING, now, action="execute", **updates)

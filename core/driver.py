@@ -124,7 +124,7 @@ class Driver:
         finally:
             scope.close()
         if outcome is None:  # drained: paused (the status says so already) or shutting down
-            await execution.writes.release()
+            await execution.writes.release(self._clock.now())
             return
         if outcome.status is RunStatus.COMPLETED:
             await self._mark_skipped(execution.writes, scope, graph)
@@ -197,7 +197,7 @@ class Driver:
         except InvalidTransition:
             # Paused meanwhile: the request that paused it wins; the run's work is
             # checkpointed, so a resume finishes it.
-            await execution.writes.release()
+            await execution.writes.release(self._clock.now())
             return
         log_summary(finished, execution.scope, execution.started_at)
 

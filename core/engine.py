@@ -128,7 +128,9 @@ class Engine:
         `running`), cancel what is left, and release every run this daemon still holds: they
         join the queue for the next daemon to claim (this one at its next start)."""
         self._accepting = False
-        await self.scheduler.stop()
+        # Claim nothing more, but keep renewing the leases while the runs drain: a drain
+        # longer than the lease must not let another daemon take a run mid-node.
+        await self.scheduler.stop_claiming()
         for execution in self._active.values():
             execution.control.request_drain("shutdown")
         tasks = list(self._tasks.values())
@@ -139,8 +141,9 @@ class Engine:
         leftovers = list(self._tasks.values()) + list(self._detached)
         if leftovers:
             await asyncio.wait(leftovers, timeout=self.settings.cancel_grace_s)
+        await self.scheduler.stop()
         try:
-            await self._store.release_runs(self.instance)
+            await self._store.release_runs(self.instance, self._clock.now())
         except Exception:  # its leases expire instead; nothing is lost, recovery is later
             log.exception("release_failed", instance=self.instance)
 
@@ -230,16 +233,11 @@ class Engine:
         if event["type"].startswith("workflow.run.") and "run" in event:
             run = event["run"]
             execution = self._active.get(run["id"])
-            if (
-                execution is not None
-                and run["status"] == "running"
-                and run["owner"] != self.instance
-            ):
-                # Taken back by another daemon while this one stalled: stop at once, before
-                # the next renewal would say so.
-                self._stop(execution, "lease lost")
-            elif execution is not None:
-                self.changed(Run.model_validate(run))
+            if execution is not None:
+                # An event from before this execution's claim (the bus hands some on late:
+                # past a gap, behind the tail) says nothing about it.
+                if item.seq > execution.claim.seq:
+                    self.changed(Run.model_validate(run))
             elif run["status"] == "pending" or (
                 run["status"] == "running" and run.get("owner") is None
             ):

@@ -51,6 +51,9 @@ class Claim:
     run: Run  # running, owned by the claimer
     lease: Lease
     fresh: bool  # it never ran: it starts from its input, with no checkpoint to read
+    # The event log's last seq when the claim committed: an event of the run at or before it
+    # (one the bus hands on late) tells nothing about this execution.
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +124,11 @@ class RunExecution(Protocol):
         the lease, which is released with it."""
         ...
 
-    async def release(self) -> None:
+    async def release(self, now: datetime) -> None:
         """The execution ends without finishing the run (drained for a pause or a shutdown):
-        the run keeps its status and any daemon may claim it. A no-op once the lease is lost."""
+        the run keeps its status and any daemon may claim it; one left `running` (resumed
+        meanwhile) is announced by a `workflow.run.updated` event, so a daemon with a free
+        slot claims it at once. A no-op once the lease is lost."""
         ...
 
     def close(self) -> None:
@@ -220,12 +225,15 @@ class Store(Protocol):
         Whether `owner` holds it now."""
         ...
 
-    async def release_runs(self, owner: str) -> None:
-        """`owner` stops executing (gracefully): its runs keep their status and join the
-        queue ahead of pending runs; no recovery is counted."""
+    async def release_runs(
+        self, owner: str, now: datetime, run_ids: Sequence[str] | None = None
+    ) -> None:
+        """`owner` stops executing these runs (all of them by default), gracefully: they keep
+        their status and join the queue ahead of pending runs, each `running` one announced
+        as `RunExecution.release` does; no recovery is counted."""
         ...
 
-    async def release_owner(self, owner: str) -> None:
+    async def release_owner(self, owner: str, now: datetime) -> None:
         """`owner` stops: its runs as `release_runs`, its singletons are free, and it is no
         longer one of the store's instances."""
         ...
@@ -238,8 +246,9 @@ class Store(Protocol):
         """The answer a resume kept for the run (see `RunChange.answer`), or None."""
         ...
 
-    async def drop_answer(self, run_id: str) -> None:
-        """Delete the answer kept for the run, if there is one."""
+    async def drop_answer(self, run_id: str, stale: PendingAnswer) -> None:
+        """Delete the answer kept for the run if it is still `stale` (not one a resume gave
+        since: an execution that lost its lease must not drop a newer answer)."""
         ...
 
     async def list_node_states(self, run_id: str) -> list[NodeState]: ...

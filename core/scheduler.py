@@ -1,10 +1,11 @@
 """Claiming and keeping runs: this daemon's side of the store's queue and leases (DESIGN §8).
 
-The claim loop takes runs FIFO from the store up to the free slots whenever something may have
-changed (a run queued, resumed or finished anywhere, a slot freed). The upkeep, every
-`lease_s`/3, renews every lease this daemon holds in one statement (a run missing from the
-answer was lost: its task is stopped), and takes back the runs of daemons that are provably
-dead, or whose leases expired, for the queue.
+The claim loop takes runs FIFO from the store up to the free slots whenever the queue may hold
+one (a run queued, resumed, released or taken back anywhere, a slot freed here). The upkeep,
+every `lease_s`/4, renews every lease this daemon holds in one statement (a run missing from
+the answer was lost: its task is stopped; one held without a task here, twice running, is
+released), and takes back for the queue the runs of daemons that are provably dead, or whose
+leases expired.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Scheduler:
         # fewer than it asked for. Without it every event would cost a claim transaction.
         self._backlog = True
         self._hints = 0
+        self._orphans: set[str] = set()
         self.settled = True  # nothing to take, as far as this daemon knows
 
     async def start(self) -> int:
@@ -90,6 +92,9 @@ class Scheduler:
         self._claims.start(self._claim_loop())
         self._upkeep.start(self._upkeep_loop())
         return waiting
+
+    async def stop_claiming(self) -> None:
+        await self._claims.stop()
 
     async def stop(self) -> None:
         await self._claims.stop()
@@ -136,6 +141,14 @@ class Scheduler:
         if lost:
             log.warning("leases_lost", runs=len(lost), run_ids=sorted(lost)[:10])
             self._launcher.lost(lost)
+        # Held but executed by no task here (its task ended without letting go): released,
+        # once it was so at two upkeeps running, never a claim still on its way to a task.
+        orphans = held - executing - self._launcher.executing()
+        stale = orphans & self._orphans
+        self._orphans = orphans - stale
+        if stale:
+            log.warning("orphan_leases_released", runs=len(stale), run_ids=sorted(stale)[:10])
+            await self._store.release_runs(self._instance, self._clock.now(), sorted(stale))
         others = await self._store.owners() - {self._instance}
         dead = sorted(owner for owner in others if self._liveness.is_dead(owner))
         now = self._clock.now()

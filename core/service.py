@@ -54,10 +54,12 @@ class WorkflowService:
     async def list_graphs(self, project_id: str) -> list[Graph]:
         return await self._store.list_graphs(project_id)
 
-    async def get_graph(self, project_id: str, graph_id: str) -> Graph:
-        graph = await self._store.get_graph(project_id, graph_id)
+    async def get_graph(self, project_id: str, graph_id: str, version: int | None = None) -> Graph:
+        """The graph's current version, or `version` (kept also after an edit or a delete,
+        for the runs of it)."""
+        graph = await self._store.get_graph(project_id, graph_id, version)
         if graph is None:
-            raise NotFound("graph", graph_id)
+            raise NotFound("graph" if version is None else f"graph version {version} of", graph_id)
         return graph
 
     def validate_graph(self, data: Any) -> list[Problem]:

@@ -53,7 +53,6 @@ class SinkWorker:
         self._stored_at = 0.0
         self.delivered = 0
         self.failed = 0
-        self.dropped = 0  # never, since events come from the log; kept as a metric of record
         self.read_from_log = 0
 
     def offer(self, item: Published) -> None:

@@ -144,6 +144,7 @@ def _query(name: str, schema: JSON, description: str) -> JSON:
     }
 
 
+VERSION = _query("version", {"type": "integer", "minimum": 1, "maximum": 2**62}, "A graph version.")
 SINCE = _query("since", {"type": "integer", "minimum": 0, "maximum": 2**62}, "Events after seq.")
 
 _ERRORS = {
@@ -234,7 +235,10 @@ def _paths() -> dict[str, dict[str, JSON]]:
         },
         f"{project}/graphs/{{workflow_id}}": {
             "get": _operation(
-                "Get a graph", (200, _json(_ref(Graph), "The graph.")), (404,), params=graph
+                "Get a graph (its current version, or `version` N: every version is kept)",
+                (200, _json(_ref(Graph), "The graph.")),
+                (400, 404),
+                params=(*graph, VERSION),
             ),
             "put": _operation(
                 "Replace a graph (a new version)",

@@ -14,6 +14,7 @@ from adapters.http.inputs import (
     CreateRunBody,
     ExecuteBody,
     ResumeBody,
+    optional_query_int,
     query_int,
     read_body,
     read_json,
@@ -67,7 +68,8 @@ async def list_graphs(request: web.Request) -> web.Response:
 
 async def get_graph(request: web.Request) -> web.Response:
     graph_id = _graph_id(request)
-    return reply(await request.app[SERVICE].get_graph(_project(request), graph_id))
+    version = optional_query_int(request, "version", 1, 2**62)
+    return reply(await request.app[SERVICE].get_graph(_project(request), graph_id, version))
 
 
 async def create_graph(request: web.Request) -> web.Response:

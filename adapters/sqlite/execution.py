@@ -55,17 +55,8 @@ class SqliteExecution:
         )
         return await self._writer.write(op, small=True)
 
-    async def release(self) -> None:
-        lease = self._lease
-
-        def op(tx: Tx) -> None:
-            tx.execute(
-                "UPDATE runs SET owner = NULL, lease_expires_at = NULL, epoch = epoch + 1 "
-                "WHERE id = ? AND owner = ? AND epoch = ?",
-                (lease.run_id, lease.owner, lease.epoch),
-            )
-
-        await self._writer.write(op, small=True)
+    async def release(self, now: datetime) -> None:
+        await self._writer.write(partial(runs.release_run, lease=self._lease, now=now), small=True)
 
     def close(self) -> None:
         self.closed = True

@@ -170,18 +170,20 @@ def prune_checkpoints(tx: Tx, thread_id: str, keep: int) -> None:
 
 
 def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Change) -> list[Claim]:
+    # INDEXED BY: without statistics SQLite's planner would take runs_by_status and sort,
+    # a cost that grows with the backlog, inside the write lock every process waits for.
     rows = tx.conn.execute(
-        f"SELECT id, {RUN_COLUMNS} FROM runs WHERE status = 'running' AND owner IS NULL "
-        "ORDER BY queued_at LIMIT ?",
+        f"SELECT id, {RUN_COLUMNS} FROM runs INDEXED BY runs_unowned "
+        "WHERE status = 'running' AND owner IS NULL ORDER BY queued_at LIMIT ?",
         (limit,),
     ).fetchall()
     if len(rows) < limit:
         rows += tx.conn.execute(
-            f"SELECT id, {RUN_COLUMNS} FROM runs WHERE status = 'pending' "
-            "ORDER BY queued_at LIMIT ?",
+            f"SELECT id, {RUN_COLUMNS} FROM runs INDEXED BY runs_pending "
+            "WHERE status = 'pending' ORDER BY queued_at LIMIT ?",
             (limit - len(rows),),
         ).fetchall()
-    claims = []
+    taken = []
     for run_id, *columns in rows:
         current = run_from(columns)
         epoch = int(columns[2]) + 1
@@ -195,13 +197,15 @@ def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Change) ->
             f"UPDATE runs SET owner = ?, epoch = ?, lease_expires_at = {NOW} + ? WHERE id = ?",
             (owner, epoch, lease_s, run_id),
         )
-        claims.append(Claim(run, Lease(run_id, owner, epoch), fresh))
-    return claims
+        taken.append((run, Lease(run_id, owner, epoch), fresh))
+    (seq,) = tx.fetchone("SELECT COALESCE(MAX(seq), 0) FROM events")
+    return [Claim(run, lease, fresh, seq) for run, lease, fresh in taken]
 
 
 def renew_leases(tx: Tx, owner: str, lease_s: float) -> set[str]:
     rows = tx.conn.execute(
-        f"UPDATE runs SET lease_expires_at = {NOW} + ? WHERE owner = ? RETURNING id",
+        f"UPDATE runs INDEXED BY runs_owned SET lease_expires_at = {NOW} + ? "
+        "WHERE owner = ? RETURNING id",
         (lease_s, owner),
     ).fetchall()
     return {row[0] for row in rows}
@@ -213,8 +217,8 @@ def recover_runs(
     marks = ", ".join("?" * len(dead))
     dead_clause = f" OR owner IN ({marks})" if dead else ""
     rows = tx.conn.execute(
-        f"SELECT id, {RUN_COLUMNS}, recoveries FROM runs WHERE owner IS NOT NULL "
-        f"AND (lease_expires_at < {NOW}{dead_clause})",
+        f"SELECT id, {RUN_COLUMNS}, recoveries FROM runs INDEXED BY runs_owned "
+        f"WHERE owner IS NOT NULL AND (lease_expires_at < {NOW}{dead_clause})",
         tuple(dead),
     ).fetchall()
     changed = []
@@ -243,15 +247,37 @@ def _released(result: RunChange) -> RunChange:
     return replace(result, release=True)
 
 
-def release_runs(tx: Tx, owner: str) -> None:
-    tx.execute(
-        "UPDATE runs SET owner = NULL, lease_expires_at = NULL, epoch = epoch + 1 WHERE owner = ?",
-        (owner,),
-    )
+def release_run(tx: Tx, lease: Lease, now: datetime) -> None:
+    """The execution under `lease` ends without finishing the run (if the lease still holds):
+    a run left `running` is announced, so that a daemon with a free slot claims it at once."""
+    row = tx.fetchone(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (lease.run_id,))
+    if row is None or (row[1], row[2]) != (lease.owner, lease.epoch):
+        return
+    _release(tx, run_from(row), now)
 
 
-def release_owner(tx: Tx, owner: str) -> None:
-    release_runs(tx, owner)
+def release_runs(tx: Tx, owner: str, now: datetime, run_ids: Sequence[str] | None = None) -> None:
+    rows = tx.conn.execute(
+        f"SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_owned WHERE owner = ?", (owner,)
+    ).fetchall()
+    for row in rows:
+        run = run_from(row)
+        if run_ids is None or run.id in run_ids:
+            _release(tx, run, now)
+
+
+def _release(tx: Tx, run: Run, now: datetime) -> None:
+    if run.status is RunStatus.RUNNING:
+        apply_change(tx, run, RunChange(run, EventType.RUN_UPDATED, now, release=True))
+    else:
+        tx.execute(
+            "UPDATE runs SET owner = NULL, lease_expires_at = NULL, epoch = epoch + 1 WHERE id = ?",
+            (run.id,),
+        )
+
+
+def release_owner(tx: Tx, owner: str, now: datetime) -> None:
+    release_runs(tx, owner, now)
     tx.execute("DELETE FROM instances WHERE id = ?", (owner,))
     tx.execute(
         "UPDATE singletons SET owner = NULL, lease_expires_at = NULL WHERE owner = ?", (owner,)

@@ -215,11 +215,14 @@ class SqliteStore:
         op = partial(runs.hold_singleton, name=name, owner=owner, lease_s=lease_s, dead=dead)
         return await self._writer.write(op, small=True)
 
-    async def release_runs(self, owner: str) -> None:
-        await self._writer.write(partial(runs.release_runs, owner=owner))
+    async def release_runs(
+        self, owner: str, now: datetime, run_ids: Sequence[str] | None = None
+    ) -> None:
+        op = partial(runs.release_runs, owner=owner, now=now, run_ids=run_ids)
+        await self._writer.write(op)
 
-    async def release_owner(self, owner: str) -> None:
-        await self._writer.write(partial(runs.release_owner, owner=owner))
+    async def release_owner(self, owner: str, now: datetime) -> None:
+        await self._writer.write(partial(runs.release_owner, owner=owner, now=now))
 
     def execution(self, claim: Claim) -> SqliteExecution:
         return SqliteExecution(self._writer, claim)
@@ -231,9 +234,15 @@ class SqliteStore:
         )
         return PendingAnswer(row[0], json.loads(row[2]), interrupt_id=row[1]) if row else None
 
-    async def drop_answer(self, run_id: str) -> None:
+    async def drop_answer(self, run_id: str, stale: PendingAnswer) -> None:
+        value = runs.encode_answer(stale.value)
+
         def op(tx: Tx) -> None:
-            tx.execute("DELETE FROM run_resumes WHERE run_id = ?", (run_id,))
+            tx.execute(
+                "DELETE FROM run_resumes WHERE run_id = ? AND checkpoint_id IS ? "
+                "AND interrupt_id IS ? AND value = ?",
+                (run_id, stale.checkpoint_id, stale.interrupt_id, value),
+            )
 
         await self._writer.write(op, small=True)
 

@@ -23,7 +23,7 @@ from adapters.sqlite.writer import Writer
 from core import changes
 from core.domain import GraphSpec, NodeState, NodeStatus, Run, RunStatus
 from core.errors import InvalidTransition, LeaseLost, NotFound
-from core.ports import EXECUTION_KEY, Claim, Store
+from core.ports import EXECUTION_KEY, Claim, PendingAnswer, Store
 from tests.unit.fakes import FakeCheckpoints, FakeStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -129,7 +129,7 @@ async def test_claims_are_fifo_with_taken_back_runs_first_and_never_twice(backen
     counts = await b.store.queue_counts()
     assert (counts.running, counts.claimable) == (5, 0)
 
-    await b.store.release_runs("d1")  # d1 stopped: its runs go first, without a recovery
+    await b.store.release_runs("d1", b.now())  # d1 stopped: first, without a recovery
     again = await claim(b, "d3", limit=1)
     assert [c.run.id for c in again] == [runs[0].id]
     assert again[0].run.recoveries == 0
@@ -142,7 +142,7 @@ async def test_a_resumed_run_goes_ahead_of_pending_ones(backend: Backend) -> Non
     older, newer = await new_run(b), await new_run(b)
     [taken] = await claim(b, "d1", limit=1)
     await b.store.change_run("p", older.id, changes.pause(b.now()))
-    await b.store.execution(taken).release()  # drained
+    await b.store.execution(taken).release(b.now())  # drained
     await b.store.change_run("p", older.id, changes.resume(b.now(), None))
     order = [c.run.id for c in await claim(b, "d2")]
     assert order == [older.id, newer.id]
@@ -205,7 +205,7 @@ async def test_every_write_of_an_execution_is_fenced_by_its_lease(backend: Backe
     [old] = await claim(b, "d1")
     execution = b.store.execution(old)
     await execution.save([node("a", NodeStatus.RUNNING)], b.now())
-    await b.store.release_runs("d1")
+    await b.store.release_runs("d1", b.now())
     [new] = await claim(b, "d2")
     before = await seqs(b)
     with pytest.raises(LeaseLost):
@@ -218,7 +218,7 @@ async def test_every_write_of_an_execution_is_fenced_by_its_lease(backend: Backe
         )
     with pytest.raises(LeaseLost):
         await b.saver.aput_writes(task_config(run.id, execution), [("x", 1)], "task-1")
-    await execution.release()  # not its run any more: a no-op
+    await execution.release(b.now())  # not its run any more: a no-op
     assert await seqs(b) == before
     assert (await b.store.get_run("p", run.id)).owner == "d2"
     states = await b.store.list_node_states(run.id)
@@ -315,5 +315,85 @@ async def test_a_duty_is_held_by_one_daemon_until_it_lets_go_or_dies(backend: Ba
     assert not await store.hold_singleton("duties", "d2", LEASE_S)
     assert await store.hold_singleton("duties", "d2", LEASE_S, dead=["d1"])
     assert not await store.hold_singleton("duties", "d1", LEASE_S)
-    await store.release_owner("d2")
+    await store.release_owner("d2", b.now())
     assert await store.hold_singleton("duties", "d1", LEASE_S)
+
+
+async def test_a_release_leaves_the_run_claimable_and_says_so_when_it_is_running(
+    backend: Backend,
+) -> None:
+    b = backend
+    run = await new_run(b)
+    [held] = await claim(b, "d1")
+    assert held.seq >= max(await seqs(b))  # the claim's own event is at or before its seq
+    await b.store.change_run("p", run.id, changes.pause(b.now()))
+    paused = await b.store.get_run("p", run.id)
+    assert paused.owner == "d1"  # a pause leaves the executor its lease, to drain
+    await b.store.execution(held).save([node("a", NodeStatus.COMPLETED)], b.now())
+    await b.store.change_run("p", run.id, changes.resume(b.now(), None))  # before the drain
+    assert await claim(b, "d2") == []  # still d1's until it lets go
+    before = await seqs(b)
+    await b.store.execution(held).release(b.now())
+    events = await b.store.list_events("p", max(before), run.id)
+    assert [(e["type"], e["run"]["status"], e["run"]["owner"]) for e in events] == [
+        ("workflow.run.updated", "running", None)
+    ]
+    [again] = await claim(b, "d2")
+    assert (again.run.id, again.fresh) == (run.id, False)
+
+
+async def test_an_execute_starts_the_run_over_as_a_new_execution(backend: Backend) -> None:
+    b = backend
+    run = await new_run(b)
+    [held] = await claim(b, "d1")
+    await b.store.execution(held).save([node("a", NodeStatus.COMPLETED)], b.now())
+    now = b.now()
+    await b.store.recover_runs(["d1"], 3, changes.recover(now), changes.give_up(now, 3))
+    [held] = await claim(b, "d2")
+    answer = PendingAnswer("c-1", "yes")
+    await b.store.change_run("p", run.id, changes.pause(b.now()))
+    await b.store.execution(held).release(b.now())
+    await b.store.change_run("p", run.id, changes.resume(b.now(), answer))
+    await b.store.change_run("p", run.id, changes.cancel(b.now()))
+    assert await b.store.pending_answer(run.id) is None  # a cancel drops it
+    later = await new_run(b)
+    again = await b.store.change_run(
+        "p", run.id, changes.execute(b.now(), new_input=None, from_start=False)
+    )
+    assert (again.status, again.recoveries) == (RunStatus.PENDING, 0)
+    assert await b.store.list_node_states(run.id) == []  # a cancelled run starts afresh
+    order = [c.run.id for c in await claim(b, "d3")]
+    assert order == [later.id, run.id]  # executed again: at the end of the queue
+
+
+async def test_a_stale_answer_is_dropped_only_while_no_newer_one_replaced_it(
+    backend: Backend,
+) -> None:
+    b = backend
+    run = await new_run(b)
+    [held] = await claim(b, "d1")
+    await b.store.change_run("p", run.id, changes.pause(b.now()))
+    await b.store.execution(held).release(b.now())
+    old = PendingAnswer("c-1", "first", interrupt_id="i-1")
+    await b.store.change_run("p", run.id, changes.resume(b.now(), old))
+    [held] = await claim(b, "d1")
+    await b.store.change_run("p", run.id, changes.pause(b.now()))
+    await b.store.execution(held).release(b.now())
+    new = PendingAnswer("c-2", "second", interrupt_id="i-2")
+    await b.store.change_run("p", run.id, changes.resume(b.now(), new))
+    await b.store.drop_answer(run.id, old)  # a late executor found the first one stale
+    assert await b.store.pending_answer(run.id) == new
+    await b.store.drop_answer(run.id, new)
+    assert await b.store.pending_answer(run.id) is None
+
+
+async def test_a_paused_run_whose_owner_died_loses_only_its_owner(backend: Backend) -> None:
+    b = backend
+    run = await new_run(b)
+    await claim(b, "d1")
+    await b.store.change_run("p", run.id, changes.pause(b.now()))
+    now = b.now()
+    changed = await b.store.recover_runs(["d1"], 3, changes.recover(now), changes.give_up(now, 3))
+    assert changed == []
+    stored = await b.store.get_run("p", run.id)
+    assert (stored.status, stored.owner, stored.recoveries) == (RunStatus.PAUSED, None, 0)

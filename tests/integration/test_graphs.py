@@ -167,3 +167,18 @@ async def test_catalogue_health_and_readiness(api: Api) -> None:
     assert await api.call("GET", "/healthz", status=200) == {"status": "ok"}
     ready = await api.call("GET", "/readyz", status=200)
     assert ready["status"] == "ready"
+
+
+async def test_every_version_of_a_graph_can_be_read_by_number(api: Api) -> None:
+    await api.graph(linear("g", "passthrough"))
+    await api.call("PUT", f"{P}/graphs/g", linear("g", "passthrough", "count"), 200)
+    first = await api.call("GET", f"{P}/graphs/g?version=1", status=200)
+    assert (first["version"], len(first["nodes"])) == (1, 1)
+    current = await api.call("GET", f"{P}/graphs/g", status=200)
+    assert (current["version"], len(current["nodes"])) == (2, 2)
+    missing = await api.call("GET", f"{P}/graphs/g?version=3", status=404)
+    assert "version 3" in missing["detail"]
+    for bad in ("0", "x", "1.5", "-1"):
+        body = await api.call("GET", f"{P}/graphs/g?version={bad}", status=400)
+        assert "version" in body["detail"]
+    await api.call("GET", f"{P}/graphs/other?version=1", status=404)

@@ -113,7 +113,6 @@ async def test_runs_nodes_levels_and_http_are_counted_without_ids(make_api: ApiF
 
     samples = await eventually(api, every_event_failed_in_the_broken_sink)
     assert value(samples, "cortexd_sink_events_delivered_total", sink="broken-sink") == 0
-    assert value(samples, "cortexd_sink_events_dropped_total", sink="broken-sink") == 0
 
 
 async def test_each_app_has_its_own_registry(make_api: ApiFactory) -> None:
@@ -139,7 +138,7 @@ async def test_metric_names_follow_prometheus_conventions(api: Api) -> None:
         "cortexd_runs_started_total",
         "cortexd_runs_finished_total",
         "cortexd_sink_events_failed_total",
-        "cortexd_sink_events_dropped_total",
+        "cortexd_sink_events_read_from_log_total",
         "cortexd_runs_active",
         "cortexd_runs_queued",
         "cortexd_websocket_clients",

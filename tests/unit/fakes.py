@@ -9,11 +9,12 @@ execution, node records riding with their task's writes, a gap-free event seq.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from langgraph.checkpoint.memory import InMemorySaver
 
@@ -39,6 +40,8 @@ from core.ports import (
     RunChange,
 )
 from core.states import ACTIVE
+
+T = TypeVar("T")
 
 
 class FakeClock:
@@ -92,6 +95,25 @@ class FakeLiveness:
         return instance in self.dead
 
 
+def _transaction(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """A write of the fake store: its events are published when it is done, and dropped with
+    it when it raises (the real store's transaction and COMMIT)."""
+
+    @functools.wraps(method)
+    async def write(self: FakeStore, *args: Any, **kwargs: Any) -> T:
+        mark = len(self.events)
+        try:
+            result = await method(self, *args, **kwargs)
+        except BaseException:
+            del self.events[mark:]
+            self._unpublished = [p for p in self._unpublished if p.seq <= mark]
+            raise
+        self._commit()
+        return result
+
+    return write
+
+
 class FakeStore:
     def __init__(self, db_clock: Callable[[], float] = time.time) -> None:
         self.graphs: dict[tuple[str, str], list[Graph]] = {}
@@ -103,6 +125,7 @@ class FakeStore:
         self.db_clock = db_clock
         self.checkpoints: FakeCheckpoints | None = None  # set by FakeCheckpoints(store)
         self.on_commit: Callable[[list[Published]], None] = lambda items: None
+        self._unpublished: list[Published] = []
 
     @property
     def runs(self) -> _Runs:
@@ -114,11 +137,18 @@ class FakeStore:
         return run if run.owner == row.owner else run.model_copy(update={"owner": row.owner})
 
     def _emit(self, event: Event) -> int:
+        """Recorded now, published by `_commit()` once the whole write is done (as the real
+        store publishes after its COMMIT)."""
         seq = len(self.events) + 1
         payload = {**event.to_json(), "seq": seq}
         self.events.append(payload)
-        self.on_commit([Published(payload, "")])
+        self._unpublished.append(Published(payload, ""))
         return seq
+
+    def _commit(self) -> None:
+        published, self._unpublished = self._unpublished, []
+        if published:
+            self.on_commit(published)
 
     # -- graphs ----------------------------------------------------------------------------
 
@@ -133,6 +163,7 @@ class FakeStore:
             return versions[-1] if versions else None
         return next((g for g in versions if g.version == version), None)
 
+    @_transaction
     async def put_graph(
         self, project_id: str, graph_id: str, spec: GraphSpec, now: datetime, *, create: bool
     ) -> Graph:
@@ -161,6 +192,7 @@ class FakeStore:
 
     # -- runs ------------------------------------------------------------------------------
 
+    @_transaction
     async def create_run(self, run: Run) -> None:
         seq = self._emit(_run_event(run, EventType.RUN_CREATED, run.created_at))
         self.rows[run.id] = _Row(run, seq)
@@ -187,6 +219,7 @@ class FakeStore:
         ]
         return found[:limit]
 
+    @_transaction
     async def change_run(
         self, project_id: str | None, run_id: str, change: Change, *, lease: Lease | None = None
     ) -> Run:
@@ -234,6 +267,7 @@ class FakeStore:
         if row is None or (row.owner, row.epoch) != (lease.owner, lease.epoch):
             raise LeaseLost(lease.run_id)
 
+    @_transaction
     async def claim_runs(
         self, owner: str, limit: int, lease_s: float, start: Change
     ) -> list[Claim]:
@@ -254,7 +288,7 @@ class FakeStore:
             row.owner, row.epoch = owner, row.epoch + 1
             row.lease_expires_at = self.db_clock() + lease_s
             claims.append(Claim(run, Lease(run.id, owner, row.epoch), fresh))
-        return claims
+        return [replace(c, seq=len(self.events)) for c in claims]
 
     async def renew_leases(self, owner: str, lease_s: float) -> set[str]:
         held = {run_id for run_id, row in self.rows.items() if row.owner == owner}
@@ -262,6 +296,7 @@ class FakeStore:
             self.rows[run_id].lease_expires_at = self.db_clock() + lease_s
         return held
 
+    @_transaction
     async def recover_runs(
         self, dead: Sequence[str], max_recoveries: int, recover: Change, give_up: Change
     ) -> list[Run]:
@@ -309,13 +344,24 @@ class FakeStore:
             return True
         return False
 
-    async def release_runs(self, owner: str) -> None:
-        for row in self.rows.values():
-            if row.owner == owner:
-                row.owner, row.lease_expires_at, row.epoch = None, None, row.epoch + 1
+    @_transaction
+    async def release_runs(
+        self, owner: str, now: datetime, run_ids: Sequence[str] | None = None
+    ) -> None:
+        for row in list(self.rows.values()):
+            if row.owner == owner and (run_ids is None or row.run.id in run_ids):
+                self._release(row, now)
 
-    async def release_owner(self, owner: str) -> None:
-        await self.release_runs(owner)
+    def _release(self, row: _Row, now: datetime) -> None:
+        if row.run.status is RunStatus.RUNNING:
+            current = self._read(row)
+            self._apply(row, current, RunChange(current, EventType.RUN_UPDATED, now, release=True))
+        else:
+            row.owner, row.lease_expires_at, row.epoch = None, None, row.epoch + 1
+
+    @_transaction
+    async def release_owner(self, owner: str, now: datetime) -> None:
+        await self.release_runs(owner, now)
         for name, (holder, _) in list(self.singletons.items()):
             if holder == owner:
                 self.singletons[name] = (None, 0.0)
@@ -326,8 +372,9 @@ class FakeStore:
     async def pending_answer(self, run_id: str) -> PendingAnswer | None:
         return self.answers.get(run_id)
 
-    async def drop_answer(self, run_id: str) -> None:
-        self.answers.pop(run_id, None)
+    async def drop_answer(self, run_id: str, stale: PendingAnswer) -> None:
+        if self.answers.get(run_id) == stale:
+            del self.answers[run_id]
 
     # -- node states and events ------------------------------------------------------------
 
@@ -376,6 +423,7 @@ class FakeExecution:
 
     def record(self, states: Sequence[NodeState], now: datetime) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
             self._save_now(list(states), now)
             done.set_result(None)
@@ -393,10 +441,11 @@ class FakeExecution:
     async def finish(self, change: Change) -> Run:
         return await self._store.change_run(None, self._lease.run_id, change, lease=self._lease)
 
-    async def release(self) -> None:
+    async def release(self, now: datetime) -> None:
         row = self._store.rows.get(self._lease.run_id)
         if row is not None and (row.owner, row.epoch) == (self._lease.owner, self._lease.epoch):
-            row.owner, row.lease_expires_at, row.epoch = None, None, row.epoch + 1
+            self._store._release(row, now)
+            self._store._commit()
 
     def close(self) -> None:
         self.closed = True
@@ -409,10 +458,12 @@ class FakeExecution:
         """With the task's writes (already fenced by the saver)."""
         for states, now in self._riders.pop(task_id, []):
             self._store._record_states(self._run, states, now)
+        self._store._commit()
 
     def _save_now(self, states: list[NodeState], now: datetime) -> None:
         self._store._fence(self._lease)
         self._store._record_states(self._run, states, now)
+        self._store._commit()
 
 
 class _FencedSaver(InMemorySaver):
