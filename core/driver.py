@@ -50,6 +50,7 @@ class Execution:
     control: RunControl
     started_at: datetime
     scope: RunScope | None = None
+    released: bool = False  # it ended by letting go of the run, which may be claimable now
 
     @property
     def run_id(self) -> str:
@@ -125,6 +126,7 @@ class Driver:
             scope.close()
         if outcome is None:  # drained: paused (the status says so already) or shutting down
             await execution.writes.release(self._clock.now())
+            execution.released = True
             return
         if outcome.status is RunStatus.COMPLETED:
             await self._mark_skipped(execution.writes, scope, graph)
@@ -198,6 +200,7 @@ class Driver:
             # Paused meanwhile: the request that paused it wins; the run's work is
             # checkpointed, so a resume finishes it.
             await execution.writes.release(self._clock.now())
+            execution.released = True
             return
         log_summary(finished, execution.scope, execution.started_at)
 

@@ -274,7 +274,8 @@ class Engine:
     def _reap(self, run_id: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(run_id) is task:
             del self._tasks[run_id]
-            del self._active[run_id]
+            if self._active.pop(run_id).released:
+                self.wake()  # resumed while it drained: claimable again (here, at once)
         self._detached.pop(task, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("run_task_crashed", run_id=run_id, exc_info=exc)

@@ -12,6 +12,7 @@ import structlog.testing
 
 from core.domain import GraphSpec, NodeStatus, Run, RunStatus
 from core.engine import Engine, EngineSettings
+from core.events import Published
 from core.ports import Claim
 from core.service import ServiceLimits, WorkflowService
 from tests.support.nodes import TestKit
@@ -266,3 +267,40 @@ async def test_a_store_error_outside_the_graph_fails_the_run_instead_of_strandin
     assert failed.error is not None
     assert "disk I/O error" in failed.error["message"]
     await h.engine.stop()
+
+
+async def test_an_event_from_before_a_claim_does_not_act_on_its_execution(
+    harness: Callable[..., Harness], kit: TestKit, store: FakeStore
+) -> None:
+    """With several daemons the bus can hand on an event late (past a gap): a cancel or a
+    recovery older than the execution's claim must not stop it."""
+    h = harness()
+    await h.engine.start()
+    await h.graph(node("a", "gate"), node("b", "count"))
+    run = await h.service.create_run("p", "g")
+    await asyncio.wait_for(kit.arrived("default").wait(), 20)
+    created = next(e for e in store.events if e["type"] == "workflow.run.created")
+    stale = {**created, "type": "workflow.run.cancelled"}
+    stale["run"] = {**created["run"], "status": "cancelled"}
+    h.engine.offer(Published(stale, ""))
+    assert h.engine.executing() == {run.id}  # older than the claim: ignored
+    kit.gate("default").set()
+    await h.idle()
+    assert h.run(run.id).status is RunStatus.COMPLETED
+    assert kit.count(run.id, "b") == 1
+
+
+async def test_a_run_resumed_before_its_drain_ended_is_taken_again_at_once(
+    harness: Callable[..., Harness], kit: TestKit, store: FakeStore
+) -> None:
+    h = harness(lease_s=600)  # no upkeep comes to the rescue within this test
+    await h.engine.start()
+    await h.graph(node("a", "gate"), node("b", "count"))
+    run = await h.service.create_run("p", "g")
+    await asyncio.wait_for(kit.arrived("default").wait(), 20)
+    await h.service.pause("p", run.id)
+    await h.service.resume("p", run.id)  # the node of the pause is still in flight
+    kit.gate("default").set()
+    await h.idle()
+    assert h.run(run.id).status is RunStatus.COMPLETED
+    assert [kit.count(run.id, n) for n in "ab"] == [1, 1]
