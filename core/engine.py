@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from langgraph.runtime import RunControl
 
+from core import changes
 from core.answers import Answers
 from core.commands import Commands
 from core.domain import Run, RunStatus
@@ -28,7 +29,7 @@ from core.events import Published
 from core.graphs import GraphCache
 from core.loopwatch import NodeActivity
 from core.nodes import NodeType
-from core.ports import Checkpoints, Claim, Clock, Liveness, QueueCounts, Store
+from core.ports import Checkpoints, Claim, ClaimRequest, Clock, Liveness, QueueCounts, Store
 from core.scheduler import LeaseSettings, Scheduler
 
 log = structlog.get_logger("cortexd.engine")
@@ -93,6 +94,9 @@ class Engine:
         self._active: dict[str, Execution] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._detached: dict[asyncio.Task[None], str] = {}  # stopped, not yet finished
+        # Slots held for runs being created here (see `reserve`); their creation events need
+        # no claim: `submit` launches them or looks for a slot itself.
+        self._reserved: dict[str, None] = {}
         self._accepting = False
         self.idle = asyncio.Event()
         self.idle.set()
@@ -160,9 +164,23 @@ class Engine:
 
     # -- commands --------------------------------------------------------------------------
 
-    def submit(self, run: Run) -> None:
-        """A run was queued (created, or executed again): claim it if a slot is free."""
-        self.wake()
+    def reserve(self, run_id: str) -> ClaimRequest | None:
+        """For a run about to be created: a slot held for it, so that the store may hand it
+        to this daemon in the transaction that creates it (one commit, not two). None when
+        no slot is free. Every reservation ends with `submit`."""
+        if not self._accepting or self.free_slots() <= 0:
+            return None
+        self._reserved[run_id] = None
+        return ClaimRequest(self.instance, self.settings.lease_s, changes.start(self._clock.now()))
+
+    def submit(self, run: Run, claim: Claim | None = None) -> None:
+        """A run was queued (created, or executed again; or its creation failed): launched at
+        once when the store gave it to this daemon, else claimed when a slot is free."""
+        self._reserved.pop(run.id, None)
+        if claim is not None and self._accepting:
+            self.launch(claim)
+        else:
+            self.wake()
 
     def wake(self) -> None:
         """A run may have joined the queue."""
@@ -184,7 +202,7 @@ class Engine:
     # -- what the scheduler and the commands call ---------------------------------------------
 
     def free_slots(self) -> int:
-        return self.max_concurrent_runs - len(self._active)
+        return self.max_concurrent_runs - len(self._active) - len(self._reserved)
 
     def executing(self) -> set[str]:
         return set(self._active)
@@ -238,6 +256,8 @@ class Engine:
                 # past a gap, behind the tail) says nothing about it.
                 if item.seq > execution.claim.seq:
                     self.changed(Run.model_validate(run))
+            elif run["id"] in self._reserved:
+                pass  # being created here: `submit` launches it or looks for a slot
             elif run["status"] == "pending" or (
                 run["status"] == "running" and run.get("owner") is None
             ):

@@ -57,6 +57,15 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """A daemon with a free slot, asking to take the run it creates at once."""
+
+    owner: str
+    lease_s: float
+    start: Change
+
+
+@dataclass(frozen=True, slots=True)
 class RunChange:
     """What a command or an execution's outcome does to a run, decided on the stored row."""
 
@@ -161,8 +170,10 @@ class Store(Protocol):
         Its versions stay, so the runs of it can still be read."""
         ...
 
-    async def create_run(self, run: Run) -> None:
-        """Store a new pending run at the end of the queue."""
+    async def create_run(self, run: Run, claim: ClaimRequest | None = None) -> Claim | None:
+        """Store a new pending run at the end of the queue. With `claim`, and when nothing
+        else waits in the queue (first in, first out), the run is claimed for it in the same
+        transaction: the Claim, else None."""
         ...
 
     async def get_run(self, project_id: str | None, run_id: str) -> Run | None:

@@ -118,8 +118,12 @@ class WorkflowService:
             created_at=now,
             last_message="queued",
         )
-        await self._store.create_run(run)
-        self._engine.submit(run)
+        request = self._engine.reserve(run.id)
+        claim = None
+        try:
+            claim = await self._store.create_run(run, request)
+        finally:
+            self._engine.submit(run, claim)
         return run
 
     async def list_runs(

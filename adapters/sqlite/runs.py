@@ -17,7 +17,7 @@ from typing import Any
 from adapters.sqlite.writer import Tx
 from core.domain import Event, EventType, NodeState, NodeStatus, Run, RunStatus
 from core.errors import LeaseLost, NotFound
-from core.ports import Change, Claim, Lease, RunChange
+from core.ports import Change, Claim, ClaimRequest, Lease, RunChange
 
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 RUN_COLUMNS = "body, owner, epoch"
@@ -41,13 +41,27 @@ def fence(tx: Tx, lease: Lease) -> None:
         raise LeaseLost(lease.run_id)
 
 
-def insert_run(tx: Tx, run: Run) -> None:
+def insert_run(tx: Tx, run: Run, claim: ClaimRequest | None = None) -> Claim | None:
     seq = tx.emit(run_event(run, EventType.RUN_CREATED, run.created_at))["seq"]
     tx.execute(
         "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         (run.id, run.project_id, run.workflow_id, run.status.value, run.model_dump_json(), seq),
     )
+    if claim is None:
+        return None
+    # Taken at once only when it is first in the queue: nothing else waits for a slot.
+    waiting = tx.fetchone(
+        "SELECT EXISTS (SELECT 1 FROM runs INDEXED BY runs_pending "
+        "WHERE status = 'pending' AND id != ?) "
+        "OR EXISTS (SELECT 1 FROM runs INDEXED BY runs_unowned "
+        "WHERE status = 'running' AND owner IS NULL)",
+        (run.id,),
+    )
+    if waiting[0]:
+        return None
+    [taken] = claim_runs(tx, claim.owner, 1, claim.lease_s, claim.start)
+    return taken
 
 
 def change_run(

@@ -17,7 +17,7 @@ from adapters.sqlite.writer import Tx, Writer
 from core.domain import Event, EventType, Graph, GraphSpec, NodeState, Run, RunStatus
 from core.errors import Conflict, NotFound
 from core.events import Published
-from core.ports import Change, Claim, Lease, PendingAnswer, QueueCounts
+from core.ports import Change, Claim, ClaimRequest, Lease, PendingAnswer, QueueCounts
 from core.states import ACTIVE
 
 JSON = dict[str, Any]
@@ -126,8 +126,8 @@ class SqliteStore:
 
     # -- runs ------------------------------------------------------------------------------
 
-    async def create_run(self, run: Run) -> None:
-        await self._writer.write(partial(runs.insert_run, run=run), small=True)
+    async def create_run(self, run: Run, claim: ClaimRequest | None = None) -> Claim | None:
+        return await self._writer.write(partial(runs.insert_run, run=run, claim=claim), small=True)
 
     async def get_run(self, project_id: str | None, run_id: str) -> Run | None:
         if project_id is None:

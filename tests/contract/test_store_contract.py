@@ -23,7 +23,7 @@ from adapters.sqlite.writer import Writer
 from core import changes
 from core.domain import GraphSpec, NodeState, NodeStatus, Run, RunStatus
 from core.errors import InvalidTransition, LeaseLost, NotFound
-from core.ports import EXECUTION_KEY, Claim, PendingAnswer, Store
+from core.ports import EXECUTION_KEY, Claim, ClaimRequest, PendingAnswer, Store
 from tests.unit.fakes import FakeCheckpoints, FakeStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -397,3 +397,31 @@ async def test_a_paused_run_whose_owner_died_loses_only_its_owner(backend: Backe
     assert changed == []
     stored = await b.store.get_run("p", run.id)
     assert (stored.status, stored.owner, stored.recoveries) == (RunStatus.PAUSED, None, 0)
+
+
+async def test_a_new_run_is_claimed_as_it_is_created_only_when_it_is_first_in_the_queue(
+    backend: Backend,
+) -> None:
+    b = backend
+    request = ClaimRequest("d1", LEASE_S, changes.start(b.now()))
+    run = Run(
+        id="first",
+        workflow_id="g",
+        status=RunStatus.PENDING,
+        project_id="p",
+        graph_version=1,
+        created_at=b.now(),
+    )
+    taken = await b.store.create_run(run, request)
+    assert taken is not None
+    assert (taken.run.id, taken.run.status, taken.run.owner, taken.fresh) == (
+        "first",
+        RunStatus.RUNNING,
+        "d1",
+        True,
+    )
+    assert taken.seq >= max(await seqs(b))
+    waiting = await new_run(b)  # no slot asked: it waits
+    second = run.model_copy(update={"id": "second", "created_at": b.now()})
+    assert await b.store.create_run(second, request) is None  # behind the waiting one
+    assert [c.run.id for c in await claim(b, "d2")] == [waiting.id, "second"]

@@ -34,6 +34,7 @@ from core.ports import (
     EXECUTION_KEY,
     Change,
     Claim,
+    ClaimRequest,
     Lease,
     PendingAnswer,
     QueueCounts,
@@ -193,9 +194,19 @@ class FakeStore:
     # -- runs ------------------------------------------------------------------------------
 
     @_transaction
-    async def create_run(self, run: Run) -> None:
+    async def create_run(self, run: Run, claim: ClaimRequest | None = None) -> Claim | None:
         seq = self._emit(_run_event(run, EventType.RUN_CREATED, run.created_at))
         self.rows[run.id] = _Row(run, seq)
+        waiting = any(
+            row.run.status is RunStatus.PENDING
+            or (row.run.status is RunStatus.RUNNING and row.owner is None)
+            for run_id, row in self.rows.items()
+            if run_id != run.id
+        )
+        if claim is None or waiting:
+            return None
+        [taken] = await self._claim(claim.owner, 1, claim.lease_s, claim.start)
+        return taken
 
     async def get_run(self, project_id: str | None, run_id: str) -> Run | None:
         row = self.rows.get(run_id)
@@ -271,6 +282,9 @@ class FakeStore:
     async def claim_runs(
         self, owner: str, limit: int, lease_s: float, start: Change
     ) -> list[Claim]:
+        return await self._claim(owner, limit, lease_s, start)
+
+    async def _claim(self, owner: str, limit: int, lease_s: float, start: Change) -> list[Claim]:
         unowned = [
             r for r in self.rows.values() if r.run.status is RunStatus.RUNNING and r.owner is None
         ]
