@@ -296,7 +296,12 @@ class Plugins:
 
 
 def _deliver(hook: pluggy.HookCaller, *, event: dict[str, Any]) -> Any:
-    return _await_all(hook(event=event))
+    """An awaitable when the plugin's sink is async; a sync one (the log sink) has delivered
+    when this returns, without a coroutine made for every event."""
+    results = hook(event=event)
+    if any(inspect.isawaitable(result) for result in results):
+        return _await_all(results)
+    return None
 
 
 async def _await_all(results: Sequence[object]) -> None:
