@@ -125,6 +125,7 @@ export function runDetails(run, { project, graphName }) {
     run.paused_at ? row("Paused", time(run.paused_at)) : null,
     row("Last message", run.last_message ?? "—"),
     run.owner ? row("Executed by", run.owner) : null,
+    run.recoveries ? row("Taken back", `${run.recoveries}× from a daemon that stopped`) : null,
     parent ? row("Parent run", parent, run.parent_node_id ? ` (node ${run.parent_node_id})` : "") : null,
   );
 }
