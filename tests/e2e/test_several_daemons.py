@@ -11,6 +11,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -203,9 +204,12 @@ def test_commands_given_to_one_daemon_act_on_the_run_the_other_executes(
     b.start()
 
     # Cancel through b: a stops the node at once, and nothing starts after.
+    asked = time.time()
     status, cancelled = b.request("POST", f"{P}/runs/{long_run}/cancel")
     assert (status, cancelled["status"]) == (200, "cancelled")
     until(lambda: f'"run_id": "{long_run}"' in _stopped(a), timeout=10, what="a stopped it")
+    stopped = json.loads(_stopped(a).splitlines()[-1])["timestamp"]
+    print(f"cancel through b stopped the node on a {_since(asked, stopped):.3f} s after")
     assert node_statuses(b, long_run) == {"n1": "cancelled", "n2": "idle"}
 
     # Pause through b: the node in flight finishes, no new one starts; resume through b.
@@ -225,6 +229,10 @@ def test_commands_given_to_one_daemon_act_on_the_run_the_other_executes(
     until(lambda: status_of(a, short_run) == "completed", what="resumed run completed")
     done = completions(db)
     assert all(done[(short_run, n)] == 1 for n in ("n1", "n2", "n3"))
+
+
+def _since(start: float, stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() - start
 
 
 def node_statuses(daemon: DaemonProcess, run_id: str) -> dict[str, str]:
