@@ -125,8 +125,8 @@ class Driver:
         finally:
             scope.close()
         if outcome is None:  # drained: paused (the status says so already) or shutting down
+            execution.released = True  # before: its own release event must not stop it
             await execution.writes.release(self._clock.now())
-            execution.released = True
             return
         if outcome.status is RunStatus.COMPLETED:
             await self._mark_skipped(execution.writes, scope, graph)
@@ -199,8 +199,8 @@ class Driver:
         except InvalidTransition:
             # Paused meanwhile: the request that paused it wins; the run's work is
             # checkpointed, so a resume finishes it.
+            execution.released = True  # before: its own release event must not stop it
             await execution.writes.release(self._clock.now())
-            execution.released = True
             return
         log_summary(finished, execution.scope, execution.started_at)
 

@@ -202,13 +202,18 @@ class Engine:
     # -- what the scheduler and the commands call ---------------------------------------------
 
     def free_slots(self) -> int:
-        return self.max_concurrent_runs - len(self._active) - len(self._reserved)
+        reserved = len(self._reserved) + self.scheduler.in_flight
+        return self.max_concurrent_runs - len(self._active) - reserved
 
     def executing(self) -> set[str]:
         return set(self._active)
 
     def launch(self, claim: Claim) -> None:
         run_id = claim.run.id
+        if (old := self._active.get(run_id)) is not None:
+            # Taken back by another daemon and claimed here again before the renewal told
+            # this daemon: the old execution (fenced out already) must not run on beside it.
+            self._stop(old, "claimed again")
         execution = Execution(claim, self._store.execution(claim), RunControl(), self._clock.now())
         # A context of its own: not the one of whichever request happened to free a slot.
         task = asyncio.create_task(
@@ -254,7 +259,15 @@ class Engine:
             if execution is not None:
                 # An event from before this execution's claim (the bus hands some on late:
                 # past a gap, behind the tail) says nothing about it.
-                if item.seq > execution.claim.seq:
+                if item.seq <= execution.claim.seq:
+                    return
+                if run["status"] == "running" and run.get("owner") != self.instance:
+                    if not execution.released:
+                        # Taken back by another daemon (this one stalled): stop it now
+                        # rather than at the next renewal. A release of its own is not that.
+                        self._stop(execution, "lease lost")
+                    self.changed(Run.model_validate(run))
+                else:
                     self.changed(Run.model_validate(run))
             elif run["id"] in self._reserved:
                 pass  # being created here: `submit` launches it or looks for a slot

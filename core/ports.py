@@ -209,8 +209,9 @@ class Store(Protocol):
         now + `lease_s`, with an epoch one past the run's last."""
         ...
 
-    async def renew_leases(self, owner: str, lease_s: float) -> set[str]:
-        """Extend every lease `owner` holds, in one statement; the ids of the runs it holds."""
+    async def renew_leases(self, owner: str, lease_s: float) -> dict[str, int]:
+        """Extend every lease `owner` holds, in one statement; the runs it holds, with the
+        epoch of each lease."""
         ...
 
     async def recover_runs(
@@ -237,11 +238,11 @@ class Store(Protocol):
         ...
 
     async def release_runs(
-        self, owner: str, now: datetime, run_ids: Sequence[str] | None = None
+        self, owner: str, now: datetime, leases: Sequence[Lease] | None = None
     ) -> None:
-        """`owner` stops executing these runs (all of them by default), gracefully: they keep
-        their status and join the queue ahead of pending runs, each `running` one announced
-        as `RunExecution.release` does; no recovery is counted."""
+        """`owner` stops executing its runs (all of them, or those of `leases` that still
+        hold), gracefully: they keep their status and join the queue ahead of pending runs,
+        each `running` one announced as `RunExecution.release` does; no recovery is counted."""
         ...
 
     async def release_owner(self, owner: str, now: datetime) -> None:

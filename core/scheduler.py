@@ -19,7 +19,7 @@ import structlog
 
 from core import changes
 from core.background import Background
-from core.ports import Claim, Clock, Liveness, QueueCounts, Store
+from core.ports import Claim, Clock, Lease, Liveness, QueueCounts, Store
 
 log = structlog.get_logger("cortexd.engine")
 RETRY_AFTER_ERROR_S = 1.0
@@ -81,6 +81,7 @@ class Scheduler:
         self._backlog = True
         self._hints = 0
         self._orphans: set[str] = set()
+        self.in_flight = 0  # slots a claim under way may fill
         self.settled = True  # nothing to take, as far as this daemon knows
 
     async def start(self) -> int:
@@ -123,9 +124,13 @@ class Scheduler:
             self._launcher.queue_settled()
             return
         seen = self._hints
-        claims = await self._store.claim_runs(
-            self._instance, free, self._settings.lease_s, changes.start(self._clock.now())
-        )
+        self.in_flight = free  # these slots are spoken for until the claims are launched
+        try:
+            claims = await self._store.claim_runs(
+                self._instance, free, self._settings.lease_s, changes.start(self._clock.now())
+            )
+        finally:
+            self.in_flight = 0
         for claim in claims:
             self._launcher.launch(claim)
         if len(claims) < free and self._hints == seen:
@@ -137,18 +142,20 @@ class Scheduler:
         lease_s = self._settings.lease_s
         executing = self._launcher.executing()  # before the renewal: a later claim is not lost
         held = await self._store.renew_leases(self._instance, lease_s)
-        lost = executing - held
+        lost = executing - held.keys()
         if lost:
             log.warning("leases_lost", runs=len(lost), run_ids=sorted(lost)[:10])
             self._launcher.lost(lost)
         # Held but executed by no task here (its task ended without letting go): released,
         # once it was so at two upkeeps running, never a claim still on its way to a task.
-        orphans = held - executing - self._launcher.executing()
+        orphans = held.keys() - executing - self._launcher.executing()
         stale = orphans & self._orphans
         self._orphans = orphans - stale
         if stale:
             log.warning("orphan_leases_released", runs=len(stale), run_ids=sorted(stale)[:10])
-            await self._store.release_runs(self._instance, self._clock.now(), sorted(stale))
+            # Under the lease as renewed: a claim of the run since (a new epoch) is not undone.
+            leases = [Lease(run_id, self._instance, held[run_id]) for run_id in sorted(stale)]
+            await self._store.release_runs(self._instance, self._clock.now(), leases)
         others = await self._store.owners() - {self._instance}
         dead = sorted(owner for owner in others if self._liveness.is_dead(owner))
         now = self._clock.now()

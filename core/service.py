@@ -3,9 +3,11 @@ found, a graph or run of another project."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from uuid import uuid4
 
@@ -13,7 +15,7 @@ from core.domain import Graph, NodeState, NodeStatus, Run, RunStatus
 from core.engine import Engine
 from core.errors import LimitExceeded, NotFound, Problem, ValidationFailed
 from core.nodes import NodeType
-from core.ports import Clock, Store
+from core.ports import Claim, Clock, Store
 from core.validation import GraphLimits, parse_graph, validate_graph
 
 
@@ -119,12 +121,16 @@ class WorkflowService:
             last_message="queued",
         )
         request = self._engine.reserve(run.id)
-        claim = None
-        try:
-            claim = await self._store.create_run(run, request)
-        finally:
-            self._engine.submit(run, claim)
+        creation = asyncio.ensure_future(self._store.create_run(run, request))
+        # Handed to the engine when the write is done, even if this request is cancelled
+        # meanwhile: a run the store claimed for this daemon must get its task.
+        creation.add_done_callback(partial(self._created, run))
+        await asyncio.shield(creation)
         return run
+
+    def _created(self, run: Run, creation: asyncio.Future[Claim | None]) -> None:
+        failed = creation.cancelled() or creation.exception() is not None
+        self._engine.submit(run, None if failed else creation.result())
 
     async def list_runs(
         self, project_id: str, workflow_id: str | None = None, status: RunStatus | None = None

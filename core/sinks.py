@@ -112,6 +112,8 @@ class SinkWorker:
             self.read_from_log += len(batch)
             self._behind = len(batch) == PAGE
         if not batch:
+            if self._buffer:
+                return  # offered while the log was read: taken from the buffer next
             self.caught_up.set()
             self._wake.clear()
             try:

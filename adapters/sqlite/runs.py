@@ -216,13 +216,13 @@ def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Change) ->
     return [Claim(run, lease, fresh, seq) for run, lease, fresh in taken]
 
 
-def renew_leases(tx: Tx, owner: str, lease_s: float) -> set[str]:
+def renew_leases(tx: Tx, owner: str, lease_s: float) -> dict[str, int]:
     rows = tx.conn.execute(
         f"UPDATE runs INDEXED BY runs_owned SET lease_expires_at = {NOW} + ? "
-        "WHERE owner = ? RETURNING id",
+        "WHERE owner = ? RETURNING id, epoch",
         (lease_s, owner),
     ).fetchall()
-    return {row[0] for row in rows}
+    return {run_id: int(epoch) for run_id, epoch in rows}
 
 
 def recover_runs(
@@ -270,14 +270,17 @@ def release_run(tx: Tx, lease: Lease, now: datetime) -> None:
     _release(tx, run_from(row), now)
 
 
-def release_runs(tx: Tx, owner: str, now: datetime, run_ids: Sequence[str] | None = None) -> None:
+def release_runs(tx: Tx, owner: str, now: datetime, leases: Sequence[Lease] | None = None) -> None:
+    if leases is not None:
+        for lease in leases:
+            if lease.owner == owner:
+                release_run(tx, lease, now)
+        return
     rows = tx.conn.execute(
         f"SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_owned WHERE owner = ?", (owner,)
     ).fetchall()
     for row in rows:
-        run = run_from(row)
-        if run_ids is None or run.id in run_ids:
-            _release(tx, run, now)
+        _release(tx, run_from(row), now)
 
 
 def _release(tx: Tx, run: Run, now: datetime) -> None:

@@ -171,7 +171,7 @@ class SqliteStore:
         op = partial(runs.claim_runs, owner=owner, limit=limit, lease_s=lease_s, start=start)
         return await self._writer.write(op, small=limit <= 4)
 
-    async def renew_leases(self, owner: str, lease_s: float) -> set[str]:
+    async def renew_leases(self, owner: str, lease_s: float) -> dict[str, int]:
         return await self._writer.write(partial(runs.renew_leases, owner=owner, lease_s=lease_s))
 
     async def recover_runs(
@@ -216,9 +216,9 @@ class SqliteStore:
         return await self._writer.write(op, small=True)
 
     async def release_runs(
-        self, owner: str, now: datetime, run_ids: Sequence[str] | None = None
+        self, owner: str, now: datetime, leases: Sequence[Lease] | None = None
     ) -> None:
-        op = partial(runs.release_runs, owner=owner, now=now, run_ids=run_ids)
+        op = partial(runs.release_runs, owner=owner, now=now, leases=leases)
         await self._writer.write(op)
 
     async def release_owner(self, owner: str, now: datetime) -> None:

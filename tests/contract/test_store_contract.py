@@ -23,7 +23,7 @@ from adapters.sqlite.writer import Writer
 from core import changes
 from core.domain import GraphSpec, NodeState, NodeStatus, Run, RunStatus
 from core.errors import InvalidTransition, LeaseLost, NotFound
-from core.ports import EXECUTION_KEY, Claim, ClaimRequest, PendingAnswer, Store
+from core.ports import EXECUTION_KEY, Claim, ClaimRequest, Lease, PendingAnswer, Store
 from tests.unit.fakes import FakeCheckpoints, FakeStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -153,8 +153,15 @@ async def test_renewal_names_the_runs_still_held(backend: Backend) -> None:
     for _ in range(3):
         await new_run(b)
     claims = await claim(b, "d1")
-    assert await b.store.renew_leases("d1", LEASE_S) == {c.run.id for c in claims}
-    assert await b.store.renew_leases("nobody", LEASE_S) == set()
+    held = await b.store.renew_leases("d1", LEASE_S)
+    assert held == {c.run.id: c.lease.epoch for c in claims}
+    assert await b.store.renew_leases("nobody", LEASE_S) == {}
+    first = claims[0]
+    stale = Lease(first.run.id, "d1", first.lease.epoch - 1)
+    await b.store.release_runs("d1", b.now(), [stale])  # not the lease it holds: nothing
+    assert (await b.store.get_run("p", first.run.id)).owner == "d1"
+    await b.store.release_runs("d1", b.now(), [first.lease])
+    assert (await b.store.get_run("p", first.run.id)).owner is None
 
 
 async def test_runs_of_a_dead_owner_are_taken_back_then_fail_past_the_limit(

@@ -304,8 +304,8 @@ class FakeStore:
             claims.append(Claim(run, Lease(run.id, owner, row.epoch), fresh))
         return [replace(c, seq=len(self.events)) for c in claims]
 
-    async def renew_leases(self, owner: str, lease_s: float) -> set[str]:
-        held = {run_id for run_id, row in self.rows.items() if row.owner == owner}
+    async def renew_leases(self, owner: str, lease_s: float) -> dict[str, int]:
+        held = {run_id: row.epoch for run_id, row in self.rows.items() if row.owner == owner}
         for run_id in held:
             self.rows[run_id].lease_expires_at = self.db_clock() + lease_s
         return held
@@ -360,10 +360,11 @@ class FakeStore:
 
     @_transaction
     async def release_runs(
-        self, owner: str, now: datetime, run_ids: Sequence[str] | None = None
+        self, owner: str, now: datetime, leases: Sequence[Lease] | None = None
     ) -> None:
+        held = None if leases is None else {(x.run_id, x.epoch) for x in leases if x.owner == owner}
         for row in list(self.rows.values()):
-            if row.owner == owner and (run_ids is None or row.run.id in run_ids):
+            if row.owner == owner and (held is None or (row.run.id, row.epoch) in held):
                 self._release(row, now)
 
     def _release(self, row: _Row, now: datetime) -> None:

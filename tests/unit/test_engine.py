@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import structlog.testing
 
+from core import changes
 from core.domain import GraphSpec, NodeStatus, Run, RunStatus
 from core.engine import Engine, EngineSettings
 from core.events import Published
@@ -304,3 +305,28 @@ async def test_a_run_resumed_before_its_drain_ended_is_taken_again_at_once(
     await h.idle()
     assert h.run(run.id).status is RunStatus.COMPLETED
     assert [kit.count(run.id, n) for n in "ab"] == [1, 1]
+
+
+async def test_a_run_taken_back_by_another_daemon_is_stopped_here_at_its_event(
+    harness: Callable[..., Harness], kit: TestKit, store: FakeStore
+) -> None:
+    """This daemon stalled past its lease and another daemon took its run back: the event of
+    that recovery stops the execution here (its writes are fenced out already), also when this
+    daemon claims the run again at once, so that one run never has two executions here."""
+    h = harness(instance="a", lease_s=600, max_concurrent_runs=2)
+    store.on_commit = lambda items: [h.engine.offer(item) for item in items]  # the bus
+    await h.engine.start()
+    await h.graph(node("s", "stubborn"))
+    run = await h.service.create_run("p", "g")
+    await asyncio.wait_for(kit.arrived("stubborn").wait(), 20)
+    now = FakeClock().now()
+    await store.recover_runs(["a"], 3, changes.recover(now), changes.give_up(now, 3))
+    for _ in range(100):  # bounded: the stop is the event's own doing, on this loop
+        if kit.executions[("cancel-ignored", "s")]:
+            break
+        await asyncio.sleep(0)
+    assert kit.executions[("cancel-ignored", "s")] == 1  # the old execution was stopped
+    kit.gate("stubborn").set()
+    await h.idle()
+    assert h.run(run.id).status is RunStatus.COMPLETED
+    assert h.run(run.id).recoveries == 1
