@@ -14,6 +14,7 @@ import structlog
 
 from core.background import Background
 from core.ports import Liveness, Store
+from core.scheduler import dead_owners
 
 log = structlog.get_logger("cortexd.duties")
 NAME = "duties"
@@ -47,8 +48,7 @@ class Duties:
         await self._let_go()
 
     async def hold_once(self) -> None:
-        owners = await self._store.owners()
-        dead = [o for o in owners if o != self._instance and self._liveness.is_dead(o)]
+        dead = await dead_owners(self._store, self._liveness, self._instance)
         held = await self._store.hold_singleton(NAME, self._instance, self._lease_s, dead)
         if held and not self.held:
             self.held = True

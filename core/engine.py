@@ -256,25 +256,24 @@ class Engine:
         if event["type"].startswith("workflow.run.") and "run" in event:
             run = event["run"]
             execution = self._active.get(run["id"])
-            if execution is not None:
-                # An event from before this execution's claim (the bus hands some on late:
-                # past a gap, behind the tail) says nothing about it.
-                if item.seq <= execution.claim.seq:
-                    return
-                if run["status"] == "running" and run.get("owner") != self.instance:
-                    if not execution.released:
-                        # Taken back by another daemon (this one stalled): stop it now
-                        # rather than at the next renewal. A release of its own is not that.
-                        self._stop(execution, "lease lost")
-                    self.changed(Run.model_validate(run))
-                else:
-                    self.changed(Run.model_validate(run))
-            elif run["id"] in self._reserved:
-                pass  # being created here: `submit` launches it or looks for a slot
-            elif run["status"] == "pending" or (
-                run["status"] == "running" and run.get("owner") is None
-            ):
-                self.wake()  # it joined the queue
+            if execution is None:
+                joined = run["status"] == "pending" or (
+                    run["status"] == "running" and run.get("owner") is None
+                )
+                # One being created here needs no claim: `submit` launches it or looks.
+                if joined and run["id"] not in self._reserved:
+                    self.wake()
+                return
+            # An event from before this execution's claim (the bus hands some on late: past a
+            # gap, behind the tail) says nothing about it.
+            if item.seq <= execution.claim.seq:
+                return
+            taken = run["status"] == "running" and run.get("owner") != self.instance
+            if taken and not execution.released:
+                # Taken back by another daemon (this one stalled): stop it now rather than at
+                # the next renewal. A release of its own is not that.
+                self._stop(execution, "lease lost")
+            self.changed(Run.model_validate(run))
 
     async def wait_detached(self, run_id: str) -> None:
         """A stopped task of this run that is still ending (a node ignoring its cancellation):

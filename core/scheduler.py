@@ -48,6 +48,12 @@ class Launcher(Protocol):
     def queue_settled(self) -> None: ...
 
 
+async def dead_owners(store: Store, liveness: Liveness, instance: str) -> list[str]:
+    """The other instances the store names as owners (of runs, duties) that are provably dead."""
+    others = await store.owners() - {instance}
+    return sorted(owner for owner in others if liveness.is_dead(owner))
+
+
 class NobodyDies:
     """Liveness when nothing can prove a daemon dead: leases expire instead."""
 
@@ -156,8 +162,7 @@ class Scheduler:
             # Under the lease as renewed: a claim of the run since (a new epoch) is not undone.
             leases = [Lease(run_id, self._instance, held[run_id]) for run_id in sorted(stale)]
             await self._store.release_runs(self._instance, self._clock.now(), leases)
-        others = await self._store.owners() - {self._instance}
-        dead = sorted(owner for owner in others if self._liveness.is_dead(owner))
+        dead = await dead_owners(self._store, self._liveness, self._instance)
         now = self._clock.now()
         recovered = await self._store.recover_runs(
             dead,
