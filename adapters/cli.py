@@ -53,6 +53,7 @@ def serve(config_path: Path | None) -> None:
     settings = _load(config_path)
     import asyncio
 
+    from adapters.postgres.db import StoreUnreachable
     from adapters.serve import StartupError
     from adapters.serve import serve as run_daemon
     from core.errors import PluginError
@@ -72,6 +73,10 @@ def serve(config_path: Path | None) -> None:
     except PluginError as exc:
         click.echo(f"cortexd: {exc}", err=True)
         sys.exit(3)
+    except StoreUnreachable as exc:
+        # Not a setting to change, maybe: a database not up yet. systemd tries again.
+        click.echo(f"cortexd: cannot start: {exc}", err=True)
+        sys.exit(1)
     except OSError as exc:
         click.echo(f"cortexd: cannot start: {exc}", err=True)
         sys.exit(1)

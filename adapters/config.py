@@ -87,9 +87,31 @@ class ServerSettings(_Section):
         return None if value == "" else value
 
 
+def _postgres_url(value: str | None) -> str | None:
+    """A libpq URI naming a PostgreSQL database, or nothing (SQLite at `path`)."""
+    if value is None or value == "":
+        return None
+    if not re.match(r"^postgres(ql)?://", value):
+        raise PydanticCustomError(
+            "storage_url",
+            "must be a PostgreSQL URI (postgresql://user@host:port/dbname), or unset for SQLite",
+        )
+    from psycopg.conninfo import conninfo_to_dict  # only where a URL is given
+
+    try:
+        conninfo_to_dict(value)
+    except Exception as exc:  # psycopg.ProgrammingError: libpq's own words
+        message = str(exc).splitlines()[0] if str(exc) else "not a valid libpq URI"
+        raise PydanticCustomError("storage_url", "{reason}", {"reason": message}) from None
+    return value
+
+
 class StorageSettings(_Section):
     # load_settings() supplies the environment-aware default; this one serves direct construction.
     path: ResolvedPath = Field(default_factory=lambda: Path("var/cortexd.db").resolve())
+    # DESIGN §8: unset is SQLite at `path`; a postgresql:// URI is PostgreSQL.
+    url: Annotated[str | None, AfterValidator(_postgres_url)] = None
+    pool_size: Annotated[Int, Field(ge=1, le=1000)] = 10
     batch_max: Annotated[Int, Field(ge=1)] = 256
     checkpoint_retention: Annotated[Int, Field(ge=0)] = 1
 
@@ -385,6 +407,10 @@ def settings_summary(settings: Settings, *, redact: bool = True) -> dict[str, An
     Plugin options that hold credentials are shown as ``[redacted]`` unless ``redact`` is
     false (the reload compares real values). Token hashes stay: they are not secrets."""
     summary: dict[str, Any] = settings.model_dump(mode="json")
+    if redact and settings.storage.url:
+        from adapters.postgres.db import redact as redact_url
+
+        summary["storage"]["url"] = redact_url(settings.storage.url)
     if redact:
         for name, table in summary["plugins"].items():
             if isinstance(table, dict):

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 
-import aiosqlite
 import structlog
 from aiohttp import web
 
+from adapters.backends import Backend, open_backend
 from adapters.clock import SystemClock
 from adapters.config import Settings
 from adapters.housekeeping import Housekeeping
@@ -24,18 +22,12 @@ from adapters.http.app import create_app
 from adapters.http.auth import Access
 from adapters.http.keys import ENGINE, METRICS, PLUGINS, READY_CHECK, SERVICE, SOCKETS
 from adapters.metrics import Metrics
-from adapters.sqlite.checkpoints import SqliteCheckpoints
-from adapters.sqlite.db import connect, prepare_database
-from adapters.sqlite.liveness import FileLiveness, InstanceLock, instances_dir
-from adapters.sqlite.plugin_env import SqliteEventLog, SqlitePluginState
-from adapters.sqlite.store import SqliteStore
-from adapters.sqlite.wakeup import Wakeups
-from adapters.sqlite.writer import Writer
+from adapters.sql.store import SqlStore
 from adapters.ws import EventSockets, SocketLimits
 from core.background import Background
 from core.duties import Duties
 from core.engine import Engine, EngineSettings
-from core.events import EventBus, Published
+from core.events import EventBus
 from core.feed import EventFeed
 from core.loopwatch import LoopWatch, NodeActivity
 from core.nodes import PluginContext
@@ -67,12 +59,8 @@ def new_instance_id() -> str:
 class Daemon:
     settings: Settings
     instance: str
-    reader_conn: aiosqlite.Connection
-    writer: Writer
-    store: SqliteStore
+    backend: Backend
     bus: EventBus
-    feed: EventFeed
-    wakeups: Wakeups
     plugins: Plugins
     plugin_context: PluginContext
     sinks: Sinks
@@ -97,54 +85,27 @@ class Daemon:
             use_entry_points=sources.use_entry_points,
             extra=sources.extra,
         )
-        path = settings.storage.path
-        await prepare_database(path)
         # What is opened is closed again if a later step fails (a plugin that will not start):
-        # aiosqlite's thread would otherwise keep the process alive instead of letting it exit.
+        # a store's threads or connections would otherwise keep the process alive.
         async with contextlib.AsyncExitStack() as opened:
-            lock = InstanceLock(instances_dir(path), instance)
-            lock.acquire()
-            opened.callback(lock.release)
-            reader_conn = await connect(path)
-            opened.push_async_callback(reader_conn.close)
-            checkpoint_reader = await connect(path)
-            opened.push_async_callback(checkpoint_reader.close)
             bus = EventBus()
-            writer = Writer(path, batch_max=settings.storage.batch_max)
-            store = SqliteStore(writer, reader_conn)
-            feed = EventFeed(bus, store)
-            wakeups = Wakeups(instance, feed.wake)
-
-            def committed(items: list[Published]) -> None:
-                feed.committed(items)
-                wakeups.notify()
-
-            writer.on_commit = committed
-            await writer.start()
-            opened.push_async_callback(writer.close)
-            await feed.start()
-            opened.push_async_callback(feed.stop)
-            wakeups.open()
-            opened.callback(wakeups.close)
-            await store.register_instance(
-                instance, socket.gethostname(), os.getpid(), wakeups.address
-            )
-            opened.push_async_callback(_released, store, instance)
+            backend = await open_backend(settings, instance, bus, opened)
+            store = backend.store
             sinks = Sinks(plugins.sinks(), store, store)
             bus.subscribe(sinks)
             plugin_context = PluginContext(
                 plugin_options=settings.plugins.tables,
-                state_factory=partial(SqlitePluginState, writer, reader_conn),
-                events=SqliteEventLog(reader_conn),
+                state_factory=backend.plugin_state,
+                events=backend.event_log(),
             )
             await plugins.startup(plugin_context)
             closing = opened.pop_all()
         clock = SystemClock()
         activity = NodeActivity()
-        liveness = FileLiveness(instances_dir(path))
+        liveness = backend.liveness
         engine = Engine(
             store,
-            SqliteCheckpoints(writer, checkpoint_reader),
+            backend.checkpoints,
             clock,
             plugins.node_types,
             _engine_settings(settings),
@@ -181,12 +142,8 @@ class Daemon:
         return cls(
             settings,
             instance,
-            reader_conn,
-            writer,
-            store,
+            backend,
             bus,
-            feed,
-            wakeups,
             plugins,
             plugin_context,
             sinks,
@@ -198,8 +155,15 @@ class Daemon:
             Background("peers"),
         )
 
+    @property
+    def store(self) -> SqlStore:
+        return self.backend.store
+
+    @property
+    def feed(self) -> EventFeed:
+        return self.backend.feed
+
     async def start(self) -> None:
-        await self._refresh_peers()
         await self.engine.start()
         await self.duties.start()
         self.loop_watch.start()
@@ -224,22 +188,17 @@ class Daemon:
             store_ok = False
         return {"store": store_ok, "engine": self.engine.accepting}
 
-    async def _refresh_peers(self) -> None:
-        self.wakeups.set_peers(await self.store.wake_addresses(self.instance))
-
     async def _watch_peers(self) -> None:
-        """The other daemons on this file come and go: whom to wake is read every second."""
+        """What the store needs looked at every second while the daemon serves."""
+        refresh = self.backend.refresh
+        if refresh is None:
+            return
         while True:
             await asyncio.sleep(PEERS_EVERY_S)
             try:
-                await self._refresh_peers()
+                await refresh()
             except Exception:
                 log.exception("peers_unreadable")
-
-
-async def _released(store: SqliteStore, instance: str) -> None:
-    """The last of a stop: this instance's runs, duties and entry are let go of."""
-    await store.release_owner(instance, datetime.now(UTC))
 
 
 def _engine_settings(settings: Settings) -> EngineSettings:
@@ -274,7 +233,9 @@ async def _lifecycle(
             max_clients_per_token=settings.limits.max_ws_clients_per_token,
         ),
     )
-    app[METRICS].watch(daemon.feed, daemon.engine, app[SOCKETS], daemon.sinks, daemon.writer)
+    app[METRICS].watch(
+        daemon.feed, daemon.engine, app[SOCKETS], daemon.sinks, daemon.backend.writer
+    )
     try:
         await daemon.start()
         yield

@@ -61,3 +61,12 @@ class LeaseLost(CortexdError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"this daemon no longer executes run {run_id!r}")
         self.run_id = run_id
+
+
+class StoreUnavailable(CortexdError):
+    """The store cannot take writes (or answer) now: its database is down, unreachable or read
+    only. Nothing of the request was kept; it may be tried again."""
+
+
+class StoreFull(StoreUnavailable):
+    """The store's disk is full: nothing of the request was kept."""

@@ -101,7 +101,7 @@ class Clock(Protocol):
 class Liveness(Protocol):
     """Whether a daemon instance is provably gone (its process ended), not merely silent."""
 
-    def is_dead(self, instance: str) -> bool: ...
+    async def is_dead(self, instance: str) -> bool: ...
 
 
 class RunExecution(Protocol):

@@ -51,13 +51,13 @@ class Launcher(Protocol):
 async def dead_owners(store: Store, liveness: Liveness, instance: str) -> list[str]:
     """The other instances the store names as owners (of runs, duties) that are provably dead."""
     others = await store.owners() - {instance}
-    return sorted(owner for owner in others if liveness.is_dead(owner))
+    return sorted([owner for owner in others if await liveness.is_dead(owner)])
 
 
 class NobodyDies:
     """Liveness when nothing can prove a daemon dead: leases expire instead."""
 
-    def is_dead(self, instance: str) -> bool:
+    async def is_dead(self, instance: str) -> bool:
         return False
 
 

@@ -22,6 +22,8 @@ from core.errors import (
     LimitExceeded,
     NotFound,
     Problem,
+    StoreFull,
+    StoreUnavailable,
     ValidationFailed,
 )
 
@@ -33,7 +35,11 @@ _STATUS: list[tuple[type[CortexdError], int]] = [
     (Conflict, 409),
     (ValidationFailed, 422),
     (LimitExceeded, 413),
+    (StoreFull, 507),
+    (StoreUnavailable, 503),
 ]
+# How long a client is asked to wait before it tries a write the store could not take.
+STORE_RETRY_AFTER_S = 1
 
 
 class HttpProblem(CortexdError):
@@ -101,6 +107,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem(422, str(exc), exc.problems)
     except HttpProblem as exc:
         return problem(exc.status, str(exc), headers=exc.headers)
+    except StoreUnavailable as exc:
+        log.warning("store_unavailable", method=request.method, path=request.path, error=str(exc))
+        retry = {"Retry-After": str(STORE_RETRY_AFTER_S)}
+        return problem(status_of(exc), str(exc), headers=retry)
     except CortexdError as exc:
         return problem(status_of(exc), str(exc))
     except web.HTTPException as exc:

@@ -51,7 +51,7 @@ class FileLiveness:
     def __init__(self, folder: Path) -> None:
         self._folder = folder
 
-    def is_dead(self, instance: str) -> bool:
+    async def is_dead(self, instance: str) -> bool:
         if "/" in instance or instance.startswith("."):
             return False  # not a name this daemon ever makes; nothing to prove
         path = self._folder / f"{instance}.lock"

@@ -1,13 +1,8 @@
-"""The single writer of a database file, with group commit.
+"""The single writer of a database file: group commit (`adapters.sql.batching`) on SQLite.
 
-Writes are submitted as operations; the writer folds every operation waiting at that moment
-(up to `batch_max`) into one transaction, each inside a savepoint so one failing operation
-does not undo the others, and resolves their futures only after the COMMIT. Events an
-operation records get their `seq` inside the transaction and are handed to `on_commit`, in
-`seq` order, before any caller hears back. Batching is the policy knob: `batch_max=1` is one
-commit per write.
-
-The writer owns a plain `sqlite3` connection; operations are plain functions. A small batch
+The writer owns a plain `sqlite3` connection; operations (`adapters.sql.tx.Op`) never really
+wait on it and are driven to their end in one go (`run_sync`). Each operation of a batch runs
+inside a savepoint, so one failing operation does not undo the others. A small batch
 (up to `inline_max` operations, each submitted as `small`: a run's records, a step's checkpoint)
 is committed right on the event loop's thread: a commit of a few rows in WAL mode without fsync
 takes tens of microseconds, less than the two thread switches of a hop, and a lone run's
@@ -27,73 +22,75 @@ off for this connection, and the writer runs a PASSIVE checkpoint on its thread 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
+from adapters.sql.batching import GroupCommit, Item, Outcome
+from adapters.sql.tx import JSON, Dialect, Op, run_sync
 from adapters.sqlite.db import BUSY_TIMEOUT_MS, PRAGMAS
 from core.domain import Event
 from core.events import Published
 
 log = structlog.get_logger("cortexd.sqlite")
-T = TypeVar("T")
-JSON = dict[str, Any]
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+
+SQLITE = Dialect(
+    now="((julianday('now') - 2440587.5) * 86400.0)",
+    indexed_by=lambda index: f"INDEXED BY {index}",
+    same=lambda a, b: f"{a} IS {b}",
+    row_order="rowid",
+)
 
 
 class Tx:
-    """What an operation gets: the connection inside the open transaction, and `emit`."""
+    """What an operation gets: the connection inside the open transaction. Its methods finish
+    at once (SQLite is in-process), so an operation is run with `run_sync`."""
+
+    dialect = SQLITE
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.events: list[Published] = []
 
-    def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
-        self.conn.execute(sql, tuple(params))
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        return self.conn.execute(sql, tuple(params)).rowcount
 
-    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
         self.conn.executemany(sql, [tuple(r) for r in rows])
 
-    def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
         return self.conn.execute(sql, tuple(params)).fetchone()
 
-    def emit(self, event: Event) -> JSON:
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        return self.conn.execute(sql, tuple(params)).fetchall()
+
+    async def emit(self, event: Event) -> JSON:
         payload = event.to_json()
         del payload["seq"]
         body = json.dumps(payload, separators=(",", ":"))
-        (seq,) = self.fetchone(
+        (seq,) = self.conn.execute(
             "INSERT INTO events (project_id, run_id, type, timestamp, body) "
             "VALUES (?, ?, ?, ?, ?) RETURNING seq",
             (event.project_id, event.run_id, event.type.value, payload["timestamp"], body),
-        )
+        ).fetchone()
         published = {"seq": seq, **payload}
         # The text clients get is the stored body with `seq` put first: serialised once.
         self.events.append(Published(published, f'{{"seq":{seq},{body[1:]}'))
         return published
 
-
-Op = Callable[[Tx], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Item:
-    op: Op
-    future: asyncio.Future[Any]
-    small: bool
+    async def last_seq(self) -> int:
+        (seq,) = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+        return int(seq)
 
 
-_Outcome = tuple[Any, BaseException | None]
-
-
-class Writer:
+class Writer(GroupCommit):
     def __init__(
         self,
         path: Path,
@@ -104,117 +101,48 @@ class Writer:
         lazy_window_s: float = 0.005,
         on_commit: Callable[[list[Published]], None] = lambda events: None,
     ) -> None:
+        super().__init__(
+            name="sqlite-writer",
+            batch_max=batch_max,
+            lazy_window_s=lazy_window_s,
+            on_commit=on_commit,
+        )
         self._path = path
-        self._batch_max = batch_max
         self._inline_max = inline_max
         self._checkpoint_every = checkpoint_every
         self._since_checkpoint = 0
-        # A lazy write (a node's "running" record, a progress report, a task's writes) waits
-        # up to this long for company before it is committed alone: the write that follows it
-        # (the node's writes, the step's checkpoint) usually comes within it, and one commit
-        # serves both. Nothing a caller needs before it can go on is lazy (at worst, a run's
-        # end waits out the window for its last task's writes).
-        self._lazy_window_s = lazy_window_s
-        self._lazy: set[asyncio.Future[Any]] = set()
-        self._arrived = asyncio.Event()
-        self.on_commit = on_commit
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._conn: sqlite3.Connection | None = None
-        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self.commits = 0
-        self.ops = 0
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._thread, _open, self._path)
-        self._task = asyncio.create_task(self._run(), name="sqlite-writer")
+        self._start()
 
     async def close(self) -> None:
         """Commit everything submitted so far, then stop and close the connection."""
-        if self._task is not None:
-            self._queue.put_nowait(None)
-            await self._task
-            self._task = None
+        await self._stop()
         if self._conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
             self._conn = None
         self._thread.shutdown(wait=True)
 
-    def submit(self, op: Op, *, lazy: bool = False, small: bool = False) -> asyncio.Future[Any]:
-        """Queue `op`; the future resolves once its transaction is committed. `small`: it
-        writes a few rows at most, so it may be committed on the event loop's thread."""
-        if self._task is None or self._task.done():
-            raise RuntimeError("the store's writer is not running")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if lazy:
-            self._lazy.add(future)
-        self._queue.put_nowait(_Item(op, future, small))
-        self._arrived.set()
-        return future
-
-    async def write(self, op: Callable[[Tx], T], *, small: bool = False) -> T:
-        result: T = await self.submit(op, small=small)
-        return result
-
-    async def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            item = await self._queue.get()
-            if item is not None and item.future in self._lazy and self._queue.empty():
-                self._arrived.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrived.wait(), self._lazy_window_s)
-            batch: list[_Item] = []
-            while True:
-                if item is None:
-                    stopping = True
-                    break
-                self._lazy.discard(item.future)
-                if not item.future.cancelled():  # its caller gave up before it ran
-                    batch.append(item)
-                if len(batch) >= self._batch_max or self._queue.empty():
-                    break
-                item = self._queue.get_nowait()
-            if batch:
-                await self._commit(batch)
-
-    async def _commit(self, batch: list[_Item]) -> None:
-        loop = asyncio.get_running_loop()
+    async def apply(self, batch: Sequence[Item]) -> tuple[list[Outcome], list[Published]]:
         ops = [item.op for item in batch]
-        applied: tuple[list[_Outcome], list[Published]] | None = None
-        try:
-            if len(ops) <= self._inline_max and all(item.small for item in batch):
-                applied = self._apply_batch(ops, wait_for_lock=False)  # None: locked
-            if applied is None:
-                applied = await loop.run_in_executor(self._thread, self._apply_batch, ops)
-        except Exception as exc:  # the transaction itself failed: nothing of the batch is kept
-            log.exception("batch_failed", ops=len(batch))
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(exc)
-            return
-        assert applied is not None  # the thread's call waits for the lock
-        outcomes, events = applied
-        self.commits += 1
-        self.ops += len(batch)
-        if events:
-            try:
-                self.on_commit(events)
-            except Exception:  # a listener's bug must not stop every write of the daemon
-                log.exception("on_commit_failed")
-        for item, (result, error) in zip(batch, outcomes, strict=True):
-            future = item.future
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
+        if len(ops) <= self._inline_max and all(item.small for item in batch):
+            applied = self._apply_batch(ops, wait_for_lock=False)  # None: locked
+            if applied is not None:
+                return applied
+        loop = asyncio.get_running_loop()
+        waited = await loop.run_in_executor(self._thread, self._apply_batch, ops)
+        assert waited is not None  # the thread's call waits for the lock
+        return waited
+
+    async def after_commit(self, batch: Sequence[Item]) -> None:
         self._since_checkpoint += len(batch)
         if self._since_checkpoint >= self._checkpoint_every:
             self._since_checkpoint = 0
-            await loop.run_in_executor(self._thread, self._wal_checkpoint)
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._wal_checkpoint)
 
     def _wal_checkpoint(self) -> None:
         """On the writer's thread: copy what the WAL holds into the database file, as far as
@@ -228,14 +156,14 @@ class Writer:
 
     def _apply_batch(
         self, ops: list[Op], wait_for_lock: bool = True
-    ) -> tuple[list[_Outcome], list[Published]] | None:
+    ) -> tuple[list[Outcome], list[Published]] | None:
         """One transaction, one savepoint per operation. Without `wait_for_lock` (on the event
         loop's thread), None when another connection holds the write lock: nothing was done."""
         conn = self._conn
         if conn is None:
             raise RuntimeError("the writer's connection is not open")
         tx = Tx(conn)
-        outcomes: list[_Outcome] = []
+        outcomes: list[Outcome] = []
         if wait_for_lock:
             _begin_waiting(conn)
         elif not _begin_now(conn):
@@ -245,7 +173,7 @@ class Writer:
                 mark = len(tx.events)
                 conn.execute("SAVEPOINT op")
                 try:
-                    result = op(tx)
+                    result = run_sync(op(tx))
                 except Exception as exc:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")

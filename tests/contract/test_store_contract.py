@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 
-from adapters.sqlite.checkpoints import SqliteCheckpoints
+from adapters.sqlite.checkpoints import sqlite_checkpoints
 from adapters.sqlite.db import connect, prepare_database
 from adapters.sqlite.store import SqliteStore
 from adapters.sqlite.writer import Writer
@@ -55,7 +55,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     checkpoint_reader = await connect(path)
     try:
         sqlite = SqliteStore(writer, reader)
-        yield Backend(sqlite, SqliteCheckpoints(writer, checkpoint_reader).saver, [T0])
+        yield Backend(sqlite, sqlite_checkpoints(writer, checkpoint_reader).saver, [T0])
     finally:
         await writer.close()
         await reader.close()

@@ -56,8 +56,8 @@ def _event(n: int) -> Event:
 
 async def test_concurrent_writes_share_commits_and_all_land(writer: Writer) -> None:
     async def op_for(n: int) -> Any:
-        def op(tx: Tx) -> int:
-            event = tx.emit(_event(n))
+        async def op(tx: Tx) -> int:
+            event = await tx.emit(_event(n))
             return int(event["seq"])
 
         return await writer.write(op)
@@ -74,11 +74,11 @@ async def test_concurrent_writes_share_commits_and_all_land(writer: Writer) -> N
 async def test_a_failing_write_does_not_undo_its_batch_neighbours_nor_leave_a_seq_gap(
     writer: Writer, tmp_path: Path
 ) -> None:
-    def good(tx: Tx) -> None:
-        tx.emit(_event(1))
+    async def good(tx: Tx) -> None:
+        await tx.emit(_event(1))
 
-    def bad(tx: Tx) -> None:
-        tx.emit(_event(2))
+    async def bad(tx: Tx) -> None:
+        await tx.emit(_event(2))
         raise ValueError("refused")
 
     results = await asyncio.gather(
@@ -97,8 +97,8 @@ async def test_a_failing_write_does_not_undo_its_batch_neighbours_nor_leave_a_se
 
 
 async def test_close_commits_what_was_submitted(writer: Writer, tmp_path: Path) -> None:
-    def op(tx: Tx) -> None:
-        tx.emit(_event(7))
+    async def op(tx: Tx) -> None:
+        await tx.emit(_event(7))
 
     futures = [writer.submit(op) for _ in range(10)]
     await writer.close()
@@ -117,8 +117,10 @@ async def test_pruning_deletes_only_an_old_prefix_of_the_event_log(
 
     for stamp in stamps:
 
-        def op(tx: Tx, stamp: datetime = stamp) -> None:
-            tx.emit(Event(type=EventType.RUN_UPDATED, project_id="p", run_id="r", timestamp=stamp))
+        async def op(tx: Tx, stamp: datetime = stamp) -> None:
+            await tx.emit(
+                Event(type=EventType.RUN_UPDATED, project_id="p", run_id="r", timestamp=stamp)
+            )
 
         await writer.write(op)
     try:
@@ -133,8 +135,8 @@ async def test_pruning_deletes_only_an_old_prefix_of_the_event_log(
 
 
 async def test_a_lazy_write_waits_for_company_and_still_lands_alone(writer: Writer) -> None:
-    def op(tx: Tx) -> None:
-        tx.emit(_event(1))
+    async def op(tx: Tx) -> None:
+        await tx.emit(_event(1))
 
     before = writer.commits
     lazy = writer.submit(op, lazy=True)
@@ -150,8 +152,8 @@ async def test_a_lazy_write_waits_for_company_and_still_lands_alone(writer: Writ
 async def test_small_batches_commit_on_the_loop_and_large_ones_on_the_writers_thread(
     writer: Writer,
 ) -> None:
-    def where(tx: Tx) -> int:
-        tx.emit(_event(1))
+    async def where(tx: Tx) -> int:
+        await tx.emit(_event(1))
         return threading.get_ident()
 
     loop_thread = threading.get_ident()
@@ -169,8 +171,8 @@ async def test_small_batches_commit_on_the_loop_and_large_ones_on_the_writers_th
 async def test_a_small_write_never_holds_the_loop_while_another_process_has_the_lock(
     writer: Writer, tmp_path: Path
 ) -> None:
-    def op(tx: Tx) -> int:
-        tx.emit(_event(1))
+    async def op(tx: Tx) -> int:
+        await tx.emit(_event(1))
         return threading.get_ident()
 
     other = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
@@ -196,8 +198,8 @@ async def test_the_writer_checkpoints_the_wal_so_it_does_not_grow_with_every_com
     await writer.start()
     blob = "x" * 4000  # about a page a commit
 
-    def op(tx: Tx) -> None:
-        tx.execute(
+    async def op(tx: Tx) -> None:
+        await tx.execute(
             "INSERT INTO plugin_state (plugin, key, value) VALUES ('t', ?, ?)",
             (str(uuid.uuid4()), json.dumps(blob)),
         )

@@ -92,7 +92,7 @@ class FakeLiveness:
     def __init__(self) -> None:
         self.dead: set[str] = set()
 
-    def is_dead(self, instance: str) -> bool:
+    async def is_dead(self, instance: str) -> bool:
         return instance in self.dead
 
 

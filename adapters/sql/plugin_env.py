@@ -5,21 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import aiosqlite
-
-from adapters.sqlite.db import read_all
-from adapters.sqlite.writer import Tx, Writer
+from adapters.sql.tx import Reads, Tx, Writes
 
 
-class SqlitePluginState:
-    def __init__(self, writer: Writer, reader: aiosqlite.Connection, plugin: str) -> None:
+class SqlPluginState:
+    def __init__(self, writer: Writes, reads: Reads, plugin: str) -> None:
         self._writer = writer
-        self._reader = reader
+        self._reads = reads
         self._plugin = plugin
 
     async def get(self, key: str, default: Any = None) -> Any:
-        rows = await read_all(
-            self._reader,
+        rows = await self._reads.all(
             "SELECT value FROM plugin_state WHERE plugin = ? AND key = ?",
             (self._plugin, key),
         )
@@ -28,29 +24,29 @@ class SqlitePluginState:
     async def set(self, key: str, value: Any) -> None:
         text = json.dumps(value)
 
-        def op(tx: Tx) -> None:
-            tx.execute(
-                "INSERT OR REPLACE INTO plugin_state (plugin, key, value) VALUES (?, ?, ?)",
+        async def op(tx: Tx) -> None:
+            await tx.execute(
+                "INSERT INTO plugin_state (plugin, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value",
                 (self._plugin, key, text),
             )
 
         await self._writer.write(op)
 
 
-class SqliteEventLog:
+class SqlEventLog:
     """Read access to the stored events of every project, in `seq` order."""
 
-    def __init__(self, reader: aiosqlite.Connection) -> None:
-        self._reader = reader
+    def __init__(self, reads: Reads) -> None:
+        self._reads = reads
 
     async def since(self, seq: int, limit: int = 500) -> list[dict[str, Any]]:
-        rows = await read_all(
-            self._reader,
+        rows = await self._reads.all(
             "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
             (seq, limit),
         )
         return [{"seq": s, **json.loads(body)} for s, body in rows]
 
     async def last_seq(self) -> int:
-        rows = await read_all(self._reader, "SELECT COALESCE(MAX(seq), 0) FROM events")
+        rows = await self._reads.all("SELECT COALESCE(MAX(seq), 0) FROM events")
         return int(rows[0][0]) if rows else 0

@@ -1,4 +1,4 @@
-"""The unit of work of one execution of a run on SQLite: every write fenced by the claim's lease.
+"""The unit of work of one execution of a run: every write fenced by the claim's lease.
 
 A node is durably complete when LangGraph saves its task's writes (`aput_writes`): after a crash
 it will not run again. Its "completed" record waits here, keyed by the task, until the
@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 
-from adapters.sqlite import runs
-from adapters.sqlite.writer import Op, Tx, Writer
+from adapters.sql import runs
+from adapters.sql.tx import Op, Tx, Writes
 from core.domain import NodeState, Run
 from core.ports import Change, Claim, Lease
 
 
-class SqliteExecution:
-    def __init__(self, writer: Writer, claim: Claim) -> None:
+class SqlExecution:
+    def __init__(self, writer: Writes, claim: Claim) -> None:
         self._writer = writer
         self._lease = claim.lease
         self._project_id = claim.run.project_id
@@ -67,9 +67,9 @@ class SqliteExecution:
     def fenced(self, op: Op) -> Op:
         """`op` done only while the lease holds (LeaseLost otherwise, and nothing written)."""
 
-        def guarded(tx: Tx) -> object:
-            runs.fence(tx, self._lease)
-            return op(tx)
+        async def guarded(tx: Tx) -> object:
+            await runs.fence(tx, self._lease)
+            return await op(tx)
 
         return guarded
 

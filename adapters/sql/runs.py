@@ -1,9 +1,10 @@
 """The write operations on runs: changes decided on the stored row, claims, leases, recovery.
 
-Each function here runs inside one of the Writer's transactions (`Tx`), which SQLite serialises
-across every process on the file (BEGIN IMMEDIATE): a change is decided on the row as it is at
-that moment, and two daemons can never both claim one run. Times of leases are the database's
-clock (`NOW`), never a daemon's.
+Each function here runs inside one of a writer's transactions (`Tx`), which the store serialises
+across every daemon on it (SQLite: BEGIN IMMEDIATE; PostgreSQL: the lock on the event log's
+head, taken first): a change is decided on the row as it is at that moment, and two daemons can
+never both claim one run. Times of leases are the database's clock (`dialect.now`), never a
+daemon's.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from adapters.sqlite.writer import Tx
+from adapters.sql.tx import Tx
 from core.domain import Event, EventType, NodeState, NodeStatus, Run, RunStatus
 from core.errors import LeaseLost, NotFound
 from core.ports import Change, Claim, ClaimRequest, Lease, RunChange
 
-NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 RUN_COLUMNS = "body, owner, epoch"
 
 
@@ -34,16 +34,16 @@ def run_event(run: Run, kind: EventType, now: datetime) -> Event:
     return Event(type=kind, project_id=run.project_id, run_id=run.id, timestamp=now, run=run)
 
 
-def fence(tx: Tx, lease: Lease) -> None:
+async def fence(tx: Tx, lease: Lease) -> None:
     """Refuse a write of an execution whose lease is no longer the run's."""
-    row = tx.fetchone("SELECT owner, epoch FROM runs WHERE id = ?", (lease.run_id,))
+    row = await tx.fetchone("SELECT owner, epoch FROM runs WHERE id = ?", (lease.run_id,))
     if row is None or row[0] != lease.owner or row[1] != lease.epoch:
         raise LeaseLost(lease.run_id)
 
 
-def insert_run(tx: Tx, run: Run, claim: ClaimRequest | None = None) -> Claim | None:
-    seq = tx.emit(run_event(run, EventType.RUN_CREATED, run.created_at))["seq"]
-    tx.execute(
+async def insert_run(tx: Tx, run: Run, claim: ClaimRequest | None = None) -> Claim | None:
+    seq = (await tx.emit(run_event(run, EventType.RUN_CREATED, run.created_at)))["seq"]
+    await tx.execute(
         "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         (run.id, run.project_id, run.workflow_id, run.status.value, run.model_dump_json(), seq),
@@ -51,46 +51,47 @@ def insert_run(tx: Tx, run: Run, claim: ClaimRequest | None = None) -> Claim | N
     if claim is None:
         return None
     # Taken at once only when it is first in the queue: nothing else waits for a slot.
-    waiting = tx.fetchone(
-        "SELECT EXISTS (SELECT 1 FROM runs INDEXED BY runs_pending "
+    hint = tx.dialect.indexed_by
+    waiting = await tx.fetchone(
+        f"SELECT EXISTS (SELECT 1 FROM runs {hint('runs_pending')} "
         "WHERE status = 'pending' AND id != ?) "
-        "OR EXISTS (SELECT 1 FROM runs INDEXED BY runs_unowned "
+        f"OR EXISTS (SELECT 1 FROM runs {hint('runs_unowned')} "
         "WHERE status = 'running' AND owner IS NULL)",
         (run.id,),
     )
     if waiting[0]:
         return None
-    [taken] = claim_runs(tx, claim.owner, 1, claim.lease_s, claim.start)
+    [taken] = await claim_runs(tx, claim.owner, 1, claim.lease_s, claim.start)
     return taken
 
 
-def change_run(
+async def change_run(
     tx: Tx, project_id: str | None, run_id: str, change: Change, lease: Lease | None
 ) -> Run:
     sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
     params: tuple[str, ...] = (run_id,)
     if project_id is not None:
         sql, params = sql + " AND project_id = ?", (run_id, project_id)
-    row = tx.fetchone(sql, params)
+    row = await tx.fetchone(sql, params)
     if row is None:
         raise NotFound("run", run_id)
     if lease is not None and (row[1], row[2]) != (lease.owner, lease.epoch):
         raise LeaseLost(run_id)
     current = run_from(row)
     result = change(current)
-    return apply_change(tx, current, result)
+    return await apply_change(tx, current, result)
 
 
-def apply_change(tx: Tx, current: Run, result: RunChange) -> Run:
+async def apply_change(tx: Tx, current: Run, result: RunChange) -> Run:
     run = result.run
     if result.release and run.owner is not None:
         run = run.model_copy(update={"owner": None})
-    seq = tx.emit(run_event(run, result.event, result.at))["seq"]
+    seq = (await tx.emit(run_event(run, result.event, result.at)))["seq"]
     joins_queue = run.status is RunStatus.PENDING or (
         run.status is RunStatus.RUNNING and current.status is RunStatus.PAUSED
     )
-    release = int(result.release)
-    tx.execute(
+    release = result.release
+    await tx.execute(
         "UPDATE runs SET status = ?, body = ?, recoveries = ?, "
         "queued_at = CASE WHEN ? THEN ? ELSE queued_at END, "
         "owner = CASE WHEN ? THEN NULL ELSE owner END, "
@@ -100,31 +101,33 @@ def apply_change(tx: Tx, current: Run, result: RunChange) -> Run:
             run.status.value,
             run.model_dump_json(),
             run.recoveries,
-            int(joins_queue),
+            joins_queue,
             seq,
             release,
             release,
-            release,
+            int(release),
             run.id,
         ),
     )
     if result.reset:
-        tx.execute("DELETE FROM checkpoints WHERE thread_id = ?", (run.id,))
-        tx.execute("DELETE FROM writes WHERE thread_id = ?", (run.id,))
-        tx.execute("DELETE FROM node_states WHERE run_id = ?", (run.id,))
+        await tx.execute("DELETE FROM checkpoints WHERE thread_id = ?", (run.id,))
+        await tx.execute("DELETE FROM writes WHERE thread_id = ?", (run.id,))
+        await tx.execute("DELETE FROM node_states WHERE run_id = ?", (run.id,))
     if result.cancel_nodes:
-        cancel_running_nodes(tx, run, result.at)
+        await cancel_running_nodes(tx, run, result.at)
     if result.keep_checkpoints > 0:
-        prune_checkpoints(tx, run.id, result.keep_checkpoints)
+        await prune_checkpoints(tx, run.id, result.keep_checkpoints)
     if result.answer is not None:
         answer = result.answer
-        tx.execute(
-            "INSERT OR REPLACE INTO run_resumes "
-            "(run_id, checkpoint_id, interrupt_id, value) VALUES (?, ?, ?, ?)",
+        await tx.execute(
+            "INSERT INTO run_resumes (run_id, checkpoint_id, interrupt_id, value) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+            "checkpoint_id = excluded.checkpoint_id, interrupt_id = excluded.interrupt_id, "
+            "value = excluded.value",
             (run.id, answer.checkpoint_id, answer.interrupt_id, encode_answer(answer.value)),
         )
     elif result.drop_answer:
-        tx.execute("DELETE FROM run_resumes WHERE run_id = ?", (run.id,))
+        await tx.execute("DELETE FROM run_resumes WHERE run_id = ?", (run.id,))
     return run
 
 
@@ -132,12 +135,12 @@ def encode_answer(value: Any) -> str:
     return json.dumps(value)
 
 
-def cancel_running_nodes(tx: Tx, run: Run, now: datetime) -> None:
+async def cancel_running_nodes(tx: Tx, run: Run, now: datetime) -> None:
     """The nodes the store says are running are cancelled with the run (also one whose
     completion was waiting for its task's writes: those will not come)."""
-    rows = tx.conn.execute(
+    rows = await tx.fetchall(
         "SELECT body FROM node_states WHERE run_id = ? ORDER BY node_id", (run.id,)
-    ).fetchall()
+    )
     states = [NodeState.model_validate_json(body) for (body,) in rows]
     cancelled = [
         s.model_copy(update={"status": NodeStatus.CANCELLED, "completed_at": now})
@@ -145,18 +148,19 @@ def cancel_running_nodes(tx: Tx, run: Run, now: datetime) -> None:
         if s.status is NodeStatus.RUNNING
     ]
     if cancelled:
-        save_node_states(tx, run.id, run.project_id, cancelled, now)
+        await save_node_states(tx, run.id, run.project_id, cancelled, now)
 
 
-def save_node_states(
+async def save_node_states(
     tx: Tx, run_id: str, project_id: str, states: Sequence[NodeState], now: datetime
 ) -> None:
-    tx.executemany(
-        "INSERT OR REPLACE INTO node_states (run_id, node_id, body) VALUES (?, ?, ?)",
+    await tx.executemany(
+        "INSERT INTO node_states (run_id, node_id, body) VALUES (?, ?, ?) "
+        "ON CONFLICT (run_id, node_id) DO UPDATE SET body = excluded.body",
         [(run_id, s.node_id, s.model_dump_json()) for s in states],
     )
     for state in states:
-        tx.emit(
+        await tx.emit(
             Event(
                 type=EventType.NODE_STATE_UPDATED,
                 project_id=project_id,
@@ -167,36 +171,37 @@ def save_node_states(
         )
 
 
-def prune_checkpoints(tx: Tx, thread_id: str, keep: int) -> None:
+async def prune_checkpoints(tx: Tx, thread_id: str, keep: int) -> None:
     """Keep the newest `keep` checkpoints of a thread (ids sort by time) and their writes."""
     kept = (
         "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? "
         "ORDER BY checkpoint_id DESC LIMIT ?"
     )
-    tx.execute(
+    await tx.execute(
         f"DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id NOT IN ({kept})",
         (thread_id, thread_id, keep),
     )
-    tx.execute(
+    await tx.execute(
         f"DELETE FROM writes WHERE thread_id = ? AND checkpoint_id NOT IN ({kept})",
         (thread_id, thread_id, keep),
     )
 
 
-def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Change) -> list[Claim]:
-    # INDEXED BY: without statistics SQLite's planner would take runs_by_status and sort,
+async def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Change) -> list[Claim]:
+    # The index hints: without statistics SQLite's planner would take runs_by_status and sort,
     # a cost that grows with the backlog, inside the write lock every process waits for.
-    rows = tx.conn.execute(
-        f"SELECT id, {RUN_COLUMNS} FROM runs INDEXED BY runs_unowned "
+    hint = tx.dialect.indexed_by
+    rows = await tx.fetchall(
+        f"SELECT id, {RUN_COLUMNS} FROM runs {hint('runs_unowned')} "
         "WHERE status = 'running' AND owner IS NULL ORDER BY queued_at LIMIT ?",
         (limit,),
-    ).fetchall()
+    )
     if len(rows) < limit:
-        rows += tx.conn.execute(
-            f"SELECT id, {RUN_COLUMNS} FROM runs INDEXED BY runs_pending "
+        rows += await tx.fetchall(
+            f"SELECT id, {RUN_COLUMNS} FROM runs {hint('runs_pending')} "
             "WHERE status = 'pending' ORDER BY queued_at LIMIT ?",
             (limit - len(rows),),
-        ).fetchall()
+        )
     taken = []
     for run_id, *columns in rows:
         current = run_from(columns)
@@ -204,56 +209,53 @@ def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Change) ->
         fresh = current.started_at is None  # never ran: no checkpoint or node state to read
         if current.status is RunStatus.PENDING:
             result = start(current.model_copy(update={"owner": owner}))
-            run = apply_change(tx, current, result)
+            run = await apply_change(tx, current, result)
         else:
             run = current.model_copy(update={"owner": owner})
-        tx.execute(
-            f"UPDATE runs SET owner = ?, epoch = ?, lease_expires_at = {NOW} + ? WHERE id = ?",
+        await tx.execute(
+            f"UPDATE runs SET owner = ?, epoch = ?, lease_expires_at = {tx.dialect.now} + ? "
+            "WHERE id = ?",
             (owner, epoch, lease_s, run_id),
         )
         taken.append((run, Lease(run_id, owner, epoch), fresh))
-    (seq,) = tx.fetchone("SELECT COALESCE(MAX(seq), 0) FROM events")
+    seq = await tx.last_seq()
     return [Claim(run, lease, fresh, seq) for run, lease, fresh in taken]
 
 
-def renew_leases(tx: Tx, owner: str, lease_s: float) -> dict[str, int]:
-    rows = tx.conn.execute(
-        f"UPDATE runs INDEXED BY runs_owned SET lease_expires_at = {NOW} + ? "
-        "WHERE owner = ? RETURNING id, epoch",
+async def renew_leases(tx: Tx, owner: str, lease_s: float) -> dict[str, int]:
+    rows = await tx.fetchall(
+        f"UPDATE runs {tx.dialect.indexed_by('runs_owned')} "
+        f"SET lease_expires_at = {tx.dialect.now} + ? WHERE owner = ? RETURNING id, epoch",
         (lease_s, owner),
-    ).fetchall()
+    )
     return {run_id: int(epoch) for run_id, epoch in rows}
 
 
-def recover_runs(
+async def recover_runs(
     tx: Tx, dead: Sequence[str], max_recoveries: int, recover: Change, give_up: Change
 ) -> list[Run]:
     marks = ", ".join("?" * len(dead))
     dead_clause = f" OR owner IN ({marks})" if dead else ""
-    rows = tx.conn.execute(
-        f"SELECT id, {RUN_COLUMNS}, recoveries FROM runs INDEXED BY runs_owned "
-        f"WHERE owner IS NOT NULL AND (lease_expires_at < {NOW}{dead_clause})",
+    rows = await tx.fetchall(
+        f"SELECT id, {RUN_COLUMNS}, recoveries FROM runs {tx.dialect.indexed_by('runs_owned')} "
+        f"WHERE owner IS NOT NULL AND (lease_expires_at < {tx.dialect.now}{dead_clause})",
         tuple(dead),
-    ).fetchall()
+    )
     changed = []
     for run_id, *columns in rows:
         current = run_from(columns).model_copy(update={"recoveries": int(columns[3])})
         if current.status is RunStatus.RUNNING:
             later = current.model_copy(update={"recoveries": current.recoveries + 1})
             result = (give_up if later.recoveries > max_recoveries else recover)(later)
-            changed.append(apply_change(tx, current, _released(result)))
+            changed.append(await apply_change(tx, current, _released(result)))
         else:  # paused while its owner drained it, or finished: only the owner goes
-            tx.execute(
-                "UPDATE runs SET owner = NULL, lease_expires_at = NULL, epoch = epoch + 1 "
-                "WHERE id = ?",
-                (run_id,),
-            )
+            await _let_go(tx, run_id)
     if dead:  # what else the dead held: their duties, their entries as instances
-        tx.execute(
+        await tx.execute(
             f"UPDATE singletons SET owner = NULL, lease_expires_at = NULL WHERE owner IN ({marks})",
             tuple(dead),
         )
-        tx.execute(f"DELETE FROM instances WHERE id IN ({marks})", tuple(dead))
+        await tx.execute(f"DELETE FROM instances WHERE id IN ({marks})", tuple(dead))
     return changed
 
 
@@ -261,57 +263,68 @@ def _released(result: RunChange) -> RunChange:
     return replace(result, release=True)
 
 
-def release_run(tx: Tx, lease: Lease, now: datetime) -> None:
+async def _let_go(tx: Tx, run_id: str) -> None:
+    await tx.execute(
+        "UPDATE runs SET owner = NULL, lease_expires_at = NULL, epoch = epoch + 1 WHERE id = ?",
+        (run_id,),
+    )
+
+
+async def release_run(tx: Tx, lease: Lease, now: datetime) -> None:
     """The execution under `lease` ends without finishing the run (if the lease still holds):
     a run left `running` is announced, so that a daemon with a free slot claims it at once."""
-    row = tx.fetchone(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (lease.run_id,))
+    row = await tx.fetchone(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (lease.run_id,))
     if row is None or (row[1], row[2]) != (lease.owner, lease.epoch):
         return
-    _release(tx, run_from(row), now)
+    await _release(tx, run_from(row), now)
 
 
-def release_runs(tx: Tx, owner: str, now: datetime, leases: Sequence[Lease] | None = None) -> None:
+async def release_runs(
+    tx: Tx, owner: str, now: datetime, leases: Sequence[Lease] | None = None
+) -> None:
     if leases is not None:
         for lease in leases:
             if lease.owner == owner:
-                release_run(tx, lease, now)
+                await release_run(tx, lease, now)
         return
-    rows = tx.conn.execute(
-        f"SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_owned WHERE owner = ?", (owner,)
-    ).fetchall()
+    rows = await tx.fetchall(
+        f"SELECT {RUN_COLUMNS} FROM runs {tx.dialect.indexed_by('runs_owned')} WHERE owner = ?",
+        (owner,),
+    )
     for row in rows:
-        _release(tx, run_from(row), now)
+        await _release(tx, run_from(row), now)
 
 
-def _release(tx: Tx, run: Run, now: datetime) -> None:
+async def _release(tx: Tx, run: Run, now: datetime) -> None:
     if run.status is RunStatus.RUNNING:
-        apply_change(tx, run, RunChange(run, EventType.RUN_UPDATED, now, release=True))
+        await apply_change(tx, run, RunChange(run, EventType.RUN_UPDATED, now, release=True))
     else:
-        tx.execute(
-            "UPDATE runs SET owner = NULL, lease_expires_at = NULL, epoch = epoch + 1 WHERE id = ?",
-            (run.id,),
-        )
+        await _let_go(tx, run.id)
 
 
-def release_owner(tx: Tx, owner: str, now: datetime) -> None:
-    release_runs(tx, owner, now)
-    tx.execute("DELETE FROM instances WHERE id = ?", (owner,))
-    tx.execute(
+async def release_owner(tx: Tx, owner: str, now: datetime) -> None:
+    await release_runs(tx, owner, now)
+    await tx.execute("DELETE FROM instances WHERE id = ?", (owner,))
+    await tx.execute(
         "UPDATE singletons SET owner = NULL, lease_expires_at = NULL WHERE owner = ?", (owner,)
     )
 
 
-def hold_singleton(tx: Tx, name: str, owner: str, lease_s: float, dead: Sequence[str]) -> bool:
+async def hold_singleton(
+    tx: Tx, name: str, owner: str, lease_s: float, dead: Sequence[str]
+) -> bool:
+    d = tx.dialect
     marks = ", ".join("?" * len(dead))
     dead_clause = f" OR singletons.owner IN ({marks})" if dead else ""
-    row = tx.fetchone(
+    moved = d.differs("singletons.owner", "excluded.owner")
+    row = await tx.fetchone(
         "INSERT INTO singletons (name, owner, epoch, lease_expires_at) "
-        f"VALUES (?, ?, 1, {NOW} + ?) "
+        f"VALUES (?, ?, 1, {d.now} + ?) "
         "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
-        "epoch = singletons.epoch + (singletons.owner IS NOT excluded.owner), "
+        f"epoch = singletons.epoch + CASE WHEN {moved} THEN 1 ELSE 0 END, "
         "lease_expires_at = excluded.lease_expires_at "
-        "WHERE singletons.owner IS excluded.owner OR singletons.owner IS NULL "
-        f"OR singletons.lease_expires_at < {NOW}{dead_clause} RETURNING owner",
+        f"WHERE {d.same('singletons.owner', 'excluded.owner')} OR singletons.owner IS NULL "
+        f"OR singletons.lease_expires_at < {d.now}{dead_clause} RETURNING owner",
         (name, owner, lease_s, *dead),
     )
     return row is not None and row[0] == owner

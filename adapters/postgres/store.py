@@ -1,0 +1,153 @@
+"""The Store port on PostgreSQL: the shared store (`adapters.sql.store`) reading through a pool
+of connections and writing through the one `PgWriter`; LangGraph's checkpoints through the
+shared saver, whose read path is given a connection-like object over the same pool."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from adapters.postgres.db import reason
+from adapters.postgres.writer import POSTGRES, PgWriter, pg_sql
+from adapters.sql.checkpoints import GroupCommitSaver, SqlCheckpoints
+from adapters.sql.store import SqlStore
+from core.domain import Run
+from core.errors import StoreUnavailable
+from core.ports import Change
+
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+
+
+class PgReads:
+    """Each query on a connection of the pool, run to its end."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(pg_sql(sql), tuple(params))
+                return await cursor.fetchall()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(f"the database is unavailable: {reason(exc)}") from exc
+
+
+class PgStore(SqlStore):
+    def __init__(self, writer: PgWriter, pool: Pool) -> None:
+        super().__init__(writer, PgReads(pool), POSTGRES)
+        # Whether this daemon may judge the others now (see adapters/postgres/session.py):
+        # until its session has been back for a while, it takes nothing back from them.
+        self.trusted: Callable[[], bool] = lambda: True
+
+    async def recover_runs(
+        self, dead: Sequence[str], max_recoveries: int, recover: Change, give_up: Change
+    ) -> list[Run]:
+        if not self.trusted():
+            return []
+        return await super().recover_runs(dead, max_recoveries, recover, give_up)
+
+    async def min_event_seq(self) -> int:
+        row = await self._one(
+            "SELECT COALESCE((SELECT MIN(seq) FROM events), (SELECT seq + 1 FROM event_head))"
+        )
+        return int(row[0])
+
+
+class _Cursor:
+    """What LangGraph's SQLite saver does with an aiosqlite cursor, on a pool connection."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self._lease: Any = None
+        self._cursor: psycopg.AsyncCursor[Any] | None = None
+
+    async def __aenter__(self) -> _Cursor:
+        self._lease = self._pool.connection()
+        conn = await self._lease.__aenter__()
+        self._cursor = conn.cursor()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._cursor is not None:
+            await self._cursor.close()
+        await self._lease.__aexit__(kind, error, trace)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
+        assert self._cursor is not None
+        await self._cursor.execute(pg_sql(sql), tuple(params))
+        return self
+
+    async def fetchone(self) -> Any:
+        assert self._cursor is not None
+        return await self._cursor.fetchone()
+
+    async def fetchall(self) -> list[Any]:
+        assert self._cursor is not None
+        return await self._cursor.fetchall()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        assert self._cursor is not None
+        return self._cursor.__aiter__()
+
+
+class _Query:
+    """`conn.execute(sql, params)` used as `async with ... as cursor`."""
+
+    def __init__(self, pool: Pool, sql: str, params: Sequence[Any]) -> None:
+        self._cursor = _Cursor(pool)
+        self._sql = sql
+        self._params = params
+
+    async def __aenter__(self) -> _Cursor:
+        cursor = await self._cursor.__aenter__()
+        try:
+            return await cursor.execute(self._sql, self._params)
+        except BaseException as exc:
+            await self._cursor.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        await self._cursor.__aexit__(kind, error, trace)
+
+
+class SaverConnection:
+    """The part of aiosqlite's Connection that the saver's read path uses, over the pool.
+    Every `cursor()` is a pool connection of its own: reads run side by side (LangGraph's
+    Postgres saver would hold one lock per process around each of them)."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    def cursor(self) -> _Cursor:
+        return _Cursor(self._pool)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Query:
+        return _Query(self._pool, sql, params)
+
+
+class _NoLock:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def pg_checkpoints(writer: PgWriter, pool: Pool) -> SqlCheckpoints:
+    saver = GroupCommitSaver(writer, SaverConnection(pool), lock=_NoLock())
+    return SqlCheckpoints(saver, PgReads(pool))

@@ -1,0 +1,220 @@
+"""The store's one writer on PostgreSQL: group commit (`adapters.sql.batching`) on a dedicated
+connection, each statement a round trip awaited on the event loop.
+
+**The event log's order.** DESIGN §8 asks `seq` to be gap-free and strictly increasing in
+commit order across every daemon. A PostgreSQL sequence is neither (a rolled-back nextval
+leaves a gap; a transaction that drew a smaller number can commit after one that drew a
+larger). So a write transaction begins by locking the one row of `event_head`
+(`SELECT ... FOR UPDATE`) and numbers its events after the head it read; it stores them and
+the new head just before COMMIT, and the lock is let go only once that commit is visible. Two
+transactions that record events can therefore never overlap: seqs are handed out in commit
+order with no gap, and a reader that has seen N never later finds a smaller one. The price:
+the write transactions of all daemons are serialised, as SQLite's are (BEGIN IMMEDIATE). Group
+commit is what makes that cheap: each daemon's transaction carries every write it had waiting,
+and is a handful of round trips. Taking the lock first, before any row lock, also means two
+writers never deadlock, and every operation decides on rows no other writer is changing (the
+run operations in `adapters/sql/runs.py` rely on that, on both databases).
+
+**Failures.** The batch runs without a savepoint per operation (a savepoint and its release are
+two more round trips each, inside the lock): when an operation fails, the transaction is rolled
+back and the batch is done again without it; it failed on a state that was stored, and keeps
+that outcome. A connection that breaks fails the batch (the callers hear `StoreUnavailable`)
+and is opened again for the next one.
+
+**Waking the other daemons.** The commit carries one `NOTIFY cortexd_events, '<last seq>'`
+(delivered at commit; a seq, never a payload that could pass NOTIFY's 8000 bytes): the other
+daemons' tails read the log from their last seq (`adapters/postgres/listen.py`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import psycopg
+import structlog
+
+from adapters.postgres.db import connect, reason
+from adapters.sql.batching import GroupCommit, Item, Outcome
+from adapters.sql.tx import JSON, Dialect, Op
+from core.domain import Event
+from core.errors import StoreUnavailable
+from core.events import Published
+
+log = structlog.get_logger("cortexd.postgres")
+CHANNEL = "cortexd_events"
+
+POSTGRES = Dialect(
+    now="extract(epoch from clock_timestamp())",
+    indexed_by=lambda index: "",
+    same=lambda a, b: f"{a} IS NOT DISTINCT FROM {b}",
+    row_order="position",
+)
+
+_PLACEHOLDERS: dict[str, str] = {}
+
+
+def pg_sql(sql: str) -> str:
+    """The shared SQL's `?` placeholders as psycopg's `%s` (and a literal % doubled)."""
+    converted = _PLACEHOLDERS.get(sql)
+    if converted is None:
+        converted = sql.replace("%", "%%").replace("?", "%s")
+        if len(_PLACEHOLDERS) < 4096:  # statements are a fixed set; bounded anyway
+            _PLACEHOLDERS[sql] = converted
+    return converted
+
+
+# The events of a transaction, the new head and the wake-up of the other daemons: one round trip.
+_FLUSH = (
+    "WITH stored AS (INSERT INTO events (seq, project_id, run_id, type, timestamp, body) "
+    "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::text[])), "
+    "head AS (UPDATE event_head SET seq = %s) "
+    f"SELECT pg_notify('{CHANNEL}', %s)"
+)
+
+
+class PgTx:
+    dialect = POSTGRES
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], head: int) -> None:
+        self.conn = conn
+        self.head = head
+        self.events: list[Published] = []
+        self.rows: list[tuple[int, str, str | None, str, str, str]] = []
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        cursor = await self.conn.execute(pg_sql(sql), tuple(params))
+        return cursor.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        async with self.conn.cursor() as cursor:
+            await cursor.executemany(pg_sql(sql), [tuple(r) for r in rows])
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        cursor = await self.conn.execute(pg_sql(sql), tuple(params))
+        return await cursor.fetchone()
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        cursor = await self.conn.execute(pg_sql(sql), tuple(params))
+        return await cursor.fetchall()
+
+    async def emit(self, event: Event) -> JSON:
+        payload = event.to_json()
+        del payload["seq"]
+        body = json.dumps(payload, separators=(",", ":"))
+        self.head += 1
+        seq = self.head
+        self.rows.append(
+            (seq, event.project_id, event.run_id, event.type.value, payload["timestamp"], body)
+        )
+        published = {"seq": seq, **payload}
+        self.events.append(Published(published, f'{{"seq":{seq},{body[1:]}'))
+        return published
+
+    async def last_seq(self) -> int:
+        return self.head
+
+    async def flush(self) -> None:
+        if not self.rows:
+            return
+        columns = [list(column) for column in zip(*self.rows, strict=True)]
+        await self.conn.execute(_FLUSH, (*columns, self.head, str(self.head)))
+
+
+class _OpFailed(Exception):
+    def __init__(self, index: int, error: Exception) -> None:
+        self.index = index
+        self.error = error
+
+
+class PgWriter(GroupCommit):
+    def __init__(
+        self,
+        url: str,
+        *,
+        batch_max: int = 256,
+        lazy_window_s: float = 0.005,
+        on_commit: Callable[[list[Published]], None] = lambda events: None,
+    ) -> None:
+        super().__init__(
+            name="postgres-writer",
+            batch_max=batch_max,
+            lazy_window_s=lazy_window_s,
+            on_commit=on_commit,
+        )
+        self._url = url
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self.reconnects = 0
+
+    async def start(self) -> None:
+        self._conn = await connect(self._url)
+        self._start()
+
+    async def close(self) -> None:
+        await self._stop()
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            await conn.close()
+            self._conn = None
+        try:
+            self._conn = await connect(self._url)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"the database is unreachable: {reason(exc)}") from exc
+        self.reconnects += 1
+        log.info("store_reconnected", reconnects=self.reconnects)
+        return self._conn
+
+    async def apply(self, batch: Sequence[Item]) -> tuple[list[Outcome], list[Published]]:
+        outcomes: dict[int, Outcome] = {}
+        while True:
+            todo = [i for i in range(len(batch)) if i not in outcomes]
+            try:
+                results, events = await self._attempt([batch[i].op for i in todo])
+            except _OpFailed as failed:
+                outcomes[todo[failed.index]] = (None, failed.error)
+                continue
+            for i, result in zip(todo, results, strict=True):
+                outcomes[i] = (result, None)
+            return [outcomes[i] for i in range(len(batch))], events
+
+    async def _attempt(self, ops: list[Op]) -> tuple[list[Any], list[Published]]:
+        """One transaction of `ops`; _OpFailed (all rolled back) when one of them fails."""
+        conn = await self._connection()
+        try:
+            cursor = await conn.execute("BEGIN; SELECT seq FROM event_head FOR UPDATE")
+            cursor.nextset()  # one round trip, two results: BEGIN's, then the head
+            row = await cursor.fetchone()
+            assert row is not None  # the migration stores the head's one row
+            tx = PgTx(conn, int(row[0]))
+            results = []
+            for index, op in enumerate(ops):
+                try:
+                    results.append(await op(tx))
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    raise  # the connection, not the operation
+                except Exception as exc:
+                    await conn.execute("ROLLBACK")
+                    raise _OpFailed(index, exc) from exc
+            await tx.flush()
+            await conn.execute("COMMIT")
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            await self._discard(conn)
+            raise StoreUnavailable(f"the database is unavailable: {reason(exc)}") from exc
+        return results, tx.events
+
+    async def _discard(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """A connection whose transaction is in doubt is never used again."""
+        try:
+            await conn.close()
+        finally:
+            if self._conn is conn:
+                self._conn = None
