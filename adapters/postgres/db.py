@@ -71,9 +71,12 @@ def describe(url: str) -> str:
 
 
 def reason(exc: BaseException) -> str:
-    """A connection error in one line, without the password it may quote."""
-    text = str(exc).strip().splitlines()
-    return redact(text[0]) if text else type(exc).__name__
+    """A connection error in one line, without a password it may quote."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    text = re.sub(r"(//[^/:@\s]*):[^/@\s]*@", r"\1:***@", lines[0])
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", text)
 
 
 async def connect(url: str, **extra: Any) -> psycopg.AsyncConnection[Any]:

@@ -13,9 +13,11 @@ keepalives, and when no notification came for `health_s` it runs a query to prov
 After any drop it connects again (backing off), takes its lock and LISTENs again, and wakes
 the tail, which reads the log from its last seq: what was committed meanwhile is not missed.
 
-Liveness is trusted only once this session has been up for `grace_s`: after a database
-restart every daemon's session is gone at once, and the first one back must not take the
-others for dead before they had the time to come back too.
+After a drop, liveness is trusted again only once this session has been back for `grace_s`:
+a database restart ends every daemon's session at once, and the first one back must not take
+the others for dead (nor their leases, which could not be renewed meanwhile, for expired)
+before they had the time to come back too. At a daemon's start there is no such wait: it
+takes back at once what a daemon killed before it left.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Session:
         self._grace_s = grace_s
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._up_since: float | None = None
+        self._restored = False  # the session was lost and opened again since the start
         self._background = Background("postgres-session")
         self.reconnects = 0
         self.notifications = 0
@@ -84,7 +87,9 @@ class Session:
 
     def trusted(self) -> bool:
         """Whether this session has been up long enough to judge the others' sessions."""
-        return self._up_since is not None and time.monotonic() - self._up_since >= self._grace_s
+        if self._up_since is None:
+            return False
+        return not self._restored or time.monotonic() - self._up_since >= self._grace_s
 
     @property
     def up(self) -> bool:
@@ -117,6 +122,7 @@ class Session:
             try:
                 if conn is None:
                     conn = self._conn = await self._open()
+                    self._restored = True
                     self.reconnects += 1
                     log.info("store_session_restored", reconnects=self.reconnects)
                     self._on_wake()  # what was committed while it was away

@@ -1,11 +1,12 @@
-"""One suite for every implementation of the Store port: the real SQLite store and the unit
-tests' fake (and PostgreSQL's, when it comes). What the engine relies on is checked here, so
+"""One suite for every implementation of the Store port: the real SQLite and PostgreSQL stores
+and the unit tests' fake. What the engine relies on is checked here, so
 the fake cannot drift from the real thing: the order of queued writes, node records deferred
 to their task's writes, filters, the queue and its leases, fencing, and the event seq."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +16,11 @@ from typing import Any
 
 import pytest
 from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
+from psycopg_pool import AsyncConnectionPool
 
+from adapters.postgres import db as pg_db
+from adapters.postgres.store import PgStore, pg_checkpoints
+from adapters.postgres.writer import PgWriter
 from adapters.sqlite.checkpoints import sqlite_checkpoints
 from adapters.sqlite.db import connect, prepare_database
 from adapters.sqlite.store import SqliteStore
@@ -41,11 +46,16 @@ class Backend:
         return self.clock[0]
 
 
-@pytest.fixture(params=["sqlite", "fake"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "fake"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "fake":
         store = FakeStore()
         yield Backend(store, FakeCheckpoints(store).saver, [T0])
+        return
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        async with postgres_store(url) as (pg, saver):
+            yield Backend(pg, saver, [T0])
         return
     path = tmp_path / "contract.db"
     await prepare_database(path)
@@ -60,6 +70,22 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         await writer.close()
         await reader.close()
         await checkpoint_reader.close()
+
+
+@contextlib.asynccontextmanager
+async def postgres_store(url: str) -> AsyncIterator[tuple[PgStore, BaseCheckpointSaver[str]]]:
+    await pg_db.prepare_database(url)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
+    )
+    await pool.open()
+    writer = PgWriter(url)
+    await writer.start()
+    try:
+        yield PgStore(writer, pool), pg_checkpoints(writer, pool).saver
+    finally:
+        await writer.close()
+        await pool.close()
 
 
 async def graph(b: Backend, graph_id: str = "g") -> None:

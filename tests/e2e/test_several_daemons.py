@@ -1,5 +1,6 @@
-"""Several `cortexd serve` processes on one SQLite file (DESIGN §8), with real signals: they share
-the queue, take over each other's runs, obey each other's commands and serve one event log."""
+"""Several `cortexd serve` processes on one store (DESIGN §8), with real signals: they share the
+queue, take over each other's runs, obey each other's commands and serve one event log. Each
+test runs on one SQLite file and on one PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import asyncio
 import itertools
 import json
 import signal
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from tests.support.process import DaemonProcess
+from tests.support.stores import run_sql
 
 pytestmark = pytest.mark.e2e
 P = "/api/projects/acme/workflows"
@@ -27,10 +28,30 @@ LEASE_S = 3
 FINISHED = "workflow.run.completed"
 
 
+class Shared:
+    """The store the daemons share, read directly (as an operator would, with sqlite3 or psql)."""
+
+    def __init__(self, storage: dict[str, str]) -> None:
+        self.storage = storage
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return run_sql(self.storage, sql, params)
+
+    def events(self, kind: str | None = None) -> list[tuple[int, str, dict[str, Any]]]:
+        rows = self.query("SELECT seq, type, body FROM events ORDER BY seq")
+        return [(seq, t, json.loads(body)) for seq, t, body in rows if kind in (None, t)]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Shared:
+    if request.param == "postgres":
+        return Shared({"url": request.getfixturevalue("postgres_url")})
+    return Shared({"path": str(tmp_path / "shared.db")})
+
+
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[DaemonProcess, DaemonProcess]]:
-    """Two daemons on one database file, each with its own port, config and logs."""
-    shared = tmp_path / "shared.db"
+def pair(tmp_path: Path, shared: Shared) -> Iterator[tuple[DaemonProcess, DaemonProcess]]:
+    """Two daemons on one store, each with its own port, config and logs."""
     made = []
     for name in ("a", "b"):
         workdir = tmp_path / name
@@ -38,7 +59,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[DaemonProcess, DaemonProcess]]:
         made.append(
             DaemonProcess(
                 workdir,
-                storage={"path": str(shared)},
+                storage=shared.storage,
                 execution={"max_concurrent_runs": 12, "shutdown_grace_s": 2, "lease_s": LEASE_S},
                 logging={"format": "json"},
             )
@@ -70,29 +91,21 @@ def until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "") 
         time.sleep(0.05)
 
 
-def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db, timeout=10) as conn:
-        return [tuple(row) for row in conn.execute(sql, params).fetchall()]
-
-
-def completions(db: Path) -> Counter[tuple[str, str]]:
-    rows = query(
-        db,
-        "SELECT run_id, json_extract(body, '$.nodeState.node_id') FROM events "
-        "WHERE type = 'workflow.node_state.updated' "
-        "AND json_extract(body, '$.nodeState.status') = 'completed'",
+def completions(db: Shared) -> Counter[tuple[str, str]]:
+    return Counter(
+        (body["run_id"], body["nodeState"]["node_id"])
+        for _, _, body in db.events("workflow.node_state.updated")
+        if body["nodeState"]["status"] == "completed"
     )
-    return Counter((r, n) for r, n in rows)
 
 
-def starters(db: Path) -> set[str]:
+def starters(db: Shared) -> set[str]:
     """The instances that began executing a run (their claims' pending -> running events)."""
-    rows = query(
-        db,
-        "SELECT DISTINCT json_extract(body, '$.run.owner') FROM events "
-        "WHERE type = 'workflow.run.updated' AND json_extract(body, '$.run.status') = 'running'",
-    )
-    return {r for (r,) in rows if r}
+    return {
+        body["run"]["owner"]
+        for _, _, body in db.events("workflow.run.updated")
+        if body["run"]["status"] == "running" and body["run"].get("owner")
+    }
 
 
 def status_of(daemon: DaemonProcess, run_id: str) -> str:
@@ -117,18 +130,18 @@ def submit(daemon: DaemonProcess, graph_id: str, count: int) -> list[str]:
     return ids
 
 
-def assert_gap_free(db: Path) -> None:
-    seqs = [s for (s,) in query(db, "SELECT seq FROM events ORDER BY seq")]
+def assert_gap_free(db: Shared) -> None:
+    seqs = [s for (s,) in db.query("SELECT seq FROM events ORDER BY seq")]
     assert seqs == list(range(1, len(seqs) + 1)), "the event log has a gap"
 
 
 def test_two_daemons_share_the_work_and_one_survives_the_others_kill_9(
-    pair: tuple[DaemonProcess, DaemonProcess],
+    pair: tuple[DaemonProcess, DaemonProcess], shared: Shared
 ) -> None:
     a, b = pair
     a.start()
     b.start()
-    db = Path(a.settings["storage"]["path"])
+    db = shared
     ids = {instance(a), instance(b)}
     assert len(ids) == 2
     assert a.request("POST", f"{P}/graphs", chain("five", 0.3))[0] == 201
@@ -154,20 +167,20 @@ def test_two_daemons_share_the_work_and_one_survives_the_others_kill_9(
             expected = {1} if (run_id, state["node_id"]) in before else {1, 2}
             assert state["attempts"] in expected, (run_id, state)
     assert starters(db) == ids, "both daemons executed runs"
-    assert query(db, "SELECT COUNT(*) FROM runs WHERE owner IS NOT NULL") == [(0,)]
+    assert db.query("SELECT COUNT(*) FROM runs WHERE owner IS NOT NULL") == [(0,)]
     assert_gap_free(db)
-    recovered = [r for (r,) in query(db, "SELECT recoveries FROM runs") if r]
+    recovered = [r for (r,) in db.query("SELECT recoveries FROM runs") if r]
     assert recovered, "the killed daemon's runs were taken back"
     assert "recovering_runs" in b.log()
     print(f"all runs completed {took:.1f} s after the kill (lease_s = {LEASE_S})")
 
 
 def test_a_daemon_stopped_past_its_lease_loses_its_runs_and_writes_nothing_after(
-    pair: tuple[DaemonProcess, DaemonProcess],
+    pair: tuple[DaemonProcess, DaemonProcess], shared: Shared
 ) -> None:
     a, b = pair
     a.start()
-    db = Path(a.settings["storage"]["path"])
+    db = shared
     assert a.request("POST", f"{P}/graphs", chain("slow", 1.0, ("n1", "n2", "n3")))[0] == 201
     runs = submit(a, "slow", 4)
     until(lambda: all(status_of(a, r) == "running" for r in runs), what="running on a")
@@ -175,7 +188,7 @@ def test_a_daemon_stopped_past_its_lease_loses_its_runs_and_writes_nothing_after
     a_id, b_id = instance(a), instance(b)
     a.signal(signal.SIGSTOP)
     until(
-        lambda: query(db, "SELECT DISTINCT owner FROM runs WHERE status = 'running'") == [(b_id,)],
+        lambda: db.query("SELECT DISTINCT owner FROM runs WHERE status = 'running'") == [(b_id,)],
         timeout=LEASE_S * 3 + 30,
         what="b took the stopped daemon's runs",
     )
@@ -191,11 +204,11 @@ def test_a_daemon_stopped_past_its_lease_loses_its_runs_and_writes_nothing_after
 
 
 def test_commands_given_to_one_daemon_act_on_the_run_the_other_executes(
-    pair: tuple[DaemonProcess, DaemonProcess],
+    pair: tuple[DaemonProcess, DaemonProcess], shared: Shared
 ) -> None:
     a, b = pair
     a.start()
-    db = Path(a.settings["storage"]["path"])
+    db = shared
     assert a.request("POST", f"{P}/graphs", chain("long", 30.0, ("n1", "n2")))[0] == 201
     assert a.request("POST", f"{P}/graphs", chain("short", 1.0, ("n1", "n2", "n3")))[0] == 201
     [long_run] = submit(a, "long", 1)
@@ -216,7 +229,7 @@ def test_commands_given_to_one_daemon_act_on_the_run_the_other_executes(
     assert b.request("POST", f"{P}/runs/{short_run}/pause")[0] == 200
     until(  # drained: the node in flight finished, and a let go of the run
         lambda: (
-            query(db, "SELECT status, owner FROM runs WHERE id = ?", (short_run,))
+            db.query("SELECT status, owner FROM runs WHERE id = ?", (short_run,))
             == [("paused", None)]
         ),
         timeout=10,
@@ -245,12 +258,12 @@ def _stopped(daemon: DaemonProcess) -> str:
 
 
 def test_a_websocket_on_one_daemon_gets_every_event_of_runs_the_other_executes(
-    pair: tuple[DaemonProcess, DaemonProcess],
+    pair: tuple[DaemonProcess, DaemonProcess], shared: Shared
 ) -> None:
     a, b = pair
     a.start()
     b.start()
-    db = Path(a.settings["storage"]["path"])
+    db = shared
     assert a.request("POST", f"{P}/graphs", chain("quick", 0.05, ("n1", "n2", "n3")))[0] == 201
     runs: list[str] = []
 
@@ -277,7 +290,7 @@ def test_a_websocket_on_one_daemon_gets_every_event_of_runs_the_other_executes(
         return received
 
     received = asyncio.run(watch())
-    stored = [s for (s,) in query(db, "SELECT seq FROM events ORDER BY seq")]
+    stored = [s for (s,) in db.query("SELECT seq FROM events ORDER BY seq")]
     seqs = [e["seq"] for e in received]
     assert seqs == sorted(set(seqs)), "out of order or duplicated"
     assert seqs == stored[: len(seqs)], "a gap, or not what is stored"
@@ -285,12 +298,12 @@ def test_a_websocket_on_one_daemon_gets_every_event_of_runs_the_other_executes(
 
 
 def test_sinks_deliver_each_event_once_per_database_and_move_to_the_survivor(
-    pair: tuple[DaemonProcess, DaemonProcess],
+    pair: tuple[DaemonProcess, DaemonProcess], shared: Shared
 ) -> None:
     a, b = pair
     a.start()
     b.start()
-    db = Path(a.settings["storage"]["path"])
+    db = shared
     assert a.request("POST", f"{P}/graphs", chain("q", 0.05, ("n1", "n2")))[0] == 201
     first = submit(a, "q", 5) + submit(b, "q", 5)
     until(lambda: all(status_of(a, r) == "completed" for r in first), what="first runs")
@@ -302,9 +315,7 @@ def test_sinks_deliver_each_event_once_per_database_and_move_to_the_survivor(
     until(lambda: all(status_of(survivor, r) == "completed" for r in second), what="second runs")
     run_events = [
         s
-        for (s,) in query(
-            db, "SELECT seq FROM events WHERE type LIKE 'workflow.run.%' ORDER BY seq"
-        )
+        for (s,) in db.query("SELECT seq FROM events WHERE type LIKE 'workflow.run.%' ORDER BY seq")
     ]
 
     def logged(daemon: DaemonProcess) -> list[int]:
@@ -323,25 +334,28 @@ def test_sinks_deliver_each_event_once_per_database_and_move_to_the_survivor(
 
 
 def test_a_restarted_daemon_takes_back_its_own_runs_without_waiting_out_the_lease(
-    tmp_path: Path,
+    tmp_path: Path, shared: Shared
 ) -> None:
     long_lease = 600  # far longer than this test may take: only proof of death frees the runs
     daemon = DaemonProcess(
-        tmp_path, execution={"max_concurrent_runs": 8, "lease_s": long_lease}, logging={}
+        tmp_path,
+        storage=shared.storage,
+        execution={"max_concurrent_runs": 8, "lease_s": long_lease},
+        logging={},
     )
     try:
         daemon.start()
         assert daemon.request("POST", f"{P}/graphs", chain("five", 0.3))[0] == 201
         runs = submit(daemon, "five", 6)
-        until(lambda: len(completions(daemon.db)) >= 6, what="some nodes completed")
+        until(lambda: len(completions(shared)) >= 6, what="some nodes completed")
         before = instance(daemon)
         daemon.signal(signal.SIGKILL)
         assert daemon.wait(10) == -signal.SIGKILL
         daemon.start()
         assert instance(daemon) != before  # a new instance id at every start
         until(lambda: all(status_of(daemon, r) == "completed" for r in runs), timeout=60)
-        done = completions(daemon.db)
+        done = completions(shared)
         assert all(done[(r, n)] == 1 for r in runs for n in NODES)
-        assert {r for (r,) in query(daemon.db, "SELECT recoveries FROM runs")} == {1}
+        assert {r for (r,) in shared.query("SELECT recoveries FROM runs")} == {1}
     finally:
         daemon.stop()

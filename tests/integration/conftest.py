@@ -1,10 +1,10 @@
-"""Integration fixtures: the real aiohttp app on a real SQLite file in tmp_path."""
+"""Integration fixtures: the real aiohttp app on a real SQLite file in tmp_path, or, in the
+modules that set `ON_BOTH_STORES`, also on a real PostgreSQL database (tests/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,13 +66,16 @@ ApiFactory = Callable[..., Awaitable[Api]]
 
 @pytest.fixture
 def make_api(
-    aiohttp_client: Callable[..., Awaitable[TestClient[Any, web.Application]]], tmp_path: Path
+    # First: set up before the client, so that a PostgreSQL database is dropped after the
+    # daemons on it are closed.
+    storage: dict[str, str],
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, web.Application]]],
 ) -> ApiFactory:
     async def make(
         extra: Sequence[tuple[str, object]] = (), kit: TestKit | None = None, **env: str
     ) -> Api:
         """An app on the test's database (the same file each call: a restart)."""
-        environ = {"CORTEXD_STORAGE__PATH": str(tmp_path / "cortexd.db"), **env}
+        environ = {**storage, **env}
         settings = load_settings(None, env=environ)
         kit = kit or TestKit()
         sources = PluginSources(use_entry_points=False, extra=[("testkit", kit), *extra])

@@ -6,6 +6,8 @@ from typing import Any
 
 from tests.integration.conftest import Api, P
 
+ON_BOTH_STORES = True  # every test here runs on SQLite and on PostgreSQL
+
 
 def graph(nodes: list[dict[str, Any]], edges: list[tuple[Any, ...]]) -> dict[str, Any]:
     return {

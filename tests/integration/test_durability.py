@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from pathlib import Path
 
+from tests.conftest import SQL
 from tests.integration.conftest import Api, ApiFactory, P, linear, until
 from tests.support.nodes import TestKit
+
+ON_BOTH_STORES = True  # every test here runs on SQLite and on PostgreSQL
 
 
 async def test_resume_after_a_restart_while_paused_runs_no_completed_node_again(
@@ -75,27 +76,21 @@ async def test_a_node_ignoring_cancellation_does_not_keep_the_run_alive(
     assert types[-1] != "workflow.run.completed"
 
 
-async def test_a_finished_run_keeps_only_its_last_checkpoint(api: Api, tmp_path: Path) -> None:
+async def test_a_finished_run_keeps_only_its_last_checkpoint(api: Api, store_sql: SQL) -> None:
     await api.graph(linear("g", "count", "count", "count"))
     run_id = await api.start("g")
     await api.idle()
-    with sqlite3.connect(tmp_path / "cortexd.db") as db:
-        (kept,) = db.execute(
-            "SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (run_id,)
-        ).fetchone()
+    [(kept,)] = store_sql("SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", run_id)
     assert kept == 1
     await api.call("GET", f"{P}/runs/{run_id}/status", status=200)
 
 
-async def test_retention_zero_keeps_every_checkpoint(make_api: ApiFactory, tmp_path: Path) -> None:
+async def test_retention_zero_keeps_every_checkpoint(make_api: ApiFactory, store_sql: SQL) -> None:
     api = await make_api(CORTEXD_STORAGE__CHECKPOINT_RETENTION="0")
     await api.graph(linear("g", "count", "count", "count"))
     run_id = await api.start("g")
     await api.idle()
-    with sqlite3.connect(tmp_path / "cortexd.db") as db:
-        (kept,) = db.execute(
-            "SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (run_id,)
-        ).fetchone()
+    [(kept,)] = store_sql("SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", run_id)
     assert kept > 3
 
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from tests.integration.conftest import Api, P, linear
 
+ON_BOTH_STORES = True  # every test here runs on SQLite and on PostgreSQL
+
 ORIGINAL_SHAPE: dict[str, Any] = {
     "id": "legacy",
     "name": "From the original service",

@@ -6,6 +6,8 @@ import asyncio
 
 from tests.integration.conftest import Api, ApiFactory, P, linear, until
 
+ON_BOTH_STORES = True  # every test here runs on SQLite and on PostgreSQL
+
 
 async def test_run_completes_with_node_states_output_and_events(api: Api) -> None:
     await api.graph(linear("g", "passthrough", "count"))

@@ -10,6 +10,8 @@ from tests.integration.conftest import Api, ApiFactory, P, linear
 from tests.integration.test_ws import stored_events
 from tests.support.thread_nodes import ThreadNodes
 
+ON_BOTH_STORES = True  # every test here runs on SQLite and on PostgreSQL
+
 
 async def threaded_api(make_api: ApiFactory) -> Api:
     return await make_api(extra=[("threads", ThreadNodes())])

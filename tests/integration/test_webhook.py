@@ -16,6 +16,8 @@ from aiohttp.test_utils import TestServer
 from tests.integration.conftest import Api, ApiFactory, P, linear, until
 from tests.support.process import free_port
 
+ON_BOTH_STORES = True  # every test here runs on SQLite and on PostgreSQL
+
 SECRET = "webhook-s3cret-value"
 
 

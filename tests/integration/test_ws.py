@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,11 @@ from aiohttp import WSMsgType, web
 from adapters.config import load_settings
 from adapters.daemon import PluginSources, build_app
 from adapters.http.keys import SERVICE
+from tests.conftest import SQL
 from tests.integration.conftest import Api, ApiFactory, linear, until
 from tests.support.process import free_port
+
+ON_BOTH_STORES = True  # every test here runs on SQLite and on PostgreSQL
 
 WS = "/api/projects/acme/ws"
 
@@ -115,12 +117,11 @@ async def test_malformed_client_messages_get_an_error_frame_and_others_are_unaff
         assert (await receive(rude, stored[-1]["seq"]))[-1] == stored[-1]
 
 
-async def test_a_since_older_than_retention_first_gets_resume_gap(api: Api, tmp_path: Path) -> None:
+async def test_a_since_older_than_retention_first_gets_resume_gap(api: Api, store_sql: SQL) -> None:
     await api.graph(linear("g", "count"))
     await api.start("g")
     await api.idle()
-    with sqlite3.connect(tmp_path / "cortexd.db") as db:  # what the retention pruning does
-        db.execute("DELETE FROM events WHERE seq <= 3")
+    store_sql("DELETE FROM events WHERE seq <= 3")  # what the retention pruning does
     stored = await stored_events(api)
     async with api.client.ws_connect(f"{WS}?since=1") as ws:
         gap = json.loads((await ws.receive()).data)

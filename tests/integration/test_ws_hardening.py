@@ -24,6 +24,8 @@ from tests.integration.test_auth import READER, TOKENS, WRITER, auth_env, bearer
 from tests.integration.test_ws import WS, receive, stored_events
 from tests.support.thread_nodes import ThreadNodes
 
+ON_BOTH_STORES = True  # every test here runs on SQLite and on PostgreSQL
+
 UPGRADE = {
     "Connection": "Upgrade",
     "Upgrade": "websocket",
