@@ -28,10 +28,49 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.support.postgres import Server, find_server  # noqa: E402
 from tests.support.process import DaemonProcess  # noqa: E402
 
 __all__ = ["DaemonProcess"]
 T = TypeVar("T")
+
+# The store every daemon and baseline of this run uses: `--backend sqlite|postgres` (taken out of
+# sys.argv by `choose_backend`). PostgreSQL: the server tests use (tests/support/postgres.py:
+# CORTEXD_TEST_POSTGRES_URL, else 127.0.0.1:5432), a fresh database for each daemon set and
+# each baseline, dropped after it.
+BACKEND = "sqlite"
+_SERVER: Server | None = None
+
+
+def choose_backend() -> str:
+    global BACKEND
+    if "--backend" in sys.argv:
+        at = sys.argv.index("--backend")
+        BACKEND = sys.argv[at + 1]
+        del sys.argv[at : at + 2]
+    if BACKEND not in ("sqlite", "postgres"):
+        raise SystemExit(f"--backend: sqlite or postgres, not {BACKEND!r}")
+    return BACKEND
+
+
+def _server() -> Server:
+    global _SERVER
+    if _SERVER is None:
+        server, why = find_server()
+        if server is None:
+            raise SystemExit(f"--backend postgres: {why}")
+        _SERVER = server
+    return _SERVER
+
+
+@contextmanager
+def fresh_store(folder: Path) -> Iterator[dict[str, str]]:
+    """The `[storage]` section of a new, empty store of this run's backend."""
+    if BACKEND == "postgres":
+        with _server().database() as url:
+            yield {"url": url}
+    else:
+        yield {"path": str(folder / "shared.db")}
 
 
 def linear_graph(graph_id: str, count: int, node_type: str = "passthrough") -> dict[str, Any]:
@@ -74,8 +113,11 @@ def raw_graph(spec: dict[str, Any]) -> StateGraph[Any, Any, Any, Any]:
 async def raw_langgraph_runs(
     spec: dict[str, Any], runs: int, concurrency: int, durability: str = "sync"
 ) -> float:
-    """Seconds for `runs` runs at `concurrency` on AsyncSqliteSaver; durable ("sync") unless
-    another LangGraph durability mode is asked for."""
+    """Seconds for `runs` runs at `concurrency` on AsyncSqliteSaver (or, with `--backend
+    postgres`, AsyncPostgresSaver on a pool of 10); durable ("sync") unless another LangGraph
+    durability mode is asked for."""
+    if BACKEND == "postgres":
+        return await _raw_postgres_runs(spec, runs, concurrency, durability)
     with tempfile.TemporaryDirectory() as tmp:
         conn = await aiosqlite.connect(Path(tmp) / "raw.db")
         await conn.execute("PRAGMA journal_mode=WAL")
@@ -101,15 +143,56 @@ async def raw_langgraph_runs(
         return elapsed
 
 
+async def _raw_postgres_runs(
+    spec: dict[str, Any], runs: int, concurrency: int, durability: str
+) -> float:
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    with _server().database() as url:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            url,
+            min_size=10,
+            max_size=10,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+            open=False,
+        )
+        await pool.open()
+        try:
+            saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+            await saver.setup()
+            graph = raw_graph(spec).compile(checkpointer=saver)
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one(i: int) -> None:
+                async with gate:
+                    config: Any = {"configurable": {"thread_id": f"t{i}"}, "recursion_limit": 100}
+                    await graph.ainvoke(
+                        {"input": {"i": i}, "outputs": {}, "data": {}},
+                        config,
+                        durability=durability,  # type: ignore[arg-type]
+                    )
+
+            started = time.perf_counter()
+            await asyncio.gather(*(one(i) for i in range(runs)))
+            return time.perf_counter() - started
+        finally:
+            await pool.close()
+
+
 @contextmanager
 def daemon(
     storage_extra: dict[str, Any] | None = None, **sections: dict[str, Any]
 ) -> Iterator[DaemonProcess]:
-    """A daemon on a fresh database, logging at warning; `storage_extra`: more [storage] keys."""
-    with tempfile.TemporaryDirectory() as tmp:
-        process = DaemonProcess(Path(tmp), logging={"level": "warning"}, **sections)
-        if storage_extra:
-            process.write_config(storage={"path": str(process.db), **storage_extra})
+    """A daemon on a fresh store, logging at warning; `storage_extra`: more [storage] keys."""
+    with tempfile.TemporaryDirectory() as tmp, fresh_store(Path(tmp)) as storage:
+        process = DaemonProcess(
+            Path(tmp),
+            logging={"level": "warning"},
+            storage={**storage, **(storage_extra or {})},
+            **sections,
+        )
         process.start()
         try:
             yield process
@@ -119,9 +202,8 @@ def daemon(
 
 @contextmanager
 def daemons(count: int, **sections: dict[str, Any]) -> Iterator[list[DaemonProcess]]:
-    """`count` daemons on one fresh database file (DESIGN §8), logging at warning."""
-    with tempfile.TemporaryDirectory() as tmp:
-        shared = Path(tmp) / "shared.db"
+    """`count` daemons on one fresh store (DESIGN §8), logging at warning."""
+    with tempfile.TemporaryDirectory() as tmp, fresh_store(Path(tmp)) as storage:
         made = []
         for n in range(count):
             workdir = Path(tmp) / f"d{n}"
@@ -130,7 +212,7 @@ def daemons(count: int, **sections: dict[str, Any]) -> Iterator[list[DaemonProce
                 DaemonProcess(
                     workdir,
                     logging={"level": "warning"},
-                    storage={"path": str(shared)},
+                    storage=storage,
                     **sections,
                 )
             )

@@ -6,7 +6,12 @@ With `--daemons N` (N > 1), each round also runs N daemons on one database file,
 spread over them: the scaling ratio is N daemons' throughput over one daemon's, in the same
 round.
 
+With `--backend postgres`, every store is a fresh PostgreSQL database on the local server, and
+the baseline is raw LangGraph + AsyncPostgresSaver (a pool of 10, durability="sync") on the
+same server: the daemons, the benchmark's clients and the server share this machine's cores.
+
     python bench/throughput.py [--runs 1000] [--clients 20] [--rounds 3] [--daemons 2]
+                               [--backend sqlite|postgres]
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import sys
 
 from common import (
     arguments,
+    choose_backend,
     compare,
     daemons,
     emit,
@@ -40,6 +46,7 @@ def several(spec: dict[str, object], count: int, runs: int, clients: int) -> tup
 
 
 def main() -> None:
+    backend = choose_backend()
     count = 1
     if "--daemons" in sys.argv:
         at = sys.argv.index("--daemons")
@@ -51,6 +58,7 @@ def main() -> None:
     median = comparison.median
     result = {
         "benchmark": "throughput",
+        "backend": backend,
         "runs": args.runs,
         "clients": args.clients,
         **runs_per_s(comparison, args.runs),

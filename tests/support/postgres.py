@@ -270,15 +270,30 @@ class PrivateCluster:
         if result.returncode != 0:
             raise ClusterError(f"initdb exited {result.returncode}: {_tail(result.stdout)}")
 
+    def kill(self) -> None:
+        """Stop the server at once, as a crash would (no shutdown checkpoint: the next start
+        recovers from the WAL); every client's connection is cut."""
+        if not self._pg_ctl_stop():
+            raise ClusterError(f"pg_ctl stop failed: {_tail(self._log_since(0))}")
+
+    def serve_again(self) -> None:
+        """Start the server again on the port it had: clients' URLs stay valid."""
+        result = self._start_on(self.port)
+        if result.returncode != 0:
+            raise ClusterError(f"pg_ctl start exited {result.returncode}")
+
+    def _start_on(self, port: int) -> subprocess.CompletedProcess[str]:
+        options = f"-p {port} -k {shlex.quote(str(self.root))}"
+        options += " -c listen_addresses=127.0.0.1 -c fsync=off"
+        start = [str(self.bindir / "pg_ctl"), *self._pg_ctl_args(), "-o", options, "start"]
+        return self._run(start)
+
     def _serve(self) -> None:
         log = ""
         for _ in range(START_ATTEMPTS):
             port = free_port()
-            options = f"-p {port} -k {shlex.quote(str(self.root))}"
-            options += " -c listen_addresses=127.0.0.1 -c fsync=off"
             logged = self.log.stat().st_size if self.log.exists() else 0
-            start = [str(self.bindir / "pg_ctl"), *self._pg_ctl_args(), "-o", options, "start"]
-            result = self._run(start)
+            result = self._start_on(port)
             if result.returncode == 0:
                 self.port = port
                 return

@@ -74,6 +74,10 @@ class DaemonProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         self.spawn()
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait for a spawned process to answer /readyz with 200 (fail if it exits first)."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
