@@ -21,11 +21,13 @@ from adapters.sql.checkpoints import SqlCheckpoints
 from adapters.sql.plugin_env import SqlEventLog, SqlPluginState
 from adapters.sql.store import SqlStore
 from adapters.sql.tx import Reads
+from core.errors import StoreUnavailable
 from core.events import EventBus, Published
 from core.feed import EventFeed
 from core.ports import Liveness
 
 log = structlog.get_logger("cortexd.daemon")
+POOL_WAIT_S = 5.0
 
 
 @dataclass
@@ -61,8 +63,13 @@ async def _registered(store: SqlStore, instance: str, wake: str | None) -> None:
 
 
 async def _released(store: SqlStore, instance: str) -> None:
-    """The last of a stop: this instance's runs, duties and entry are let go of."""
-    await store.release_owner(instance, datetime.now(UTC))
+    """The last of a stop: this instance's runs, duties and entry are let go of. With the
+    store away the stop goes on: the others take them back once they see this instance's
+    lock (SQLite: its file lock; PostgreSQL: its session) gone."""
+    try:
+        await store.release_owner(instance, datetime.now(UTC))
+    except StoreUnavailable as exc:
+        log.warning("release_at_stop_failed", error=str(exc))
 
 
 async def _open_sqlite(
@@ -140,6 +147,11 @@ async def _open_postgres(
         kwargs={"autocommit": True},
         open=False,
         name="cortexd",
+        # A read waits this long for a connection (all busy, or the server away), then the
+        # request is answered 503: never a client hanging on a database that is down.
+        timeout=POOL_WAIT_S,
+        # Connections lost with the server are opened again for as long as it takes.
+        reconnect_timeout=24 * 3600.0,
     )
     try:
         await pool.open(wait=True, timeout=10)

@@ -105,7 +105,8 @@ async def serve(
             "ready",
             urls=[site.name for site in sites],
             socket_activated=[name for _, name in fds],
-            database=str(settings.storage.path),
+            # Where the store is: the SQLite file, or PostgreSQL's host:port/dbname (no secret).
+            database=_store_where(settings),
             # The loop actually running ("uvloop" or "asyncio"), not the setting asked for.
             event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
@@ -210,6 +211,14 @@ def is_loopback(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_loopback
+
+
+def _store_where(settings: Settings) -> str:
+    if settings.storage.url:
+        from adapters.postgres.db import describe
+
+        return f"postgresql://{describe(settings.storage.url)}"
+    return str(settings.storage.path)
 
 
 def _status(engine: Engine, stop: asyncio.Event) -> str:

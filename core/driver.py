@@ -24,7 +24,7 @@ from core import changes
 from core.answers import Answers
 from core.compiler import initial_state
 from core.domain import Graph, NodeState, NodeStatus, PauseReason, Run, RunStatus
-from core.errors import InvalidTransition, LeaseLost
+from core.errors import InvalidTransition, LeaseLost, StoreUnavailable
 from core.graphs import GraphCache
 from core.loopwatch import NodeActivity
 from core.nodes import NodeType
@@ -92,6 +92,15 @@ class Driver:
             await self._drive(execution)
         except LeaseLost:
             log.warning("lease_lost", run_id=run.id, epoch=execution.claim.lease.epoch)
+        except StoreUnavailable as exc:
+            # The store could not take a write of this execution: nothing of the run is lost
+            # (what was not written will be done again from the last checkpoint), and it must
+            # not be recorded as failed. It goes back to the queue when the store is back:
+            # released now if the store takes that, else by the owner's upkeep.
+            log.warning("run_interrupted_by_store", run_id=run.id, error=str(exc))
+            execution.released = True  # before: its own release event must not stop it
+            with contextlib.suppress(StoreUnavailable, LeaseLost):
+                await execution.writes.release(self._clock.now())
         except Exception as exc:
             # A store or plugin error outside the graph: the run must not stay `running`
             # without a task. Recorded as failed (execute retries it from its checkpoint).
@@ -167,7 +176,7 @@ class Driver:
                         final = chunk
         except GraphDrained:
             return None
-        except LeaseLost:
+        except (LeaseLost, StoreUnavailable):
             raise
         except GraphRecursionError as exc:
             return _Outcome(RunStatus.FAILED, _failed(str(exc), "RecursionLimit"))

@@ -32,7 +32,7 @@ import psycopg
 import structlog
 
 from adapters.postgres.db import StoreUnreachable, connect, describe, reason
-from adapters.postgres.store import Pool
+from adapters.postgres.store import Pool, unavailable
 from adapters.postgres.writer import CHANNEL
 from core.background import Background
 
@@ -158,10 +158,13 @@ class PgLiveness:
         if not self._session.trusted():
             return False
         key = instance_key(instance)
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
-            row = await cursor.fetchone()
-            if row is None or not row[0]:
-                return False
-            await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+                row = await cursor.fetchone()
+                if row is None or not row[0]:
+                    return False
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise unavailable(exc) from exc
         return True

@@ -4,6 +4,7 @@ shared saver, whose read path is given a connection-like object over the same po
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any
@@ -29,12 +30,31 @@ class PgReads:
         self._pool = pool
 
     async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        try:
-            async with self._pool.connection() as conn:
-                cursor = await conn.execute(pg_sql(sql), tuple(params))
-                return await cursor.fetchall()
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise StoreUnavailable(f"the database is unavailable: {reason(exc)}") from exc
+        # Once more on another connection when the first was found broken: after a restart
+        # of the server, the pool's idle connections are dead and only a use tells.
+        for attempt in (1, 2):
+            try:
+                async with self._pool.connection() as conn:
+                    try:
+                        cursor = await conn.execute(pg_sql(sql), tuple(params))
+                        return await cursor.fetchall()
+                    except (psycopg.OperationalError, psycopg.InterfaceError):
+                        if attempt == 1 and conn.broken:
+                            continue  # the pool drops it on its return
+                        raise
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                raise unavailable(exc) from exc
+        raise AssertionError("unreachable")
+
+
+def unavailable(exc: BaseException) -> BaseException:
+    """What a failed use of the pool means to the caller. psycopg_pool turns a cancellation
+    of a task waiting for a connection into its PoolTimeout (an OperationalError): raised as
+    the cancellation it was, or the task that was told to stop would go on (a stop hangs)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        return asyncio.CancelledError()
+    return StoreUnavailable(f"the database is unavailable: {reason(exc)}")
 
 
 class PgStore(SqlStore):
@@ -68,7 +88,10 @@ class _Cursor:
 
     async def __aenter__(self) -> _Cursor:
         self._lease = self._pool.connection()
-        conn = await self._lease.__aenter__()
+        try:
+            conn = await self._lease.__aenter__()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise unavailable(exc) from exc
         self._cursor = conn.cursor()
         return self
 

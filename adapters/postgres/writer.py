@@ -168,7 +168,7 @@ class PgWriter(GroupCommit):
         try:
             self._conn = await connect(self._url)
         except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"the database is unreachable: {reason(exc)}") from exc
+            raise StoreUnavailable(f"the database is unavailable: {reason(exc)}") from exc
         self.reconnects += 1
         log.info("store_reconnected", reconnects=self.reconnects)
         return self._conn

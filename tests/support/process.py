@@ -109,10 +109,10 @@ class DaemonProcess:
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(30)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as error:
             self.proc.kill()
             self.proc.wait(10)
-            raise AssertionError(f"cortexd ignored SIGTERM:\n{self.log()}") from None
+            raise AssertionError(f"cortexd ignored SIGTERM:\n{self.log()}") from error
 
     def request(
         self, method: str, path: str, body: Any = None, timeout: float = 10.0
