@@ -159,12 +159,14 @@ async def _open_postgres(
         await pool.close()
         raise StoreUnreachable(f"cannot open connections to PostgreSQL at {describe(url)}") from exc
     opened.push_async_callback(pool.close)
-    writer = PgWriter(url, batch_max=settings.storage.batch_max)
-    store = PgStore(writer, pool)
-    feed = EventFeed(bus, store)
-    session = Session(url, instance, feed.wake, grace_s=_grace_s(settings))
+    # The session first: it takes this instance's lock, and tells the writer and the reads
+    # when the server is away (they fail at once then).
+    session = Session(url, instance, lambda: feed.wake(), grace_s=_grace_s(settings))
     await session.start()
     opened.push_async_callback(session.stop)
+    writer = PgWriter(url, batch_max=settings.storage.batch_max, available=session.is_up)
+    store = PgStore(writer, pool, session.is_up)
+    feed = EventFeed(bus, store)
     store.trusted = session.trusted
     writer.on_commit = feed.committed
     await writer.start()
@@ -178,10 +180,10 @@ async def _open_postgres(
         where=describe(url),
         store=store,
         writer=writer,
-        checkpoints=pg_checkpoints(writer, pool),
+        checkpoints=pg_checkpoints(writer, pool, session.is_up),
         liveness=PgLiveness(pool, session),
         feed=feed,
-        reads=PgReads(pool),
+        reads=PgReads(pool, session.is_up),
     )
 
 

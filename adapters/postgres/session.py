@@ -91,8 +91,8 @@ class Session:
             return False
         return not self._restored or time.monotonic() - self._up_since >= self._grace_s
 
-    @property
-    def up(self) -> bool:
+    def is_up(self) -> bool:
+        """Whether the session is connected now (the server is there, as far as it knows)."""
         return self._up_since is not None
 
     async def _open(self) -> psycopg.AsyncConnection[Any]:

@@ -23,13 +23,22 @@ from core.ports import Change
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 
 
-class PgReads:
-    """Each query on a connection of the pool, run to its end."""
+def always() -> bool:
+    return True
 
-    def __init__(self, pool: Pool) -> None:
+
+class PgReads:
+    """Each query on a connection of the pool, run to its end. While `available` says the
+    server is away (this daemon's session lost it), a read fails at once rather than wait
+    for the pool's connection timeout."""
+
+    def __init__(self, pool: Pool, available: Callable[[], bool] = always) -> None:
         self._pool = pool
+        self._available = available
 
     async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if not self._available():
+            raise StoreUnavailable("the database is unavailable: this daemon lost its session")
         # Once more on another connection when the first was found broken: after a restart
         # of the server, the pool's idle connections are dead and only a use tells.
         for attempt in (1, 2):
@@ -58,8 +67,10 @@ def unavailable(exc: BaseException) -> BaseException:
 
 
 class PgStore(SqlStore):
-    def __init__(self, writer: PgWriter, pool: Pool) -> None:
-        super().__init__(writer, PgReads(pool), POSTGRES)
+    def __init__(
+        self, writer: PgWriter, pool: Pool, available: Callable[[], bool] = always
+    ) -> None:
+        super().__init__(writer, PgReads(pool, available), POSTGRES)
         # Whether this daemon may judge the others now (see adapters/postgres/session.py):
         # until its session has been back for a while, it takes nothing back from them.
         self.trusted: Callable[[], bool] = lambda: True
@@ -171,6 +182,8 @@ class _NoLock:
         return None
 
 
-def pg_checkpoints(writer: PgWriter, pool: Pool) -> SqlCheckpoints:
+def pg_checkpoints(
+    writer: PgWriter, pool: Pool, available: Callable[[], bool] = always
+) -> SqlCheckpoints:
     saver = GroupCommitSaver(writer, SaverConnection(pool), lock=_NoLock())
-    return SqlCheckpoints(saver, PgReads(pool))
+    return SqlCheckpoints(saver, PgReads(pool, available))

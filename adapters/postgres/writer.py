@@ -137,7 +137,10 @@ class PgWriter(GroupCommit):
         batch_max: int = 256,
         lazy_window_s: float = 0.005,
         on_commit: Callable[[list[Published]], None] = lambda events: None,
+        available: Callable[[], bool] = lambda: True,
     ) -> None:
+        """`available`: whether the server is there as far as this daemon knows (its session):
+        while it says no, a batch fails at once instead of waiting for a connection."""
         super().__init__(
             name="postgres-writer",
             batch_max=batch_max,
@@ -145,6 +148,7 @@ class PgWriter(GroupCommit):
             on_commit=on_commit,
         )
         self._url = url
+        self._available = available
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self.reconnects = 0
 
@@ -165,6 +169,8 @@ class PgWriter(GroupCommit):
         if conn is not None:
             await conn.close()
             self._conn = None
+        if not self._available():
+            raise StoreUnavailable("the database is unavailable: this daemon lost its session")
         try:
             self._conn = await connect(self._url)
         except psycopg.OperationalError as exc:
