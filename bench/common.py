@@ -124,23 +124,30 @@ async def raw_langgraph_runs(
         await conn.execute("PRAGMA synchronous=NORMAL")
         saver = AsyncSqliteSaver(conn)
         await saver.setup()
-        graph = raw_graph(spec).compile(checkpointer=saver)
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(i: int) -> None:
-            async with gate:
-                config: Any = {"configurable": {"thread_id": f"t{i}"}, "recursion_limit": 100}
-                await graph.ainvoke(
-                    {"input": {"i": i}, "outputs": {}, "data": {}},
-                    config,
-                    durability=durability,  # type: ignore[arg-type]
-                )
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(runs)))
-        elapsed = time.perf_counter() - started
+        elapsed = await _timed_runs(spec, saver, runs, concurrency, durability)
         await conn.close()
         return elapsed
+
+
+async def _timed_runs(
+    spec: dict[str, Any], saver: Any, runs: int, concurrency: int, durability: str
+) -> float:
+    """Seconds for `runs` runs of the raw graph on `saver`, `concurrency` at a time."""
+    graph = raw_graph(spec).compile(checkpointer=saver)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with gate:
+            config: Any = {"configurable": {"thread_id": f"t{i}"}, "recursion_limit": 100}
+            await graph.ainvoke(
+                {"input": {"i": i}, "outputs": {}, "data": {}},
+                config,
+                durability=durability,  # type: ignore[arg-type]
+            )
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(runs)))
+    return time.perf_counter() - started
 
 
 async def _raw_postgres_runs(
@@ -162,21 +169,7 @@ async def _raw_postgres_runs(
         try:
             saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
             await saver.setup()
-            graph = raw_graph(spec).compile(checkpointer=saver)
-            gate = asyncio.Semaphore(concurrency)
-
-            async def one(i: int) -> None:
-                async with gate:
-                    config: Any = {"configurable": {"thread_id": f"t{i}"}, "recursion_limit": 100}
-                    await graph.ainvoke(
-                        {"input": {"i": i}, "outputs": {}, "data": {}},
-                        config,
-                        durability=durability,  # type: ignore[arg-type]
-                    )
-
-            started = time.perf_counter()
-            await asyncio.gather(*(one(i) for i in range(runs)))
-            return time.perf_counter() - started
+            return await _timed_runs(spec, saver, runs, concurrency, durability)
         finally:
             await pool.close()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -21,14 +21,19 @@ from tests.support.stores import run_sql
 REQUIRE_POSTGRES = "CORTEXD_REQUIRE_POSTGRES"
 
 
+def no_postgres(why: str) -> NoReturn:
+    """Skip a test that needs PostgreSQL, saying why; fail it where PostgreSQL is required."""
+    if os.environ.get(REQUIRE_POSTGRES) == "1":
+        pytest.fail(f"{REQUIRE_POSTGRES}=1 but {why}", pytrace=False)
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Server]:
     """The session's PostgreSQL server (a private cluster is stopped and removed after it)."""
     server, why = find_server()
     if server is None:
-        if os.environ.get(REQUIRE_POSTGRES) == "1":
-            pytest.fail(f"{REQUIRE_POSTGRES}=1 but {why}", pytrace=False)
-        pytest.skip(why)
+        no_postgres(why)
     try:
         yield server
     finally:

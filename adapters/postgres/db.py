@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
 
 import psycopg
 import structlog
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from adapters.sql.migrations import numbered_migrations
 
 log = structlog.get_logger("cortexd.postgres")
 
@@ -24,7 +25,6 @@ log = structlog.get_logger("cortexd.postgres")
 # are keyed by a hash of the instance id (adapters/postgres/liveness.py).
 MIGRATION_LOCK = 0x636F72746578_01  # "cortex", 1
 CONNECT_TIMEOUT_S = 5
-_MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # What every connection gets, unless the URL says otherwise.
 _DEFAULTS: Mapping[str, Any] = {
     "connect_timeout": CONNECT_TIMEOUT_S,
@@ -84,13 +84,7 @@ async def connect(url: str, **extra: Any) -> psycopg.AsyncConnection[Any]:
 
 
 def migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("adapters.postgres") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        match = _MIGRATION.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
-    return sorted(found)
+    return numbered_migrations("adapters.postgres")
 
 
 async def prepare_database(url: str) -> list[str]:

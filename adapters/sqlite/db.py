@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-import re
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import structlog
+
+from adapters.sql.migrations import numbered_migrations
 
 log = structlog.get_logger("cortexd.sqlite")
 
@@ -26,7 +26,6 @@ PRAGMAS = (
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
     "PRAGMA foreign_keys=ON",
 )
-_MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
 async def connect(path: Path) -> aiosqlite.Connection:
@@ -47,13 +46,7 @@ async def read_all(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] =
 
 
 def migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("adapters.sqlite") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        match = _MIGRATION.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
-    return sorted(found)
+    return numbered_migrations("adapters.sqlite")
 
 
 async def migrate(conn: aiosqlite.Connection) -> list[str]:

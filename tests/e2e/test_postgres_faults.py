@@ -5,7 +5,6 @@ every connection cut) while runs are in flight, then started again on the same p
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REQUIRE_POSTGRES
+from tests.conftest import no_postgres
 from tests.support.postgres import Server, find_server
 from tests.support.process import DaemonProcess
 from tests.support.stores import run_sql
@@ -30,9 +29,7 @@ def private_server() -> Iterator[Server]:
     """A cluster this test may kill: never the server other tests share."""
     server, why = find_server(private_only=True)
     if server is None:
-        if os.environ.get(REQUIRE_POSTGRES) == "1":
-            pytest.fail(f"{REQUIRE_POSTGRES}=1 but {why}", pytrace=False)
-        pytest.skip(why)
+        no_postgres(why)
     try:
         yield server
     finally:
