@@ -215,6 +215,14 @@ class PgWriter(GroupCommit):
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             await self._discard(conn)
             raise StoreUnavailable(f"the database is unavailable: {reason(exc)}") from exc
+        except _OpFailed:
+            raise  # rolled back already; the connection is fine
+        except BaseException:
+            # Cancelled mid-transaction (the writer's task stopped): a transaction left open
+            # on this connection would be committed with the next batch. Closing it rolls
+            # it back on the server.
+            await self._discard(conn)
+            raise
         return results, tx.events
 
     async def _discard(self, conn: psycopg.AsyncConnection[Any]) -> None:

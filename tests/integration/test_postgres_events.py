@@ -103,3 +103,33 @@ async def test_a_reader_tailing_since_never_misses_an_event_that_committed_late(
         stored = [item.seq for item in await stores[1].events_after(0, 100_000)]
         assert seen == stored == list(range(1, len(stored) + 1))
         assert len(stored) >= DAEMONS * WRITERS * WRITES  # every write recorded at least one
+
+
+async def test_a_failing_write_does_not_undo_its_batch_neighbours_nor_leave_a_seq_gap(
+    postgres_url: str,
+) -> None:
+    await pg_db.prepare_database(postgres_url)
+    async with daemon_store(postgres_url) as (store, writer):
+
+        def event(n: int) -> Event:
+            return Event(type=EventType.RUN_UPDATED, project_id="p", run_id=f"r{n}", timestamp=NOW)
+
+        async def good(tx: Tx) -> None:
+            await tx.emit(event(1))
+
+        async def bad(tx: Tx) -> None:
+            await tx.emit(event(2))
+            await tx.execute("SELECT 1 / 0")  # the database refuses it: the transaction aborts
+
+        connection = writer._conn
+        results = await asyncio.gather(
+            writer.write(good), writer.write(bad), writer.write(good), return_exceptions=True
+        )
+        assert results[0] is None
+        assert results[2] is None
+        assert isinstance(results[1], Exception)
+        assert [(e.seq, e.event["run_id"]) for e in await store.events_after(0)] == [
+            (1, "r1"),
+            (2, "r1"),
+        ]
+        assert writer._conn is connection
