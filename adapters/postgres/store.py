@@ -82,12 +82,6 @@ class PgStore(SqlStore):
             return []
         return await super().recover_runs(dead, max_recoveries, recover, give_up)
 
-    async def min_event_seq(self) -> int:
-        row = await self._one(
-            "SELECT COALESCE((SELECT MIN(seq) FROM events), (SELECT seq + 1 FROM event_head))"
-        )
-        return int(row[0])
-
 
 class _Cursor:
     """What LangGraph's SQLite saver does with an aiosqlite cursor, on a pool connection."""

@@ -50,6 +50,7 @@ POSTGRES = Dialect(
     indexed_by=lambda index: "",
     same=lambda a, b: f"{a} IS NOT DISTINCT FROM {b}",
     row_order="position",
+    next_seq="(SELECT seq + 1 FROM event_head)",
 )
 
 _PLACEHOLDERS: dict[str, str] = {}
@@ -161,6 +162,9 @@ class PgWriter(GroupCommit):
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+
+    async def after_commit(self, batch: Sequence[Item]) -> None:
+        """Nothing: the server does its own checkpoints."""
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         conn = self._conn

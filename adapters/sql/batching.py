@@ -11,6 +11,7 @@ part (`apply`).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
@@ -35,7 +36,7 @@ class Item:
     small: bool
 
 
-class GroupCommit:
+class GroupCommit(abc.ABC):
     def __init__(
         self,
         *,
@@ -60,13 +61,14 @@ class GroupCommit:
         self.commits = 0
         self.ops = 0
 
+    @abc.abstractmethod
     async def apply(self, batch: Sequence[Item]) -> tuple[list[Outcome], list[Published]]:
         """One transaction for the batch: each operation's outcome, and the events committed.
         Raises (nothing of the batch kept) when the transaction itself fails."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def after_commit(self, batch: Sequence[Item]) -> None:
-        """The database's upkeep between batches (SQLite: its WAL checkpoint)."""
+        """The database's upkeep after a batch committed (SQLite: its WAL checkpoint)."""
 
     def _start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self._name)

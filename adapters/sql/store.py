@@ -333,7 +333,10 @@ class SqlStore:
                 return deleted
 
     async def min_event_seq(self) -> int:
-        raise NotImplementedError  # where the next seq is kept is the database's own
+        row = await self._one(
+            f"SELECT COALESCE((SELECT MIN(seq) FROM events), {self._dialect.next_seq}, 1)"
+        )
+        return int(row[0])
 
     async def events_after(self, seq: int, limit: int = 1000) -> list[Published]:
         """Every project's events after `seq`, in order, as the bus carries them (the tail of

@@ -38,6 +38,8 @@ class Dialect:
     same: Callable[[str, str], str]
     # A column that orders a table's rows as they were first inserted.
     row_order: str
+    # The seq the event log gives next (it stays known after every event is pruned).
+    next_seq: str
 
     def differs(self, a: str, b: str) -> str:
         return f"NOT ({self.same(a, b)})"

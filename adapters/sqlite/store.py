@@ -25,10 +25,3 @@ class SqliteReads:
 class SqliteStore(SqlStore):
     def __init__(self, writer: Writer, reader: aiosqlite.Connection) -> None:
         super().__init__(writer, SqliteReads(reader), SQLITE)
-
-    async def min_event_seq(self) -> int:
-        row = await self._one(
-            "SELECT COALESCE((SELECT MIN(seq) FROM events), "
-            "(SELECT seq + 1 FROM sqlite_sequence WHERE name = 'events'), 1)"
-        )
-        return int(row[0])

@@ -46,6 +46,7 @@ SQLITE = Dialect(
     indexed_by=lambda index: f"INDEXED BY {index}",
     same=lambda a, b: f"{a} IS {b}",
     row_order="rowid",
+    next_seq="(SELECT seq + 1 FROM sqlite_sequence WHERE name = 'events')",
 )
 
 

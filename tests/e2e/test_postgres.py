@@ -16,6 +16,17 @@ from tests.support.stores import run_sql
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 
+def cortexd(command: str, config: Path) -> subprocess.CompletedProcess[str]:
+    """`cortexd COMMAND --config CONFIG`, run to its end in the config's directory."""
+    return subprocess.run(
+        [str(CORTEXD), command, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=config.parent,
+    )
+
+
 def test_four_daemons_started_at_once_on_an_empty_database_all_come_up(
     tmp_path: Path, postgres_url: str
 ) -> None:
@@ -46,13 +57,7 @@ def test_a_url_that_cannot_connect_is_a_clear_start_up_error_without_the_passwor
     url = f"postgresql://cortexd:s3cret-word@127.0.0.1:{port}/cortexd"
     config = tmp_path / "cortexd.toml"
     config.write_text(f'[server]\nport = {free_port()}\n[storage]\nurl = "{url}"\n')
-    done = subprocess.run(
-        [str(CORTEXD), "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    done = cortexd("serve", config)
     assert done.returncode == 1, done.stderr
     assert f"cannot connect to PostgreSQL at 127.0.0.1:{port}/cortexd" in done.stderr
     assert "s3cret-word" not in done.stderr + done.stdout
@@ -62,12 +67,7 @@ def test_a_url_that_cannot_connect_is_a_clear_start_up_error_without_the_passwor
 def test_check_config_shows_the_url_with_its_password_redacted(tmp_path: Path) -> None:
     config = tmp_path / "cortexd.toml"
     config.write_text('[storage]\nurl = "postgresql://cortexd:s3cret-word@db:5432/cortexd"\n')
-    done = subprocess.run(
-        [str(CORTEXD), "check-config", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = cortexd("check-config", config)
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)["storage"]["url"]
     assert shown == "postgresql://cortexd:***@db:5432/cortexd"
@@ -77,12 +77,7 @@ def test_check_config_shows_the_url_with_its_password_redacted(tmp_path: Path) -
 def test_a_url_that_is_not_postgresql_is_refused_by_the_configuration(tmp_path: Path) -> None:
     config = tmp_path / "cortexd.toml"
     config.write_text('[storage]\nurl = "mysql://db/cortexd"\n')
-    done = subprocess.run(
-        [str(CORTEXD), "check-config", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = cortexd("check-config", config)
     assert done.returncode == 2
     assert "storage.url" in done.stderr
     assert "PostgreSQL URI" in done.stderr
