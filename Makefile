@@ -34,6 +34,7 @@ test: lint typecheck pytest
 BENCHES := throughput per_node fanout durability startup memory ws_fanout
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	cd bench && for b in $(BENCHES); do ../$(BIN)/python $$b.py || exit 1; done
 
 clean:

@@ -165,6 +165,7 @@ async def _open_postgres(
     await session.start()
     opened.push_async_callback(session.stop)
     writer = PgWriter(url, batch_max=settings.storage.batch_max, available=session.is_up)
+    session.own_writer = writer.backend_pid
     store = PgStore(writer, pool, session.is_up)
     feed = EventFeed(bus, store)
     store.trusted = session.trusted

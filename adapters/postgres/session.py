@@ -65,6 +65,9 @@ class Session:
         self._up_since: float | None = None
         self._restored = False  # the session was lost and opened again since the start
         self._background = Background("postgres-session")
+        # The server process of this daemon's own writer: its commits reach this daemon's
+        # feed straight from the writer (`EventFeed.committed`), so their NOTIFY needs no read.
+        self.own_writer: Callable[[], int | None] = lambda: None
         self.reconnects = 0
         self.notifications = 0
 
@@ -139,10 +142,11 @@ class Session:
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         woke = False
-        async for _ in conn.notifies(timeout=self._health_s):
+        async for notify in conn.notifies(timeout=self._health_s):
             self.notifications += 1
             woke = True
-            self._on_wake()
+            if notify.pid != self.own_writer():
+                self._on_wake()
         if not woke:
             await conn.execute("SELECT 1")  # silent for a while: prove the connection
 

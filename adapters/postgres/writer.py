@@ -23,13 +23,17 @@ and is opened again for the next one.
 
 **Waking the other daemons.** The commit carries one `NOTIFY cortexd_events, '<last seq>'`
 (delivered at commit; a seq, never a payload that could pass NOTIFY's 8000 bytes): the other
-daemons' tails read the log from their last seq (`adapters/postgres/listen.py`).
+daemons' tails read the log from their last seq (`adapters/postgres/session.py`). The daemon's
+own session hears it too, and ignores it: it comes from this writer's server process, and the
+feed has the events from the writer already.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -37,6 +41,7 @@ import structlog
 
 from adapters.postgres.db import connect, reason
 from adapters.sql.batching import GroupCommit, Item, Outcome
+from adapters.sql.runs import FENCE
 from adapters.sql.tx import JSON, Dialect, Op
 from core.domain import Event
 from core.errors import StoreUnavailable
@@ -53,17 +58,33 @@ POSTGRES = Dialect(
     next_seq="(SELECT seq + 1 FROM event_head)",
 )
 
-_PLACEHOLDERS: dict[str, str] = {}
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    sql: str  # with psycopg's placeholders
+    # How it changes `runs`: "" not at all, "one" the run whose id is its last parameter
+    # (an UPDATE ... WHERE id = ?) or first (an INSERT), "any" rows it does not name.
+    runs: str
+
+
+_STATEMENTS: dict[str, _Statement] = {}
+_WRITES_RUNS = re.compile(r"\b(UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+runs\b", re.IGNORECASE)
+_ONE_RUN = re.compile(r"^(UPDATE runs SET [^;]* WHERE id = \?|INSERT INTO runs \(id,[^;]*)$")
+
+
+def _statement(sql: str) -> _Statement:
+    known = _STATEMENTS.get(sql)
+    if known is None:
+        runs = "" if not _WRITES_RUNS.search(sql) else "one" if _ONE_RUN.match(sql) else "any"
+        known = _Statement(sql.replace("%", "%%").replace("?", "%s"), runs)
+        if len(_STATEMENTS) < 4096:  # statements are a fixed set; bounded anyway
+            _STATEMENTS[sql] = known
+    return known
 
 
 def pg_sql(sql: str) -> str:
     """The shared SQL's `?` placeholders as psycopg's `%s` (and a literal % doubled)."""
-    converted = _PLACEHOLDERS.get(sql)
-    if converted is None:
-        converted = sql.replace("%", "%%").replace("?", "%s")
-        if len(_PLACEHOLDERS) < 4096:  # statements are a fixed set; bounded anyway
-            _PLACEHOLDERS[sql] = converted
-    return converted
+    return _statement(sql).sql
 
 
 # The events of a transaction, the new head and the wake-up of the other daemons: one round trip.
@@ -84,22 +105,46 @@ class PgTx:
         self.head = head
         self.events: list[Published] = []
         self.rows: list[tuple[int, str, str | None, str, str, str]] = []
+        # What `runs.FENCE` read of a run, until a statement of this transaction writes it:
+        # a step's writes, its checkpoint and its node records, fenced each, cost one read.
+        self.fences: dict[str, Any] = {}
+        self.fence_reads = 0
 
-    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
-        cursor = await self.conn.execute(pg_sql(sql), tuple(params))
-        return cursor.rowcount
+    async def _run(self, sql: str, params: Iterable[Any]) -> psycopg.AsyncCursor[Any]:
+        statement = _statement(sql)
+        values = tuple(params)
+        if statement.runs == "one":
+            self.fences.pop(values[0] if sql.startswith("INSERT") else values[-1], None)
+        elif statement.runs == "any":
+            self.fences.clear()
+        return await self.conn.execute(statement.sql, values)
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
+        await self._run(sql, params)
 
     async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        values = [tuple(r) for r in rows]
+        if len(values) == 1:  # the usual node record: executemany's pipeline costs more
+            await self._run(sql, values[0])
+            return
+        if _statement(sql).runs:
+            self.fences.clear()
         async with self.conn.cursor() as cursor:
-            await cursor.executemany(pg_sql(sql), [tuple(r) for r in rows])
+            await cursor.executemany(pg_sql(sql), values)
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        cursor = await self.conn.execute(pg_sql(sql), tuple(params))
-        return await cursor.fetchone()
+        if sql == FENCE:
+            [run_id] = params
+            if run_id in self.fences:
+                return self.fences[run_id]
+            self.fence_reads += 1
+            row = await (await self._run(sql, (run_id,))).fetchone()
+            self.fences[run_id] = row
+            return row
+        return await (await self._run(sql, params)).fetchone()
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        cursor = await self.conn.execute(pg_sql(sql), tuple(params))
-        return await cursor.fetchall()
+        return await (await self._run(sql, params)).fetchall()
 
     async def emit(self, event: Event) -> JSON:
         payload = event.to_json()
@@ -128,6 +173,11 @@ class _OpFailed(Exception):
     def __init__(self, index: int, error: Exception) -> None:
         self.index = index
         self.error = error
+
+
+class _Refused(Exception):
+    """The server refused a statement of a pipelined transaction: which operation sent it is
+    not known (its error surfaces where the pipeline is next read)."""
 
 
 class PgWriter(GroupCommit):
@@ -163,6 +213,11 @@ class PgWriter(GroupCommit):
             await self._conn.close()
             self._conn = None
 
+    def backend_pid(self) -> int | None:
+        """The server process of the writer's connection (None while it has none)."""
+        conn = self._conn
+        return None if conn is None or conn.closed else conn.info.backend_pid
+
     async def after_commit(self, batch: Sequence[Item]) -> None:
         """Nothing: the server does its own checkpoints."""
 
@@ -185,49 +240,85 @@ class PgWriter(GroupCommit):
 
     async def apply(self, batch: Sequence[Item]) -> tuple[list[Outcome], list[Published]]:
         outcomes: dict[int, Outcome] = {}
+        pipelined = True
         while True:
             todo = [i for i in range(len(batch)) if i not in outcomes]
             try:
-                results, events = await self._attempt([batch[i].op for i in todo])
+                results, events = await self._attempt([batch[i].op for i in todo], pipelined)
             except _OpFailed as failed:
                 outcomes[todo[failed.index]] = (None, failed.error)
+                continue
+            except _Refused:
+                pipelined = False  # one statement at a time: the failing operation is named
                 continue
             for i, result in zip(todo, results, strict=True):
                 outcomes[i] = (result, None)
             return [outcomes[i] for i in range(len(batch))], events
 
-    async def _attempt(self, ops: list[Op]) -> tuple[list[Any], list[Published]]:
-        """One transaction of `ops`; _OpFailed (all rolled back) when one of them fails."""
+    async def _attempt(self, ops: list[Op], pipelined: bool) -> tuple[list[Any], list[Published]]:
+        """One transaction of `ops`; _OpFailed or _Refused (all rolled back) when one of
+        them fails. Pipelined, a statement is sent without waiting for the one before: the
+        transaction waits on the server only where an operation reads (and at the head and
+        the COMMIT), so the event log's head is held for a few round trips, not one per
+        statement."""
         conn = await self._connection()
         try:
-            cursor = await conn.execute("BEGIN; SELECT seq FROM event_head FOR UPDATE")
-            cursor.nextset()  # one round trip, two results: BEGIN's, then the head
-            row = await cursor.fetchone()
-            assert row is not None  # the migration stores the head's one row
-            tx = PgTx(conn, int(row[0]))
-            results = []
-            for index, op in enumerate(ops):
-                try:
-                    results.append(await op(tx))
-                except (psycopg.OperationalError, psycopg.InterfaceError):
-                    raise  # the connection, not the operation
-                except Exception as exc:
-                    await conn.execute("ROLLBACK")
-                    raise _OpFailed(index, exc) from exc
-            await tx.flush()
-            await conn.execute("COMMIT")
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            await self._discard(conn)
-            raise StoreUnavailable(f"the database is unavailable: {reason(exc)}") from exc
+            if pipelined:
+                async with conn.pipeline():
+                    return await self._transaction(conn, ops, pipelined)
+            return await self._transaction(conn, ops, pipelined)
         except _OpFailed:
-            raise  # rolled back already; the connection is fine
+            await self._roll_back(conn)
+            raise
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed or isinstance(exc, psycopg.InterfaceError):
+                await self._discard(conn)
+                raise StoreUnavailable(f"the database is unavailable: {reason(exc)}") from exc
+            if pipelined:
+                await self._roll_back(conn)
+                raise _Refused() from exc
+            # Not pipelined, outside any operation (BEGIN, the events, COMMIT), or a server
+            # error of the kind that says the server, not the statement, failed.
+            await self._discard(conn)
+            if isinstance(exc, psycopg.OperationalError):
+                raise StoreUnavailable(f"the database is unavailable: {reason(exc)}") from exc
+            raise
         except BaseException:
             # Cancelled mid-transaction (the writer's task stopped): a transaction left open
             # on this connection would be committed with the next batch. Closing it rolls
             # it back on the server.
             await self._discard(conn)
             raise
+
+    async def _transaction(
+        self, conn: psycopg.AsyncConnection[Any], ops: list[Op], pipelined: bool
+    ) -> tuple[list[Any], list[Published]]:
+        await conn.execute("BEGIN")
+        cursor = await conn.execute("SELECT seq FROM event_head FOR UPDATE")
+        row = await cursor.fetchone()  # BEGIN and the head: one round trip
+        assert row is not None  # the migration stores the head's one row
+        tx = PgTx(conn, int(row[0]))
+        results = []
+        for index, op in enumerate(ops):
+            try:
+                results.append(await op(tx))
+            except psycopg.Error as exc:
+                if pipelined or isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                    raise  # maybe another operation's statement; or the connection
+                raise _OpFailed(index, exc) from exc
+            except Exception as exc:
+                raise _OpFailed(index, exc) from exc
+        await tx.flush()
+        await conn.execute("COMMIT")  # pipelined: its answer is awaited as the pipeline ends
         return results, tx.events
+
+    async def _roll_back(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """End the failed transaction; a connection that cannot is not used again."""
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                await conn.execute("ROLLBACK")
+        except psycopg.Error:
+            await self._discard(conn)
 
     async def _discard(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """A connection whose transaction is in doubt is never used again."""

@@ -34,9 +34,15 @@ def run_event(run: Run, kind: EventType, now: datetime) -> Event:
     return Event(type=kind, project_id=run.project_id, run_id=run.id, timestamp=now, run=run)
 
 
+# What a fence reads. Inside one transaction nothing but the transaction itself changes a run's
+# owner and epoch (every writer holds the store's write lock), so a transaction may remember
+# what this read until one of its own statements writes the run (`adapters.postgres.writer`).
+FENCE = "SELECT owner, epoch FROM runs WHERE id = ?"
+
+
 async def fence(tx: Tx, lease: Lease) -> None:
     """Refuse a write of an execution whose lease is no longer the run's."""
-    row = await tx.fetchone("SELECT owner, epoch FROM runs WHERE id = ?", (lease.run_id,))
+    row = await tx.fetchone(FENCE, (lease.run_id,))
     if row is None or row[0] != lease.owner or row[1] != lease.epoch:
         raise LeaseLost(lease.run_id)
 

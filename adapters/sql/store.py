@@ -321,11 +321,12 @@ class SqlStore:
                     "(SELECT COALESCE(MAX(seq), 0) + 1 FROM events))",
                     (cutoff,),
                 )
-                return await tx.execute(
+                gone = await tx.fetchall(
                     "DELETE FROM events WHERE seq IN "
-                    "(SELECT seq FROM events WHERE seq < ? ORDER BY seq LIMIT ?)",
+                    "(SELECT seq FROM events WHERE seq < ? ORDER BY seq LIMIT ?) RETURNING seq",
                     (first_kept, batch),
                 )
+                return len(gone)
 
             count = await self._writer.write(op)
             deleted += count

@@ -50,8 +50,10 @@ class Tx(Protocol):
 
     dialect: Dialect
 
-    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
-        """Run one statement; the number of rows it changed."""
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
+        """Run one statement whose result is not needed (PostgreSQL may send it on without
+        waiting for it: its failure can surface at a later statement). A statement whose rows
+        or count matter is a `fetchone` or `fetchall` (`... RETURNING`)."""
         ...
 
     async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None: ...

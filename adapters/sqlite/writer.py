@@ -60,8 +60,8 @@ class Tx:
         self.conn = conn
         self.events: list[Published] = []
 
-    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
-        return self.conn.execute(sql, tuple(params)).rowcount
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
+        self.conn.execute(sql, tuple(params))
 
     async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
         self.conn.executemany(sql, [tuple(r) for r in rows])

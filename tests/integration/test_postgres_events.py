@@ -11,6 +11,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
@@ -18,9 +19,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from adapters.postgres import db as pg_db
 from adapters.postgres.store import PgStore
-from adapters.postgres.writer import PgWriter
+from adapters.postgres.writer import PgTx, PgWriter
+from adapters.sql import runs
 from adapters.sql.tx import Tx
 from core.domain import Event, EventType
+from core.errors import LeaseLost
+from core.ports import Lease
 
 pytestmark = pytest.mark.postgres
 DAEMONS = 2
@@ -30,13 +34,14 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @contextlib.asynccontextmanager
-async def daemon_store(url: str) -> AsyncIterator[tuple[PgStore, PgWriter]]:
-    """One daemon's store: its own writer connection and read pool."""
+async def daemon_store(url: str, batch_max: int = 8) -> AsyncIterator[tuple[PgStore, PgWriter]]:
+    """One daemon's store: its own writer connection and read pool; small batches by default
+    (many transactions, all concurrent)."""
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
     )
     await pool.open()
-    writer = PgWriter(url, batch_max=8)  # small batches: many transactions, all concurrent
+    writer = PgWriter(url, batch_max=batch_max)
     await writer.start()
     try:
         yield PgStore(writer, pool), writer
@@ -133,3 +138,62 @@ async def test_a_failing_write_does_not_undo_its_batch_neighbours_nor_leave_a_se
             (2, "r1"),
         ]
         assert writer._conn is connection
+
+
+async def test_a_fence_sees_every_owner_change_made_earlier_in_its_own_transaction(
+    postgres_url: str,
+) -> None:
+    """The writer remembers what a fence read within a transaction (one read for a step's
+    writes, checkpoint and node records): a change of the run's owner or epoch by an earlier
+    operation of the same batch must still be seen, or a write would land under a lost lease."""
+    await pg_db.prepare_database(postgres_url)
+    async with daemon_store(postgres_url, batch_max=256) as (_, writer):
+
+        async def setup(tx: Tx) -> None:
+            await tx.execute(
+                "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at) "
+                "VALUES (?, 'p', 'g', 'running', '{}', 1)",
+                ("r1",),
+            )
+            await tx.execute("UPDATE runs SET owner = ?, epoch = ? WHERE id = ?", ("me", 1, "r1"))
+
+        await writer.write(setup)
+        old, new = Lease("r1", "me", 1), Lease("r1", "me", 3)
+
+        async def fenced(lease: Lease, tx: Tx) -> None:
+            await runs.fence(tx, lease)
+
+        async def let_go(tx: Tx) -> None:
+            await runs._let_go(tx, "r1")  # epoch 2, no owner
+
+        async def take(tx: Tx) -> None:
+            await tx.execute("UPDATE runs SET owner = ?, epoch = ? WHERE id = ?", ("me", 3, "r1"))
+
+        async def renew_all(tx: Tx) -> None:  # names no run: forgets every one
+            await tx.fetchall("UPDATE runs SET epoch = 4 WHERE owner = ? RETURNING id", ("me",))
+
+        async def reads(tx: Tx) -> int:
+            assert isinstance(tx, PgTx)
+            return tx.fence_reads
+
+        ops = [
+            partial(fenced, old),
+            partial(fenced, old),  # remembered: no read
+            let_go,
+            partial(fenced, old),  # refused: the run was let go above
+            partial(fenced, new),  # refused too (no owner), and remembered
+            take,
+            partial(fenced, new),
+            partial(fenced, new),  # remembered
+            renew_all,
+            partial(fenced, new),  # refused: epoch 4 now (read again)
+            reads,
+        ]
+        # Submitted before the writer runs again: one batch, one transaction.
+        results = await asyncio.gather(*(writer.submit(op) for op in ops), return_exceptions=True)
+        refused = [i for i, r in enumerate(results) if isinstance(r, LeaseLost)]
+        assert refused == [3, 4, 9]
+        # Each refusal rolled the transaction back and did the rest again; in the one that
+        # committed: the first read, and the one after `take` (`let_go`'s was refused).
+        assert results[-1] == 2
+        assert writer.commits == 2
