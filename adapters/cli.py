@@ -56,6 +56,7 @@ def serve(config_path: Path | None) -> None:
     from adapters.postgres.db import StoreUnreachable
     from adapters.serve import StartupError
     from adapters.serve import serve as run_daemon
+    from adapters.sql.batching import WriterDied
     from core.errors import PluginError
 
     try:
@@ -76,6 +77,10 @@ def serve(config_path: Path | None) -> None:
     except StoreUnreachable as exc:
         # Not a setting to change, maybe: a database not up yet. systemd tries again.
         click.echo(f"cortexd: cannot start: {exc}", err=True)
+        sys.exit(1)
+    except WriterDied as exc:
+        # The store's writer stopped for good while serving: systemd starts a fresh process.
+        click.echo(f"cortexd: stopped: {exc}", err=True)
         sys.exit(1)
     except OSError as exc:
         click.echo(f"cortexd: cannot start: {exc}", err=True)

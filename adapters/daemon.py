@@ -20,13 +20,23 @@ from adapters.config import Settings
 from adapters.housekeeping import Housekeeping
 from adapters.http.app import create_app
 from adapters.http.auth import Access
-from adapters.http.keys import ENGINE, METRICS, PLUGINS, READY_CHECK, SERVICE, SOCKETS
+from adapters.http.keys import (
+    ENGINE,
+    METRICS,
+    PLUGINS,
+    READY_CHECK,
+    SERVICE,
+    SOCKETS,
+    STORE_WRITER,
+    Readiness,
+)
 from adapters.metrics import Metrics
 from adapters.sql.store import SqlStore
 from adapters.ws import EventSockets, SocketLimits
 from core.background import Background
 from core.duties import Duties
 from core.engine import Engine, EngineSettings
+from core.errors import StoreUnavailable
 from core.events import EventBus
 from core.feed import EventFeed
 from core.loopwatch import LoopWatch, NodeActivity
@@ -180,13 +190,23 @@ class Daemon:
         await self.plugins.shutdown(self.plugin_context)
         await self.closing.aclose()
 
-    async def ready(self) -> dict[str, bool]:
+    async def ready(self) -> Readiness:
+        """The store answers reads, its writer takes writes (it is faulty from a write that
+        failed on the store until one commits again: see adapters/sql/batching.py), and the
+        engine takes runs."""
+        detail = None
         try:
             await self.store.ping()
             store_ok = True
-        except Exception:
+        except Exception as exc:
             store_ok = False
-        return {"store": store_ok, "engine": self.engine.accepting}
+            detail = str(exc) if isinstance(exc, StoreUnavailable) else "the store is unreadable"
+        writer = self.backend.writer
+        problem = writer.death or writer.fault
+        if problem is not None:
+            detail = str(problem)
+        checks = {"store": store_ok, "writes": problem is None, "engine": self.engine.accepting}
+        return Readiness(checks, detail)
 
     async def _watch_peers(self) -> None:
         """What the store needs looked at every second while the daemon serves."""
@@ -222,6 +242,7 @@ async def _lifecycle(
     app[ENGINE] = daemon.engine
     app[PLUGINS] = daemon.plugins
     app[READY_CHECK] = daemon.ready
+    app[STORE_WRITER] = daemon.backend.writer
     app[SOCKETS] = EventSockets(
         daemon.bus,
         daemon.store,
