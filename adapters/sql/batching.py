@@ -10,13 +10,14 @@ part (`apply`).
 
 **Faults.** A batch whose transaction fails because of the store (disk full, read-only or
 failing file system, database away: `StoreUnavailable`) marks the writer *faulty* (`fault`,
-what `/readyz` reports) until a commit succeeds again (and `may_clear` agrees: a nearly full
-disk takes a small write now and then, which is no recovery). While it is faulty the writer
-probes the store every `PROBE_EVERY_S` with a write of its own (`probe_op`), so it finds the
-store back without any traffic. A fault the writer cannot survive (`WriterDied`: its database file
-replaced or corrupt, or a bug in this loop) ends it: every write waiting and every later one
-is answered `WriterDied` (a 503), and `died()` returns, on which the daemon exits non-zero
-rather than serve without a writer.
+what `/readyz` reports) until a commit succeeds again and `cleared` agrees (on SQLite a
+commit must have written something: an empty one proves nothing on a read-only file system;
+and a nearly full disk takes a small write now and then, which is no recovery). While it is
+faulty the writer probes the store every `PROBE_EVERY_S` with a write of its own (`probe`),
+so it finds the store back without any traffic. A fault the writer cannot survive
+(`WriterDied`: its database file replaced or corrupt, or a bug in this loop) ends it: every
+write waiting and every later one is answered `WriterDied` (a 503), and `died()` returns, on
+which the daemon exits non-zero rather than serve without a writer.
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ class GroupCommit(abc.ABC):
         self.death: WriterDied | None = None
         self._dead = asyncio.Event()
         self._current: list[Item] = []  # the batch being committed
+        # The write that tells whether the store takes writes again, tried every
+        # PROBE_EVERY_S while it does not. It must make the database write where a real
+        # write would (SQLite: a row, so a page of the WAL file).
+        self.probe: Op = _probe_nothing
 
     @abc.abstractmethod
     async def apply(self, batch: Sequence[Item]) -> tuple[list[Outcome], list[Published]]:
@@ -106,14 +111,8 @@ class GroupCommit(abc.ABC):
     async def after_commit(self, batch: Sequence[Item]) -> None:
         """The database's upkeep after a batch committed (SQLite: its WAL checkpoint)."""
 
-    def probe_op(self) -> Op:
-        """The write that tells whether the store takes writes again. It must make the
-        database write something where a real write would (SQLite: a page of the file)."""
-        return _probe_nothing
-
-    def may_clear(self, fault: StoreUnavailable) -> bool:
-        """Whether a commit now ends `fault`. A database whose commit went through is back,
-        by default; SQLite's full disk is back only once it has room again."""
+    def cleared(self, fault: StoreUnavailable) -> bool:
+        """Whether the commit that just went through ends `fault`: by default it does."""
         return True
 
     async def verify(self) -> None:
@@ -211,9 +210,9 @@ class GroupCommit(abc.ABC):
 
     async def _tick(self) -> None:
         await self.verify()
-        if self.fault is None or not self.may_clear(self.fault):
+        if self.fault is None:
             return
-        probe = Item(self.probe_op(), asyncio.get_running_loop().create_future(), small=True)
+        probe = Item(self.probe, asyncio.get_running_loop().create_future(), small=True)
         await self._commit([probe])
         if not probe.future.cancelled():
             probe.future.exception()  # its outcome is the fault's, kept or cleared
@@ -251,7 +250,7 @@ class GroupCommit(abc.ABC):
             else:
                 log.warning("batch_failed", ops=len(batch), error=repr(exc))
             return
-        if self.fault is not None and self.may_clear(self.fault):
+        if self.fault is not None and self.cleared(self.fault):
             log.info("store_writes_recovered", after=str(self.fault))
             self.fault = None
         self.commits += 1

@@ -134,6 +134,7 @@ class Writer(GroupCommit):
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._wrote = False  # whether the last transaction committed changed any row
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -141,10 +142,9 @@ class Writer(GroupCommit):
         self._file = _identity(self._path)
         self._start()
 
-    def probe_op(self) -> Op:
-        return _rewrite_header
-
-    def may_clear(self, fault: StoreUnavailable) -> bool:
+    def cleared(self, fault: StoreUnavailable) -> bool:
+        if not self._wrote:  # nothing reached the file: it may refuse writes still
+            return False
         if not isinstance(fault, StoreFull):
             return True
         try:
@@ -214,6 +214,7 @@ class Writer(GroupCommit):
             raise RuntimeError("the writer's connection is not open")
         tx = Tx(conn)
         outcomes: list[Outcome] = []
+        changes = conn.total_changes
         if wait_for_lock:
             _begin_waiting(conn)
         elif not _begin_now(conn):
@@ -235,6 +236,7 @@ class Writer(GroupCommit):
                 conn.execute("RELEASE op")
                 outcomes.append((result, None))
             conn.execute("COMMIT")
+            self._wrote = conn.total_changes != changes
         except BaseException:
             if conn.in_transaction:
                 # SQLite may have rolled back already (after a full disk, an I/O error); a
@@ -275,12 +277,15 @@ def store_error(exc: sqlite3.Error, path: Path) -> StoreUnavailable | None:
     return None
 
 
-async def _rewrite_header(tx: AnyTx) -> None:
-    """The writer's probe: SQLite's header field `user_version` (cortexd does not use it)
-    written back with the value it holds. Like any write in WAL mode it appends a page to
-    the WAL file, so it fails while a real write would."""
-    (version,) = await tx.fetchone("PRAGMA user_version")
-    await tx.execute(f"PRAGMA user_version = {int(version)}")
+def probe_for(instance: str) -> Op:
+    """The writer's probe on SQLite: this daemon's row of `instances` written back as it is
+    (it exists while the daemon lives). Like any change it appends a page to the WAL file,
+    so it fails while a real write would."""
+
+    async def probe(tx: AnyTx) -> None:
+        await tx.execute("UPDATE instances SET pid = pid WHERE id = ?", (instance,))
+
+    return probe
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import sqlite3
 import time
 from collections import Counter
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.filesystems import fill, tmpfs
+from tests.support.filesystems import break_ext4, ext4, fill, repair_ext4, tmpfs
 from tests.support.process import DaemonProcess
 
 pytestmark = pytest.mark.e2e
@@ -229,3 +230,129 @@ def test_a_full_disk_is_507_never_500_and_runs_in_flight_continue_once_space_is_
         daemon.stop()
         if os.path.exists(small_disk / "filler"):
             os.unlink(small_disk / "filler")
+
+
+@pytest.fixture
+def ext4_disk(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    image = tmp_path / "disk.img"
+    with ext4(image, tmp_path / "disk", "64M") as mounted:
+        yield image, mounted
+
+
+def test_a_file_system_turned_read_only_is_503_reads_go_on_and_a_restart_after_repair_loses_nothing(
+    tmp_path: Path, ext4_disk: tuple[Path, Path]
+) -> None:
+    """Linux refuses `mount -o remount,ro` while a process has files open for writing (the
+    daemon always has), so the file system is made read-only the way the kernel does it to a
+    failing disk: an ext4 error with `errors=remount-ro`. It stays read-only until unmounted;
+    the operator stops the daemon, repairs, and starts it again."""
+    image, disk = ext4_disk
+    db, tally, gate = disk / "cortexd.db", tmp_path / "tally", tmp_path / "gate"
+    daemon = fault_daemon(tmp_path / "daemon", db)
+    try:
+        daemon.start()
+        assert daemon.request("POST", f"{P}/graphs", gated_graph(tally, gate))[0] == 201
+        acknowledged = []
+        for _ in range(IN_FLIGHT):
+            status, run = daemon.request("POST", f"{P}/runs", {"workflow_id": "gated"})
+            assert status == 201, run
+            acknowledged.append(run["id"])
+        until(
+            lambda: all(node_status(daemon, r, "n2") == "running" for r in acknowledged),
+            30,
+            "every run at its gate, n1 completed",
+        )
+
+        # What the kernel has not written out yet is lost with a file system that fails (the
+        # store commits with synchronous=NORMAL: as after a power loss, the last commits may
+        # go). Written out first, what was acknowledged is on the disk, as after any moment
+        # of writeback; from then on nothing can be acknowledged (every write is refused).
+        os.sync()
+        break_ext4(disk)
+        for _ in range(5):
+            status, body = daemon.request("POST", f"{P}/runs", {"workflow_id": "gated"})
+            assert status == 503, body
+            assert "cannot take writes" in body["detail"], body
+        status, ready = daemon.request("GET", "/readyz")
+        assert status == 503, ready
+        assert ready["checks"]["writes"] is False, ready
+        assert "cannot take writes" in ready["detail"], ready
+        status, listed = daemon.request("GET", f"{P}/runs")  # reads work
+        assert status == 200
+        assert {r["id"] for r in listed} == set(acknowledged)
+
+        gate.touch()
+        until(
+            lambda: len(logged(daemon, "run_interrupted_by_store")) >= IN_FLIGHT,
+            30,
+            "every run in flight interrupted by the store",
+        )
+        assert run_statuses(daemon, acknowledged) == Counter({"running": IN_FLIGHT})
+        assert daemon.request("GET", "/readyz")[0] == 503  # the probe keeps failing
+        assert daemon.proc is not None
+        assert daemon.proc.poll() is None  # serving reads, not exited
+
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0, daemon.log()
+        repair_ext4(image, disk)
+        daemon.start()
+        until(
+            lambda: run_statuses(daemon, acknowledged) == Counter({"completed": IN_FLIGHT}),
+            60,
+            "every acknowledged run completed",
+        )
+        done = completions(db)
+        assert done == Counter({(r, n): 1 for r in acknowledged for n in NODES})
+        events = seqs(db)
+        assert events == list(range(1, len(events) + 1))
+        ran = tallies(tally)
+        for run_id in acknowledged:
+            assert ran[("start", run_id, "n1")] == 1, ran
+            assert ran[("start", run_id, "n2")] == 2, ran
+            assert ran[("start", run_id, "n3")] == 1, ran
+    finally:
+        daemon.stop()
+
+
+def test_a_database_file_replaced_under_the_daemon_makes_it_exit_non_zero(
+    tmp_path: Path,
+) -> None:
+    """A writer that can never write again: its database file was replaced (a backup
+    "restored" by copying it over the live file). SQLite in WAL mode would go on writing to the
+    replaced file, which nobody will read; the daemon stops and exits 1 instead (systemd
+    starts it again, on the file the path now names), never serving with a dead writer."""
+    db, tally, gate = tmp_path / "cortexd.db", tmp_path / "tally", tmp_path / "gate"
+    gate.touch()
+    daemon = fault_daemon(tmp_path / "daemon", db)
+    try:
+        daemon.start()
+        assert daemon.request("POST", f"{P}/graphs", gated_graph(tally, gate))[0] == 201
+        status, run = daemon.request("POST", f"{P}/runs", {"workflow_id": "gated"})
+        assert status == 201, run
+        until(
+            lambda: run_statuses(daemon, [run["id"]]) == Counter({"completed": 1}),
+            30,
+            "the run completed",
+        )
+        copy = tmp_path / "copy.db"
+        with (
+            contextlib.closing(sqlite3.connect(db)) as source,
+            contextlib.closing(sqlite3.connect(copy)) as target,
+        ):
+            source.backup(target)
+        os.replace(copy, db)
+
+        assert daemon.proc is not None
+        code = daemon.wait(20)
+        assert code == 1, daemon.log()
+        died = logged(daemon, "store_writer_died")
+        assert len(died) == 1, daemon.log()
+        assert "was replaced or deleted" in died[0]["error"]
+        assert "cortexd: stopped: the database file" in daemon.log()
+
+        daemon.start()  # on what the path holds now: the copy, with the run
+        assert run_statuses(daemon, [run["id"]]) == Counter({"completed": 1})
+        status, created = daemon.request("POST", f"{P}/runs", {"workflow_id": "gated"})
+        assert status == 201, created
+    finally:
+        daemon.stop()

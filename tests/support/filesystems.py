@@ -72,3 +72,49 @@ def fill(directory: Path) -> Path:
     finally:
         os.close(fd)
     return filler
+
+
+@contextlib.contextmanager
+def ext4(image: Path, path: Path, size: str) -> Iterator[Path]:
+    """An ext4 file system in the file `image` (on a loop device), mounted at `path` with
+    `errors=remount-ro`: the kernel turns it read-only at its first error."""
+    _need_root("an ext4 image")
+    done = _run("truncate", "-s", size, str(image))
+    if done.returncode == 0:
+        done = _run("mkfs.ext4", "-q", "-F", str(image))
+    if done.returncode != 0:
+        cannot_mount(f"cannot make an ext4 image: {done.stderr.strip()}")
+    path.mkdir(parents=True, exist_ok=True)
+    done = _run("mount", "-o", "loop,errors=remount-ro", str(image), str(path))
+    if done.returncode != 0:
+        cannot_mount(f"cannot mount an ext4 image on a loop device: {done.stderr.strip()}")
+    with _mounted(path):
+        yield path
+
+
+def break_ext4(path: Path) -> None:
+    """Make the kernel record an error on the ext4 file system mounted at `path` (its sysfs
+    `trigger_fs_error`, meant for testing): with `errors=remount-ro` it goes read-only at
+    once, under every open file, as it does after a real I/O error or corruption."""
+    source = _run("findmnt", "-n", "-o", "SOURCE", str(path)).stdout.strip()
+    trigger = Path("/sys/fs/ext4") / Path(source).name / "trigger_fs_error"
+    if not trigger.exists():
+        cannot_mount(f"this kernel has no {trigger}")
+    trigger.write_text("cortexd test: the store's file system fails\n")
+    options = _run("findmnt", "-n", "-o", "OPTIONS", str(path)).stdout.strip().split(",")
+    # Linux 6.15 and later show `rw,...,emergency_ro`; earlier ones `ro`.
+    assert "ro" in options or "emergency_ro" in options, f"{path} is still writable: {options}"
+
+
+def repair_ext4(image: Path, path: Path) -> None:
+    """What an operator does once the daemon is stopped: unmount, check, mount again."""
+    for command in (
+        ("umount", str(path)),
+        ("e2fsck", "-f", "-y", str(image)),
+        ("mount", "-o", "loop,errors=remount-ro", str(image), str(path)),
+    ):
+        done = _run(*command)
+        # e2fsck: 1 means errors were corrected.
+        assert done.returncode in ((0, 1) if command[0] == "e2fsck" else (0,)), (
+            f"{' '.join(command)}: {done.stdout}{done.stderr}"
+        )
