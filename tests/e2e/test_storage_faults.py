@@ -106,11 +106,11 @@ def run_statuses(daemon: DaemonProcess, run_ids: list[str]) -> Counter[str]:
     return statuses
 
 
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Rows of a query on the database, as an operator would run it (closed at once: an open
     connection would keep the test's file system busy)."""
     with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
-        return [tuple(row) for row in conn.execute(sql).fetchall()]
+        return [tuple(row) for row in conn.execute(sql, params).fetchall()]
 
 
 def completions(db: Path) -> Counter[tuple[str, str]]:
