@@ -62,14 +62,18 @@ class Load:
         assert not self._thread.is_alive()
 
 
-def backup(config: Path, target: Path) -> dict[str, object]:
-    done = subprocess.run(
+def run_backup(config: Path, target: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [str(CORTEXD), "backup", str(target), "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def backup(config: Path, target: Path) -> dict[str, object]:
+    done = run_backup(config, target)
     assert done.returncode == 0, done.stderr
     report: dict[str, object] = json.loads(done.stdout)
     return report
@@ -159,3 +163,29 @@ def test_a_backup_taken_under_load_serves_everything_it_holds_and_its_running_ru
     finally:
         source.stop()
         restored.stop()
+
+
+def test_backup_never_overwrites_a_file_and_sends_postgresql_to_pg_dump(tmp_path: Path) -> None:
+    existing = tmp_path / "existing.db"
+    existing.write_bytes(b"keep me")
+    daemon = DaemonProcess(tmp_path)  # a config on a SQLite file, no daemon needed
+    config = daemon.config
+    done = run_backup(config, existing)
+    assert done.returncode == 1
+    assert "there is no database" in done.stderr  # nothing at [storage] path yet
+    daemon.start()
+    try:
+        done = run_backup(config, existing)
+        assert done.returncode == 1
+        assert "exists already" in done.stderr
+        assert existing.read_bytes() == b"keep me"
+    finally:
+        daemon.stop()
+
+    pg = tmp_path / "pg.toml"
+    pg.write_text('[storage]\nurl = "postgresql://cortexd:secret@db.internal:5432/cortexd"\n')
+    done = run_backup(pg, tmp_path / "dump")
+    assert done.returncode == 2
+    assert "pg_dump" in done.stderr
+    assert "secret" not in done.stderr
+    assert not (tmp_path / "dump").exists()
