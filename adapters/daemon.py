@@ -31,6 +31,7 @@ from adapters.http.keys import (
     Readiness,
 )
 from adapters.metrics import Metrics
+from adapters.sql.retention import Retention
 from adapters.sql.store import SqlStore
 from adapters.ws import EventSockets, SocketLimits
 from core.background import Background
@@ -141,13 +142,27 @@ class Daemon:
                 max_event_bytes=limits.max_event_bytes,
             ),
         )
-        housekeeping = Housekeeping(store, settings.events.retention_days)
+        housekeeping = Housekeeping(
+            store,
+            settings.events.retention_days,
+            # At most hourly; a tenth of a retention shorter than ten hours.
+            interval_s=max(1.0, min(3600.0, settings.events.retention_days * 8640)),
+        )
+        retention = Retention(
+            backend.writer,
+            settings.storage.finished_run_retention_days,
+            settings.storage.checkpoint_retention,
+        )
         duties = Duties(
             store,
             instance,
             settings.execution.lease_s,
             liveness,
-            [(sinks.start, sinks.stop), (housekeeping.start, housekeeping.stop)],
+            [
+                (sinks.start, sinks.stop),
+                (housekeeping.start, housekeeping.stop),
+                (retention.start, retention.stop),
+            ],
         )
         return cls(
             settings,
