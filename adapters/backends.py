@@ -80,7 +80,7 @@ async def _open_sqlite(
     from adapters.sqlite.liveness import FileLiveness, InstanceLock, instances_dir
     from adapters.sqlite.store import SqliteReads, SqliteStore
     from adapters.sqlite.wakeup import Wakeups
-    from adapters.sqlite.writer import Writer
+    from adapters.sqlite.writer import Writer, probe_for
 
     path = settings.storage.path
     await prepare_database(path)
@@ -92,6 +92,7 @@ async def _open_sqlite(
     checkpoint_reader = await connect(path)
     opened.push_async_callback(checkpoint_reader.close)
     writer = Writer(path, batch_max=settings.storage.batch_max)
+    writer.probe = probe_for(instance)
     store = SqliteStore(writer, reader_conn)
     feed = EventFeed(bus, store)
     wakeups = Wakeups(instance, feed.wake)

@@ -1,4 +1,4 @@
-"""`cortexd serve | check-config`, and the client commands `graph`, `run`, `node-types`,
+"""`cortexd serve | check-config | backup`, and the client commands `graph`, `run`, `node-types`,
 `plugins` (in `adapters/client/`, talking HTTP to a running daemon).
 
 Imports stay light at module level: LangGraph takes most of a second to import, and only
@@ -56,6 +56,7 @@ def serve(config_path: Path | None) -> None:
     from adapters.postgres.db import StoreUnreachable
     from adapters.serve import StartupError
     from adapters.serve import serve as run_daemon
+    from adapters.sql.batching import WriterDied
     from core.errors import PluginError
 
     try:
@@ -77,6 +78,10 @@ def serve(config_path: Path | None) -> None:
         # Not a setting to change, maybe: a database not up yet. systemd tries again.
         click.echo(f"cortexd: cannot start: {exc}", err=True)
         sys.exit(1)
+    except WriterDied as exc:
+        # The store's writer stopped for good while serving: systemd starts a fresh process.
+        click.echo(f"cortexd: stopped: {exc}", err=True)
+        sys.exit(1)
     except OSError as exc:
         click.echo(f"cortexd: cannot start: {exc}", err=True)
         sys.exit(1)
@@ -90,6 +95,34 @@ def check_config(config_path: Path | None) -> None:
 
     settings = _load(config_path)
     click.echo(json.dumps(settings_summary(settings), indent=2, default=str))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@CONFIG_OPTION
+def backup(file: Path, config_path: Path | None) -> None:
+    """Copy the configured SQLite store to FILE, consistently, while daemons serve it (one
+    snapshot through SQLite's online backup; FILE must not exist). Prints what was copied as
+    JSON. A PostgreSQL store is backed up with pg_dump instead."""
+    settings = _load(config_path)
+    if settings.storage.url:
+        from adapters.postgres.db import describe
+
+        click.echo(
+            "cortexd: backup copies SQLite stores; this configuration's store is PostgreSQL "
+            f"at {describe(settings.storage.url)}: back it up with pg_dump, e.g. "
+            "pg_dump -Fc -d DBNAME -f cortexd.dump (see docs/operations.md, Backups)",
+            err=True,
+        )
+        sys.exit(2)
+    from adapters.backup import BackupError, backup_sqlite
+
+    try:
+        report = backup_sqlite(settings.storage.path, file)
+    except (BackupError, OSError) as exc:
+        click.echo(f"cortexd: backup failed: {exc}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(report.to_json()))
 
 
 # core.domain.ID_PATTERN, spelt again: importing it would load pydantic (a test keeps them equal).

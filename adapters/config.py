@@ -114,6 +114,8 @@ class StorageSettings(_Section):
     pool_size: Annotated[Int, Field(ge=1, le=1000)] = 10
     batch_max: Annotated[Int, Field(ge=1)] = 256
     checkpoint_retention: Annotated[Int, Field(ge=0)] = 1
+    # DESIGN §12: finished runs older than this are deleted (0 = kept for ever).
+    finished_run_retention_days: Annotated[Float, Field(ge=0)] = 0
 
 
 class ExecutionSettings(_Section):

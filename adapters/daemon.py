@@ -20,13 +20,24 @@ from adapters.config import Settings
 from adapters.housekeeping import Housekeeping
 from adapters.http.app import create_app
 from adapters.http.auth import Access
-from adapters.http.keys import ENGINE, METRICS, PLUGINS, READY_CHECK, SERVICE, SOCKETS
+from adapters.http.keys import (
+    ENGINE,
+    METRICS,
+    PLUGINS,
+    READY_CHECK,
+    SERVICE,
+    SOCKETS,
+    STORE_WRITER,
+    Readiness,
+)
 from adapters.metrics import Metrics
+from adapters.sql.retention import Retention
 from adapters.sql.store import SqlStore
 from adapters.ws import EventSockets, SocketLimits
 from core.background import Background
 from core.duties import Duties
 from core.engine import Engine, EngineSettings
+from core.errors import StoreUnavailable
 from core.events import EventBus
 from core.feed import EventFeed
 from core.loopwatch import LoopWatch, NodeActivity
@@ -131,13 +142,27 @@ class Daemon:
                 max_event_bytes=limits.max_event_bytes,
             ),
         )
-        housekeeping = Housekeeping(store, settings.events.retention_days)
+        housekeeping = Housekeeping(
+            store,
+            settings.events.retention_days,
+            # At most hourly; a tenth of a retention shorter than ten hours.
+            interval_s=max(1.0, min(3600.0, settings.events.retention_days * 8640)),
+        )
+        retention = Retention(
+            backend.writer,
+            settings.storage.finished_run_retention_days,
+            settings.storage.checkpoint_retention,
+        )
         duties = Duties(
             store,
             instance,
             settings.execution.lease_s,
             liveness,
-            [(sinks.start, sinks.stop), (housekeeping.start, housekeeping.stop)],
+            [
+                (sinks.start, sinks.stop),
+                (housekeeping.start, housekeeping.stop),
+                (retention.start, retention.stop),
+            ],
         )
         return cls(
             settings,
@@ -180,13 +205,23 @@ class Daemon:
         await self.plugins.shutdown(self.plugin_context)
         await self.closing.aclose()
 
-    async def ready(self) -> dict[str, bool]:
+    async def ready(self) -> Readiness:
+        """The store answers reads, its writer takes writes (it is faulty from a write that
+        failed on the store until one commits again: see adapters/sql/batching.py), and the
+        engine takes runs."""
+        detail = None
         try:
             await self.store.ping()
             store_ok = True
-        except Exception:
+        except Exception as exc:
             store_ok = False
-        return {"store": store_ok, "engine": self.engine.accepting}
+            detail = str(exc) if isinstance(exc, StoreUnavailable) else "the store is unreadable"
+        writer = self.backend.writer
+        problem = writer.death or writer.fault
+        if problem is not None:
+            detail = str(problem)
+        checks = {"store": store_ok, "writes": problem is None, "engine": self.engine.accepting}
+        return Readiness(checks, detail)
 
     async def _watch_peers(self) -> None:
         """What the store needs looked at every second while the daemon serves."""
@@ -222,6 +257,7 @@ async def _lifecycle(
     app[ENGINE] = daemon.engine
     app[PLUGINS] = daemon.plugins
     app[READY_CHECK] = daemon.ready
+    app[STORE_WRITER] = daemon.backend.writer
     app[SOCKETS] = EventSockets(
         daemon.bus,
         daemon.store,

@@ -21,8 +21,9 @@ from adapters import systemd
 from adapters.config import CONFIG_ENV_VAR, ConfigError, Settings, load_settings, settings_summary
 from adapters.daemon import build_app, new_instance_id
 from adapters.http.auth import tokens_from
-from adapters.http.keys import ACCESS, ENGINE, SOCKETS
+from adapters.http.keys import ACCESS, ENGINE, SOCKETS, STORE_WRITER
 from adapters.logging import AccessLog, configure_logging, set_level
+from adapters.sql.batching import GroupCommit
 from core.engine import Engine
 
 log = structlog.get_logger("cortexd.serve")
@@ -121,6 +122,7 @@ async def serve(
             tasks.start(systemd.watchdog_pings(notifier, watchdog_s), "watchdog")
         reload = _reload_on_hup(hup, notifier, runner.app, settings, config_path, environ)
         tasks.start(reload, "reload")
+        tasks.start(_fail_with(runner.app[STORE_WRITER]), "store-writer")
         if on_ready is not None:
             on_ready()
         await stop.wait()
@@ -162,6 +164,12 @@ class _Tasks:
         for task in self._tasks:
             if not task.cancelled():
                 task.result()  # re-raises what _done() logged: the exit status shows it
+
+
+async def _fail_with(writer: GroupCommit) -> None:
+    """Fails when the store's writer dies: the daemon stops and exits non-zero (its
+    supervisor starts it afresh) rather than serve on answering every write 503."""
+    raise await writer.died()
 
 
 def _sites(

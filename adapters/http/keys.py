@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from adapters.http.auth import Access
 from adapters.metrics import Metrics
+from adapters.sql.batching import GroupCommit
 from adapters.ws import EventSockets
 from core.engine import Engine
 from core.plugins import Plugins
 from core.service import WorkflowService
 
-ReadyCheck = Callable[[], Awaitable[dict[str, bool]]]
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What `/readyz` reports: each check passed or not, and why not, when known."""
+
+    checks: dict[str, bool]
+    detail: str | None = None
+
+
+ReadyCheck = Callable[[], Awaitable[Readiness]]
 
 SERVICE = web.AppKey("service", WorkflowService)
 ENGINE = web.AppKey("engine", Engine)
@@ -22,3 +33,5 @@ READY_CHECK = web.AppKey[ReadyCheck]("ready_check")
 SOCKETS = web.AppKey("sockets", EventSockets)
 ACCESS = web.AppKey("access", Access)
 METRICS = web.AppKey("metrics", Metrics)
+# The store's one writer: the daemon exits when it dies (adapters/serve.py).
+STORE_WRITER = web.AppKey("store_writer", GroupCommit)

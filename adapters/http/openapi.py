@@ -12,7 +12,7 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from adapters.http.inputs import RUN_ID_PATTERN, CreateRunBody, ExecuteBody, ResumeBody
@@ -81,8 +81,10 @@ class RunCounts(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
+    instance: str
     checks: dict[str, bool]
     runs: RunCounts
+    detail: str | None = Field(None, description="Why not ready, when known (a store fault).")
 
 
 _INPUTS: list[type[BaseModel]] = [GraphSpec, CreateRunBody, ExecuteBody, ResumeBody]
@@ -362,7 +364,7 @@ def _paths() -> dict[str, dict[str, JSON]]:
         },
         "/readyz": {
             "get": _operation(
-                "Whether the store answers and the engine takes runs",
+                "Whether the store answers and takes writes, and the engine takes runs",
                 (200, _json(_ref(Readiness), "Ready.")),
                 secured=False,
             )

@@ -188,20 +188,24 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    checks = await request.app[READY_CHECK]()
+    readiness = await request.app[READY_CHECK]()
+    checks = readiness.checks
     engine = request.app[ENGINE]
     runs: dict[str, Any] = {"running": engine.running, "queued": engine.queued}
     if checks.get("store"):
         store = await engine.counts()
         runs["queued"] = store.claimable
         runs["store"] = {"pending": store.pending, "running": store.running, "paused": store.paused}
-    body = {
-        "status": "ready" if all(checks.values()) else "not ready",
+    ready = all(checks.values())
+    body: dict[str, Any] = {
+        "status": "ready" if ready else "not ready",
         "instance": engine.instance,
         "checks": checks,
         "runs": runs,
     }
-    return reply(body, status=200 if all(checks.values()) else 503)
+    if not ready and readiness.detail:
+        body["detail"] = readiness.detail
+    return reply(body, status=200 if ready else 503)
 
 
 async def event_socket(request: web.Request) -> web.StreamResponse:

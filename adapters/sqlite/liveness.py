@@ -41,8 +41,14 @@ class InstanceLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 self._path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                # A read-only or failing file system: the file stays, but the lock goes with
+                # the descriptor, and a lock anyone can take is a dead instance's anyway.
+                log.warning("instance_lock_not_removed", path=str(self._path), error=str(exc))
             os.close(self._fd)
             self._fd = None
 

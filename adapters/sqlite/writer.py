@@ -17,12 +17,25 @@ Nothing that can take long runs on the loop: SQLite's automatic WAL checkpoint (
 pages into the database file and fsyncs it, inside whichever COMMIT crosses the threshold) is
 off for this connection, and the writer runs a PASSIVE checkpoint on its thread after every
 `checkpoint_every` writes instead (and `journal_size_limit` trims the WAL file after one).
+
+**Faults of the file system** (`store_error`). SQLite's error says what failed: a full disk
+(SQLITE_FULL) is `StoreFull` (507), a file system that will not take writes (read-only, I/O
+errors, a file it cannot open, another process holding the lock past the busy timeout) is
+`StoreUnavailable` (503). Either one fails the whole batch, not just the operation that met
+it: the next operation would meet it too, and SQLite may already have rolled the transaction
+back. A corrupt file (SQLITE_CORRUPT, SQLITE_NOTADB) or a database file replaced or deleted
+under the daemon (found by `verify`: the path no longer names the file the writer opened;
+SQLite itself does not notice in WAL mode, and would go on writing to a file no one will
+read) is `WriterDied`: the writer stops, and the daemon exits for its supervisor to start it
+afresh on whatever the path holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -32,14 +45,20 @@ from typing import Any
 
 import structlog
 
-from adapters.sql.batching import GroupCommit, Item, Outcome
+from adapters.sql.batching import GroupCommit, Item, Outcome, WriterDied
 from adapters.sql.tx import JSON, Dialect, Op, run_sync
+from adapters.sql.tx import Tx as AnyTx
 from adapters.sqlite.db import BUSY_TIMEOUT_MS, PRAGMAS
 from core.domain import Event
+from core.errors import StoreFull, StoreUnavailable
 from core.events import Published
 
 log = structlog.get_logger("cortexd.sqlite")
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+# After a full disk, writes count as back once its file system has this much room again. A
+# disk filled to the brim still takes a write now and then (in space a failed one had the
+# WAL file take), which must not make `/readyz` flap.
+ROOM_AFTER_FULL_BYTES = 1 << 20
 
 SQLITE = Dialect(
     now="((julianday('now') - 2440587.5) * 86400.0)",
@@ -114,11 +133,32 @@ class Writer(GroupCommit):
         self._since_checkpoint = 0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._wrote = False  # whether the last transaction committed changed any row
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._thread, _open, self._path)
+        self._file = _identity(self._path)
         self._start()
+
+    def cleared(self, fault: StoreUnavailable) -> bool:
+        if not self._wrote:  # nothing reached the file: it may refuse writes still
+            return False
+        if not isinstance(fault, StoreFull):
+            return True
+        try:
+            room = os.statvfs(self._path.parent)
+        except OSError:
+            return False
+        return room.f_bavail * room.f_frsize >= ROOM_AFTER_FULL_BYTES
+
+    async def verify(self) -> None:
+        if self._file is not None and _identity(self._path) != self._file:
+            raise WriterDied(
+                f"the database file {self._path} was replaced or deleted while this daemon "
+                "had it open: its writes would go to a file nobody reads"
+            )
 
     async def close(self) -> None:
         """Commit everything submitted so far, then stop and close the connection."""
@@ -129,6 +169,15 @@ class Writer(GroupCommit):
         self._thread.shutdown(wait=True)
 
     async def apply(self, batch: Sequence[Item]) -> tuple[list[Outcome], list[Published]]:
+        try:
+            return await self._apply(batch)
+        except sqlite3.Error as exc:
+            fault = store_error(exc, self._path)
+            if fault is None:
+                raise
+            raise fault from exc
+
+    async def _apply(self, batch: Sequence[Item]) -> tuple[list[Outcome], list[Published]]:
         ops = [item.op for item in batch]
         if len(ops) <= self._inline_max and all(item.small for item in batch):
             applied = self._apply_batch(ops, wait_for_lock=False)  # None: locked
@@ -165,6 +214,7 @@ class Writer(GroupCommit):
             raise RuntimeError("the writer's connection is not open")
         tx = Tx(conn)
         outcomes: list[Outcome] = []
+        changes = conn.total_changes
         if wait_for_lock:
             _begin_waiting(conn)
         elif not _begin_now(conn):
@@ -176,6 +226,8 @@ class Writer(GroupCommit):
                 try:
                     result = run_sync(op(tx))
                 except Exception as exc:
+                    if isinstance(exc, sqlite3.Error) and store_error(exc, self._path):
+                        raise  # the file system, not the operation: the whole batch fails
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     del tx.events[mark:]
@@ -184,11 +236,64 @@ class Writer(GroupCommit):
                 conn.execute("RELEASE op")
                 outcomes.append((result, None))
             conn.execute("COMMIT")
+            self._wrote = conn.total_changes != changes
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                # SQLite may have rolled back already (after a full disk, an I/O error); a
+                # failing ROLLBACK must not hide the error that made it necessary.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
         return outcomes, tx.events
+
+
+_FULL = {sqlite3.SQLITE_FULL}
+_UNAVAILABLE = {
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_NOMEM,
+    sqlite3.SQLITE_PROTOCOL,
+}
+_FATAL = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+
+def store_error(exc: sqlite3.Error, path: Path) -> StoreUnavailable | None:
+    """What a write that failed with `exc` tells the client and the writer: None when it is
+    the operation's own error (a constraint, a bug), not the store's."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    name = getattr(exc, "sqlite_errorname", str(code))
+    primary = code & 0xFF
+    if primary in _FULL:
+        return StoreFull(f"the store's disk is full: cannot write {path} ({exc})")
+    if primary in _FATAL:
+        return WriterDied(f"the database {path} is damaged ({exc}, {name})")
+    if primary in _UNAVAILABLE:
+        return StoreUnavailable(f"the store cannot take writes: {path}: {exc} ({name})")
+    return None
+
+
+def probe_for(instance: str) -> Op:
+    """The writer's probe on SQLite: this daemon's row of `instances` written back as it is
+    (it exists while the daemon lives). Like any change it appends a page to the WAL file,
+    so it fails while a real write would."""
+
+    async def probe(tx: AnyTx) -> None:
+        await tx.execute("UPDATE instances SET pid = pid WHERE id = ?", (instance,))
+
+    return probe
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino)
 
 
 def _begin_now(conn: sqlite3.Connection) -> bool:
@@ -212,7 +317,9 @@ def _begin_waiting(conn: sqlite3.Connection) -> None:
     pause = 0.0001
     while not _begin_now(conn):
         if time.monotonic() > deadline:
-            raise sqlite3.OperationalError("database is locked")
+            raise StoreUnavailable(
+                f"the database is locked by another process for more than {BUSY_TIMEOUT_MS} ms"
+            )
         time.sleep(pause)
         pause = min(pause * 2, 0.005)
 

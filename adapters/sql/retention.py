@@ -1,0 +1,186 @@
+"""Retention of finished runs and of checkpoints nothing will resume from, once per database
+(a duty: run by whichever daemon holds the store's `duties`, like event pruning), on both
+databases.
+
+A pass walks the runs in creation order (`runs.seq`), a few hundred per transaction, each
+deciding on the rows as they stand inside its write (a run executed again meanwhile is not a
+finished one any more):
+
+- **Checkpoints nothing resumes from.** A cancelled run is never resumed from its checkpoints
+  (`execute` starts it afresh and drops them): they all go. A failed run is resumed from its
+  newest checkpoint only (`execute` continues from the failure point, with the writes its
+  successful siblings left on that checkpoint): it keeps the newest
+  `[storage] checkpoint_retention`, as a completed run does at its completion.
+- **Finished runs** (`[storage] finished_run_retention_days` > 0): a completed, failed or
+  cancelled run that finished longer ago than that is deleted with its node states,
+  checkpoints, their writes and any kept answer. The walk stops at the first run created after
+  the cutoff (no later run can have finished before it). Its events stay until
+  `[events] retention_days` prunes them (a prefix of the log: never holes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+import structlog
+
+from adapters.sql.tx import Tx, Writes
+from core.background import Background
+
+log = structlog.get_logger("cortexd.housekeeping")
+BATCH = 200
+FINISHED = ("completed", "failed", "cancelled")
+
+
+@dataclass
+class Pass:
+    checkpoints_pruned: int = 0  # runs whose checkpoints were pruned
+    runs_deleted: int = 0
+
+
+async def prune_resumable_checkpoints(tx: Tx, after: int, keep: int) -> tuple[int, int]:
+    """Of the failed and cancelled runs after `after` (a seq), a batch: cancelled ones lose
+    every checkpoint, failed ones keep the newest `keep` (0: all). Returns (the last seq
+    looked at, 0 when none was; how many runs lost checkpoints)."""
+    rows = await tx.fetchall(
+        "SELECT seq, id, status FROM runs WHERE status IN ('failed', 'cancelled') AND seq > ? "
+        "ORDER BY seq LIMIT ?",
+        (after, BATCH),
+    )
+    pruned = 0
+    for _, run_id, status in rows:
+        if status == "cancelled":
+            gone = await tx.execute("DELETE FROM checkpoints WHERE thread_id = ?", (run_id,))
+            await tx.execute("DELETE FROM writes WHERE thread_id = ?", (run_id,))
+        elif keep > 0:
+            kept = (
+                "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? "
+                "ORDER BY checkpoint_id DESC LIMIT ?"
+            )
+            gone = await tx.execute(
+                f"DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id NOT IN ({kept})",
+                (run_id, run_id, keep),
+            )
+            await tx.execute(
+                f"DELETE FROM writes WHERE thread_id = ? AND checkpoint_id NOT IN ({kept})",
+                (run_id, run_id, keep),
+            )
+        else:
+            gone = 0
+        pruned += gone > 0
+    return (int(rows[-1][0]) if rows else 0), pruned
+
+
+async def delete_finished_runs(tx: Tx, after: int, cutoff: datetime) -> tuple[int, int]:
+    """Of the runs after `after` (a seq), a batch: those finished before `cutoff` are deleted
+    with everything kept for them. Returns (the last seq looked at, 0 when the walk is done;
+    how many runs were deleted)."""
+    rows = await tx.fetchall(
+        "SELECT seq, id, status, body FROM runs WHERE seq > ? ORDER BY seq LIMIT ?",
+        (after, BATCH),
+    )
+    doomed: list[str] = []
+    last = 0
+    for seq, run_id, status, body in rows:
+        run = json.loads(body)
+        if _at(run.get("created_at")) >= cutoff:
+            return 0, await _delete(tx, doomed)  # none created later can have finished before
+        last = int(seq)
+        finished = _at(run.get("finished_at"))
+        if status in FINISHED and finished < cutoff:
+            doomed.append(run_id)
+    return last, await _delete(tx, doomed)
+
+
+async def _delete(tx: Tx, run_ids: Sequence[str]) -> int:
+    if not run_ids:
+        return 0
+    marks = ",".join("?" * len(run_ids))
+    for sql in (
+        f"DELETE FROM checkpoints WHERE thread_id IN ({marks})",
+        f"DELETE FROM writes WHERE thread_id IN ({marks})",
+        f"DELETE FROM node_states WHERE run_id IN ({marks})",
+        f"DELETE FROM run_resumes WHERE run_id IN ({marks})",
+    ):
+        await tx.execute(sql, tuple(run_ids))
+    # Decided on the row as it stands: a run executed again since it was read is kept.
+    placeholders = ",".join("?" * len(FINISHED))
+    return await tx.execute(
+        f"DELETE FROM runs WHERE id IN ({marks}) AND status IN ({placeholders})",
+        (*run_ids, *FINISHED),
+    )
+
+
+_NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _at(value: object) -> datetime:
+    """A stored timestamp (ISO 8601, `Z` or an offset); a missing one sorts last."""
+    if not isinstance(value, str):
+        return _NEVER
+    stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+class Retention:
+    """The duty: a pass at start and then every `interval_s` (at most an hour; a tenth of the
+    retention when that is shorter, so the store stays within about 110 % of it)."""
+
+    def __init__(
+        self, writer: Writes, finished_run_retention_days: float, keep_checkpoints: int
+    ) -> None:
+        self._writer = writer
+        self._retention = (
+            timedelta(days=finished_run_retention_days) if finished_run_retention_days else None
+        )
+        self._keep = keep_checkpoints
+        span = self._retention.total_seconds() / 10 if self._retention else 3600.0
+        self.interval_s = max(1.0, min(3600.0, span))
+        self._background = Background("retention")
+
+    async def start(self) -> None:
+        self._background.start(self._run())
+
+    async def stop(self) -> None:
+        await self._background.stop()
+
+    async def pass_once(self, now: datetime | None = None) -> Pass:
+        done = Pass()
+        seq = 0
+        while True:
+            seq, pruned = await self._writer.write(
+                partial(prune_resumable_checkpoints, after=seq, keep=self._keep)
+            )
+            done.checkpoints_pruned += pruned
+            if seq == 0:
+                break
+        if self._retention is not None:
+            cutoff = (now or datetime.now(UTC)) - self._retention
+            seq = 0
+            while True:
+                seq, deleted = await self._writer.write(
+                    partial(delete_finished_runs, after=seq, cutoff=cutoff)
+                )
+                done.runs_deleted += deleted
+                if seq == 0:
+                    break
+        if done.checkpoints_pruned or done.runs_deleted:
+            log.info(
+                "retention_pass",
+                runs_deleted=done.runs_deleted,
+                runs_checkpoints_pruned=done.checkpoints_pruned,
+            )
+        return done
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.pass_once()
+            except Exception:  # the store failed: tried again at the next interval
+                log.exception("retention_pass_failed")
+            await asyncio.sleep(self.interval_s)
