@@ -55,15 +55,19 @@ async def prune_resumable_checkpoints(tx: Tx, after: int, keep: int) -> tuple[in
     pruned = 0
     for _, run_id, status in rows:
         if status == "cancelled":
-            gone = await tx.execute("DELETE FROM checkpoints WHERE thread_id = ?", (run_id,))
+            gone = await _count(
+                tx, "DELETE FROM checkpoints WHERE thread_id = ? RETURNING 1", (run_id,)
+            )
             await tx.execute("DELETE FROM writes WHERE thread_id = ?", (run_id,))
         elif keep > 0:
             kept = (
                 "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? "
                 "ORDER BY checkpoint_id DESC LIMIT ?"
             )
-            gone = await tx.execute(
-                f"DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id NOT IN ({kept})",
+            gone = await _count(
+                tx,
+                f"DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id NOT IN ({kept}) "
+                "RETURNING 1",
                 (run_id, run_id, keep),
             )
             await tx.execute(
@@ -110,10 +114,16 @@ async def _delete(tx: Tx, run_ids: Sequence[str]) -> int:
         await tx.execute(sql, tuple(run_ids))
     # Decided on the row as it stands: a run executed again since it was read is kept.
     placeholders = ",".join("?" * len(FINISHED))
-    return await tx.execute(
-        f"DELETE FROM runs WHERE id IN ({marks}) AND status IN ({placeholders})",
+    return await _count(
+        tx,
+        f"DELETE FROM runs WHERE id IN ({marks}) AND status IN ({placeholders}) RETURNING 1",
         (*run_ids, *FINISHED),
     )
+
+
+async def _count(tx: Tx, sql: str, params: Sequence[object]) -> int:
+    """How many rows a `... RETURNING` statement changed (`Tx.execute` returns nothing)."""
+    return len(await tx.fetchall(sql, params))
 
 
 _NEVER = datetime.max.replace(tzinfo=UTC)
