@@ -39,8 +39,10 @@ from typing import Any
 import psycopg
 import structlog
 
-from adapters.postgres.db import connect, reason
+from adapters.postgres.db import reason
+from adapters.postgres.eager import EagerConnection, connect_eager
 from adapters.sql.batching import GroupCommit, Item, Outcome
+from adapters.sql.execution import Fenced
 from adapters.sql.runs import FENCE
 from adapters.sql.tx import JSON, Dialect, Op
 from core.domain import Event
@@ -95,6 +97,9 @@ _FLUSH = (
     "head AS (UPDATE event_head SET seq = %s) "
     f"SELECT pg_notify('{CHANNEL}', %s)"
 )
+
+
+_FENCES = "SELECT id, owner, epoch FROM runs WHERE id = ANY(%s)"
 
 
 class PgTx:
@@ -200,11 +205,11 @@ class PgWriter(GroupCommit):
         )
         self._url = url
         self._available = available
-        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._conn: EagerConnection | None = None
         self.reconnects = 0
 
     async def start(self) -> None:
-        self._conn = await connect(self._url)
+        self._conn = await connect_eager(self._url)
         self._start()
 
     async def close(self) -> None:
@@ -221,7 +226,7 @@ class PgWriter(GroupCommit):
     async def after_commit(self, batch: Sequence[Item]) -> None:
         """Nothing: the server does its own checkpoints."""
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+    async def _connection(self) -> EagerConnection:
         conn = self._conn
         if conn is not None and not conn.closed and not conn.broken:
             return conn
@@ -231,7 +236,7 @@ class PgWriter(GroupCommit):
         if not self._available():
             raise StoreUnavailable("the database is unavailable: this daemon lost its session")
         try:
-            self._conn = await connect(self._url)
+            self._conn = await connect_eager(self._url)
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"the database is unavailable: {reason(exc)}") from exc
         self.reconnects += 1
@@ -263,10 +268,13 @@ class PgWriter(GroupCommit):
         statement."""
         conn = await self._connection()
         try:
-            if pipelined:
-                async with conn.pipeline():
-                    return await self._transaction(conn, ops, pipelined)
-            return await self._transaction(conn, ops, pipelined)
+            try:
+                if pipelined:
+                    async with conn.pipeline():
+                        return await self._transaction(conn, ops, pipelined)
+                return await self._transaction(conn, ops, pipelined)
+            finally:
+                conn.eager = False
         except _OpFailed:
             await self._roll_back(conn)
             raise
@@ -291,13 +299,25 @@ class PgWriter(GroupCommit):
             raise
 
     async def _transaction(
-        self, conn: psycopg.AsyncConnection[Any], ops: list[Op], pipelined: bool
+        self, conn: EagerConnection, ops: list[Op], pipelined: bool
     ) -> tuple[list[Any], list[Published]]:
+        # From the moment the head may be granted, every daemon waits on this transaction:
+        # its answers are waited for on the spot (`adapters.postgres.eager`), not behind the
+        # loop's other tasks.
+        conn.eager = True
         await conn.execute("BEGIN")
-        cursor = await conn.execute("SELECT seq FROM event_head FOR UPDATE")
-        row = await cursor.fetchone()  # BEGIN and the head: one round trip
+        head = await conn.execute("SELECT seq FROM event_head FOR UPDATE")
+        # The leases the batch's operations are fenced by, read once, under the head's lock
+        # (nothing but this transaction changes them until it commits).
+        leased = list({op.lease.run_id for op in ops if isinstance(op, Fenced)})
+        fences = await conn.execute(_FENCES, (leased,)) if leased else None
+        row = await head.fetchone()  # BEGIN, the head and the fences: one round trip
         assert row is not None  # the migration stores the head's one row
         tx = PgTx(conn, int(row[0]))
+        if fences is not None:
+            tx.fences = dict.fromkeys(leased)
+            for run_id, owner, epoch in await fences.fetchall():
+                tx.fences[run_id] = (owner, epoch)
         results = []
         for index, op in enumerate(ops):
             try:
@@ -309,6 +329,9 @@ class PgWriter(GroupCommit):
             except Exception as exc:
                 raise _OpFailed(index, exc) from exc
         await tx.flush()
+        # The server lets go of the head as it commits, whenever its answer is read: that
+        # wait (the WAL's flush) may go through the loop.
+        conn.eager = False
         await conn.execute("COMMIT")  # pipelined: its answer is awaited as the pipeline ends
         return results, tx.events
 

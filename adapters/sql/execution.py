@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
@@ -66,12 +67,7 @@ class SqlExecution:
 
     def fenced(self, op: Op) -> Op:
         """`op` done only while the lease holds (LeaseLost otherwise, and nothing written)."""
-
-        async def guarded(tx: Tx) -> object:
-            await runs.fence(tx, self._lease)
-            return await op(tx)
-
-        return guarded
+        return Fenced(self._lease, op)
 
     def take_riders(self, task_id: str) -> list[Op]:
         return self._riders.pop(task_id, [])
@@ -86,6 +82,19 @@ class SqlExecution:
                 now=now,
             )
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Fenced:
+    """An operation done only while `lease` holds. A writer may read the fences of a whole
+    batch at once (`adapters.postgres.writer`)."""
+
+    lease: Lease
+    op: Op
+
+    async def __call__(self, tx: Tx) -> object:
+        await runs.fence(tx, self.lease)
+        return await self.op(tx)
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

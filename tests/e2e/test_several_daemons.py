@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import json
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -135,6 +136,42 @@ def assert_gap_free(db: Shared) -> None:
     assert seqs == list(range(1, len(seqs) + 1)), "the event log has a gap"
 
 
+class Watcher:
+    """A WebSocket client of one daemon, from seq 0, receiving on a thread of its own."""
+
+    def __init__(self, daemon: DaemonProcess) -> None:
+        self.url = f"{daemon.url}/api/projects/acme/ws?since=0"
+        self.received: list[dict[str, Any]] = []
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._watch()), daemon=True)
+        self._thread.start()
+        assert self.connected.wait(30), "the WebSocket did not connect"
+
+    async def _watch(self) -> None:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(self.url, heartbeat=5) as ws,
+        ):
+            self.connected.set()
+            while not self._stop.is_set():
+                try:
+                    message = await ws.receive(timeout=0.2)
+                except TimeoutError:
+                    continue
+                if message.type is not aiohttp.WSMsgType.TEXT:
+                    raise AssertionError(f"the socket ended: {message}")
+                self.received.append(json.loads(message.data))
+
+    def last_seq(self) -> int:
+        return self.received[-1]["seq"] if self.received else 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        assert not self._thread.is_alive()
+
+
 def test_two_daemons_share_the_work_and_one_survives_the_others_kill_9(
     pair: tuple[DaemonProcess, DaemonProcess], shared: Shared
 ) -> None:
@@ -145,6 +182,7 @@ def test_two_daemons_share_the_work_and_one_survives_the_others_kill_9(
     ids = {instance(a), instance(b)}
     assert len(ids) == 2
     assert a.request("POST", f"{P}/graphs", chain("five", 0.3))[0] == 201
+    watcher = Watcher(b)  # the survivor's client: it must see every event of every run once
     runs = submit(a, "five", 20) + submit(b, "five", 20)
     until(lambda: len(completions(db)) >= 40, what="40 nodes completed")
     before = set(completions(db))
@@ -172,6 +210,13 @@ def test_two_daemons_share_the_work_and_one_survives_the_others_kill_9(
     recovered = [r for (r,) in db.query("SELECT recoveries FROM runs") if r]
     assert recovered, "the killed daemon's runs were taken back"
     assert "recovering_runs" in b.log()
+    stored = db.events()
+    until(lambda: watcher.last_seq() >= stored[-1][0], what="the client has the whole log")
+    watcher.stop()
+    got = [(e["seq"], e["type"], e.get("run_id")) for e in watcher.received]
+    final = [(seq, t, body.get("run_id")) for seq, t, body in db.events()]
+    # Up to the last event of the runs at least, and nothing but what is stored, in order.
+    assert got == final[: len(got)], "the survivor's client missed, repeated or reordered one"
     print(f"all runs completed {took:.1f} s after the kill (lease_s = {LEASE_S})")
 
 

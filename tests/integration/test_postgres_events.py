@@ -21,6 +21,7 @@ from adapters.postgres import db as pg_db
 from adapters.postgres.store import PgStore
 from adapters.postgres.writer import PgTx, PgWriter
 from adapters.sql import runs
+from adapters.sql.execution import Fenced
 from adapters.sql.tx import Tx
 from core.domain import Event, EventType
 from core.errors import LeaseLost
@@ -197,3 +198,20 @@ async def test_a_fence_sees_every_owner_change_made_earlier_in_its_own_transacti
         # committed: the first read, and the one after `take` (`let_go`'s was refused).
         assert results[-1] == 2
         assert writer.commits == 2
+
+        # Fenced operations: their leases are read with the head, all at once, and forgotten
+        # the same way.
+        async def nothing(tx: Tx) -> None:
+            pass
+
+        current = Lease("r1", "me", 4)
+        ops = [
+            Fenced(current, nothing),
+            Fenced(current, reads),  # no read of its own: known from the start
+            let_go,
+            Fenced(current, nothing),  # refused
+            Fenced(Lease("r2", "me", 1), nothing),  # no such run: refused
+        ]
+        results = await asyncio.gather(*(writer.submit(op) for op in ops), return_exceptions=True)
+        assert results[1] == 0
+        assert [i for i, r in enumerate(results) if isinstance(r, LeaseLost)] == [3, 4]
