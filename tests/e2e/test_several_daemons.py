@@ -26,6 +26,7 @@ pytestmark = pytest.mark.e2e
 P = "/api/projects/acme/workflows"
 NODES = ("n1", "n2", "n3", "n4", "n5")
 LEASE_S = 3
+SHORT = ("n1", "n2", "n3", "n4", "n5", "n6")
 FINISHED = "workflow.run.completed"
 
 
@@ -255,7 +256,9 @@ def test_commands_given_to_one_daemon_act_on_the_run_the_other_executes(
     a.start()
     db = shared
     assert a.request("POST", f"{P}/graphs", chain("long", 30.0, ("n1", "n2")))[0] == 201
-    assert a.request("POST", f"{P}/graphs", chain("short", 1.0, ("n1", "n2", "n3")))[0] == 201
+    # Six 2 s nodes: still running when b is up and asked to pause it, even on a busy machine
+    # where b's start takes seconds (three 1 s nodes had finished by then).
+    assert a.request("POST", f"{P}/graphs", chain("short", 2.0, SHORT))[0] == 201
     [long_run] = submit(a, "long", 1)
     [short_run] = submit(a, "short", 1)
     until(lambda: status_of(a, long_run) == status_of(a, short_run) == "running", what="running")
@@ -286,7 +289,7 @@ def test_commands_given_to_one_daemon_act_on_the_run_the_other_executes(
     assert b.request("POST", f"{P}/runs/{short_run}/resume")[0] == 200
     until(lambda: status_of(a, short_run) == "completed", what="resumed run completed")
     done = completions(db)
-    assert all(done[(short_run, n)] == 1 for n in ("n1", "n2", "n3"))
+    assert all(done[(short_run, n)] == 1 for n in SHORT)
 
 
 def _since(start: float, stamp: str) -> float:
