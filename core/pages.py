@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,8 @@ MAX_CURSOR_CHARS = 512
 _INT64 = (-(2**63), 2**63 - 1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+# Strictly the alphabet: Python's decoder would skip any other character.
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +74,7 @@ def encode_cursor(kind: str, *position: int | str) -> str:
 def decode_cursor(kind: str, cursor: str, shape: Sequence[type]) -> list[Any]:
     """The position a cursor of list `kind` holds, checked against `shape` (int or str per
     element); InvalidCursor for anything this server did not make."""
-    if len(cursor) > MAX_CURSOR_CHARS or not cursor.isascii():
+    if len(cursor) > MAX_CURSOR_CHARS or not _BASE64URL.fullmatch(cursor):
         raise InvalidCursor()
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
