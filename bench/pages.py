@@ -32,15 +32,19 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import urlencode
 
 import common
 import psycopg
 from common import DaemonProcess, choose_backend, emit, fresh_store
 
-from core.pages import encode_cursor
+from adapters.sql import pages as sql_pages
+from core.domain import RunStatus
+from core.pages import RunFilter, encode_cursor
 
 PROJECT = "bench"
 API = f"/api/projects/{PROJECT}/workflows"
@@ -230,52 +234,89 @@ def page_ms(port: int, path: str, repeat: int) -> dict[str, Any]:
     }
 
 
-def kinds(storage: dict[str, str], size: int, base_us: int) -> dict[str, str]:
+@dataclass(frozen=True)
+class Kind:
+    """A page: the filters, the cursor it starts after, its limit."""
+
+    filters: RunFilter
+    cursor: str | None = None
+    limit: int = 50
+
+    @property
+    def path(self) -> str:
+        f = self.filters
+        query = {
+            "workflow_id": f.workflow_id,
+            "status": ",".join(sorted(f.statuses)) or None,
+            "created_after": f.created_after and f.created_after.isoformat(),
+            "created_before": f.created_before and f.created_before.isoformat(),
+            "limit": str(self.limit),
+            "cursor": self.cursor,
+        }
+        return f"{API}/runs?{urlencode({k: v for k, v in query.items() if v is not None})}"
+
+    def sql(self, postgres: bool) -> tuple[str, list[Any]]:
+        hint = (lambda index: "") if postgres else (lambda index: f"INDEXED BY {index}")
+        return sql_pages.runs_query(PROJECT, self.filters, self.limit, self.cursor, hint)
+
+
+def kinds(storage: dict[str, str], size: int, base_us: int) -> dict[str, Kind]:
     """The pages asked for at `size` runs: newest, deep (a cursor in the middle, near the
     oldest), filtered by status (one, two merged, a rare one), by graph and status, and a
     window of creation times."""
     middle, oldest = position(storage, size // 2), position(storage, 100)
 
-    def iso(index: int) -> str:
-        seconds, us = divmod(base_us + index * SPACING_US, 1_000_000)
-        moment = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        return quote(f"{moment}.{us:06d}Z")
+    def moment(index: int) -> datetime:
+        return datetime.fromtimestamp((base_us + index * SPACING_US) / 1_000_000, UTC)
 
+    def status(*names: RunStatus) -> RunFilter:
+        return RunFilter(statuses=frozenset(names))
+
+    failed, cancelled = RunStatus.FAILED, RunStatus.CANCELLED
+    graph_completed = RunFilter(workflow_id="g3", statuses=frozenset({RunStatus.COMPLETED}))
+    window = RunFilter(created_after=moment(size * 2 // 5), created_before=moment(size * 3 // 5))
     return {
-        "newest_50": f"{API}/runs?limit=50",
-        "newest_1000": f"{API}/runs?limit=1000",
-        "middle_50": f"{API}/runs?limit=50&cursor={middle}",
-        "near_oldest_50": f"{API}/runs?limit=50&cursor={oldest}",
-        "failed_50": f"{API}/runs?status=failed&limit=50",
-        "failed_or_cancelled_middle_50": f"{API}/runs?status=failed,cancelled&limit=50"
-        f"&cursor={middle}",
-        "paused_50": f"{API}/runs?status=paused&limit=50",
-        "graph_completed_middle_50": f"{API}/runs?workflow_id=g3&status=completed&limit=50"
-        f"&cursor={middle}",
-        "created_window_50": f"{API}/runs?created_after={iso(size * 2 // 5)}"
-        f"&created_before={iso(size * 3 // 5)}&limit=50",
+        "newest_50": Kind(RunFilter()),
+        "newest_1000": Kind(RunFilter(), limit=1000),
+        "middle_50": Kind(RunFilter(), middle),
+        "near_oldest_50": Kind(RunFilter(), oldest),
+        "failed_50": Kind(status(failed)),
+        "failed_or_cancelled_middle_50": Kind(status(failed, cancelled), middle),
+        "paused_50": Kind(status(RunStatus.PAUSED)),
+        "graph_completed_middle_50": Kind(graph_completed, middle),
+        "created_window_50": Kind(window),
     }
 
 
-def plans(storage: dict[str, str], daemon_kinds: dict[str, str]) -> dict[str, list[str]]:
-    """The database's plan of the newest page and of a merged, filtered deep one."""
-    from adapters.sql import pages as sql_pages
-    from core.domain import RunStatus
-    from core.pages import RunFilter
-
+def store_ms(storage: dict[str, str], kind: Kind, repeat: int) -> float:
+    """Median time of the page's own SQL on one connection of the benchmark (no HTTP)."""
     postgres = "url" in storage
-    cursor = daemon_kinds["middle_50"].rsplit("cursor=", 1)[1]
-    asked = {
-        "newest_50": (RunFilter(), None),
-        "failed_or_cancelled_middle_50": (
-            RunFilter(statuses=frozenset({RunStatus.FAILED, RunStatus.CANCELLED})),
-            cursor,
-        ),
-    }
+    sql, params = kind.sql(postgres)
+    times = []
+    if postgres:
+        with psycopg.connect(storage["url"], autocommit=True) as conn:
+            query = sql.replace("?", "%s").encode()
+            for n in range(repeat + 3):
+                begun = time.perf_counter()
+                conn.execute(query, params).fetchall()
+                if n >= 3:
+                    times.append((time.perf_counter() - begun) * 1000)
+    else:
+        with sqlite3.connect(storage["path"]) as conn:
+            for n in range(repeat + 3):
+                begun = time.perf_counter()
+                conn.execute(sql, params).fetchall()
+                if n >= 3:
+                    times.append((time.perf_counter() - begun) * 1000)
+    return round(statistics.median(times), 4)
+
+
+def plans(storage: dict[str, str], asked: dict[str, Kind]) -> dict[str, list[str]]:
+    """The database's plan of the newest page and of a merged, filtered deep one."""
+    postgres = "url" in storage
     found = {}
-    for name, (filters, at) in asked.items():
-        hint = (lambda index: "") if postgres else (lambda index: f"INDEXED BY {index}")
-        sql, params = sql_pages.runs_query(PROJECT, filters, 50, at, hint)
+    for name in ("newest_50", "failed_or_cancelled_middle_50"):
+        sql, params = asked[name].sql(postgres)
         explain = "EXPLAIN (COSTS OFF) " if postgres else "EXPLAIN QUERY PLAN "
         rows = _query(storage, explain + sql, tuple(params))
         found[name] = [str(row[0] if postgres else row[3]) for row in rows]
@@ -332,7 +373,9 @@ def measure(sizes: list[int], repeat: int, starts: int) -> dict[str, Any]:
                     startups.append(startup)
             asked = kinds(storage, size, base_us)
             with started(daemon):
-                timings = {name: page_ms(daemon.port, path, repeat) for name, path in asked.items()}
+                timings = {name: page_ms(daemon.port, k.path, repeat) for name, k in asked.items()}
+            for name, kind in asked.items():
+                timings[name]["store_median_ms"] = store_ms(storage, kind, repeat)
             result: dict[str, Any] = {
                 "runs": size,
                 "insert_s": round(insert_s, 1),
@@ -347,17 +390,24 @@ def measure(sizes: list[int], repeat: int, starts: int) -> dict[str, Any]:
             results.append(result)
             print(f"{size} runs: ready {result['readyz_s']} s", file=sys.stderr, flush=True)
     small, large = results[0], results[-1]
-    ratios = {
-        name: round(large["pages"][name]["median_ms"] / small["pages"][name]["median_ms"], 2)
-        for name in small["pages"]
-    }
+
+    def ratios(field: str) -> dict[str, float]:
+        return {
+            name: round(large["pages"][name][field] / small["pages"][name][field], 2)
+            for name in small["pages"]
+        }
+
     return {
         "benchmark": "pages",
         "backend": common.BACKEND,
         "made_by": "bulk INSERT ... SELECT into the store a daemon migrated (see the docstring)",
         "repeat": repeat,
         "sizes": results,
-        f"page_ratio_{large['runs']}_to_{small['runs']}": ratios,
+        f"page_ratio_{large['runs']}_to_{small['runs']}": {
+            "http_median": ratios("median_ms"),
+            "http_p10": ratios("p10_ms"),
+            "store_median": ratios("store_median_ms"),
+        },
         "readyz_ratio": round(large["readyz_s"] / small["readyz_s"], 2),
         "readyz_s_at_largest": large["readyz_s"],
     }
@@ -367,7 +417,7 @@ def main() -> None:
     choose_backend()
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000,10000,100000,1000000")
-    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=100)
     parser.add_argument("--starts", type=int, default=3)
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))

@@ -63,9 +63,6 @@ def _run_id(request: web.Request) -> str:
     return _path_id(request, "run_id", "run", _RUN_ID)
 
 
-# -- graphs ------------------------------------------------------------------------------------
-
-
 def paged(request: web.Request, page: Page[Any]) -> web.Response:
     """A page as the JSON array it always was; `Link: rel="next"` (RFC 8288) when more exist:
     this request's URL, path and query, with the next cursor (a reference relative to it, so
@@ -79,6 +76,9 @@ def paged(request: web.Request, page: Page[Any]) -> web.Response:
 
 def _page_params(request: web.Request) -> tuple[int, str | None]:
     return _query_int(request, "limit", MAX_PAGE, 1, MAX_PAGE), query_value(request, "cursor")
+
+
+# -- graphs ------------------------------------------------------------------------------------
 
 
 async def list_graphs(request: web.Request) -> web.Response:
