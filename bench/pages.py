@@ -30,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -288,10 +288,15 @@ def kinds(storage: dict[str, str], size: int, base_us: int) -> dict[str, Kind]:
     }
 
 
-def store_ms(storage: dict[str, str], kind: Kind, repeat: int) -> float:
+def store_ms(
+    storage: dict[str, str],
+    kind: Kind,
+    repeat: int,
+    make_sql: Callable[[bool], tuple[str, list[Any]]] | None = None,
+) -> float:
     """Median time of the page's own SQL on one connection of the benchmark (no HTTP)."""
     postgres = "url" in storage
-    sql, params = kind.sql(postgres)
+    sql, params = (make_sql or kind.sql)(postgres)
     times = []
     if postgres:
         with psycopg.connect(storage["url"], autocommit=True) as conn:
@@ -309,6 +314,20 @@ def store_ms(storage: dict[str, str], kind: Kind, repeat: int) -> float:
                 if n >= 3:
                     times.append((time.perf_counter() - begun) * 1000)
     return round(statistics.median(times), 4)
+
+
+def offset_ms(storage: dict[str, str], size: int, repeat: int) -> float:
+    """For contrast, not used by cortexd: the middle page read with OFFSET (what keyset
+    avoids: every run before the page is read and thrown away)."""
+    sql = (
+        "SELECT created_us, seq, body, owner, epoch FROM runs WHERE project_id = ? "
+        "ORDER BY created_us DESC, seq DESC LIMIT 51 OFFSET ?"
+    )
+
+    def with_offset(postgres: bool) -> tuple[str, list[Any]]:
+        return sql, [PROJECT, size // 2]
+
+    return store_ms(storage, Kind(RunFilter()), repeat, with_offset)
 
 
 def plans(storage: dict[str, str], asked: dict[str, Kind]) -> dict[str, list[str]]:
@@ -383,6 +402,7 @@ def measure(sizes: list[int], repeat: int, starts: int) -> dict[str, Any]:
                 "readyz_s": round(statistics.median(s["readyz_s"] for s in startups), 3),
                 "readyz_s_each": [round(s["readyz_s"], 3) for s in startups],
                 "pages": timings,
+                "contrast_offset_middle_50_store_ms": offset_ms(storage, size, 5),
             }
             if size == max(sizes):
                 result["plans"] = plans(storage, asked)
