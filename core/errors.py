@@ -46,6 +46,16 @@ class ValidationFailed(CortexdError):
         self.problems = problems
 
 
+class InvalidCursor(CortexdError):
+    """A list's `cursor` that this server did not give (or gave for another list)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "query parameter 'cursor' is not one this server gave; "
+            'use the URL of the answer\'s Link rel="next", or leave the cursor out'
+        )
+
+
 class LimitExceeded(CortexdError):
     """An input is larger than a configured limit."""
 

@@ -15,8 +15,9 @@ from typing import Any, Protocol
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from core.domain import EventType, Graph, GraphSpec, NodeState, Run, RunStatus
+from core.domain import EventType, Graph, GraphSpec, NodeState, Run
 from core.events import Published
+from core.pages import MAX_PAGE, Page, RunFilter
 
 # Where LangGraph's run config carries the `RunExecution` whose lease fences the checkpoint
 # writes of that run, and whose node records ride along with them (see `Checkpoints`).
@@ -152,7 +153,12 @@ class Store(Protocol):
     committed events are handed, in `seq` order, to the listener the composition root set.
     """
 
-    async def list_graphs(self, project_id: str) -> list[Graph]: ...
+    async def list_graphs(
+        self, project_id: str, *, limit: int = MAX_PAGE, cursor: str | None = None
+    ) -> Page[Graph]:
+        """The project's graphs by id, `limit` at most, after `cursor` (InvalidCursor if it
+        is not one of this list's)."""
+        ...
 
     async def get_graph(
         self, project_id: str, graph_id: str, version: int | None = None
@@ -183,11 +189,14 @@ class Store(Protocol):
     async def list_runs(
         self,
         project_id: str,
-        workflow_id: str | None = None,
-        status: RunStatus | None = None,
-        limit: int = 1000,
-    ) -> list[Run]:
-        """Newest first."""
+        filters: RunFilter | None = None,
+        *,
+        limit: int = MAX_PAGE,
+        cursor: str | None = None,
+    ) -> Page[Run]:
+        """The project's runs that match `filters`, newest first (by `created_at`, the order
+        of creation among equal times), `limit` at most, after `cursor` (InvalidCursor if it
+        is not one of this list's). A page costs the same however many runs are stored."""
         ...
 
     async def change_run(

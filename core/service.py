@@ -15,6 +15,7 @@ from core.domain import Graph, NodeState, NodeStatus, Run, RunStatus
 from core.engine import Engine
 from core.errors import LimitExceeded, NotFound, Problem, ValidationFailed
 from core.nodes import NodeType
+from core.pages import MAX_PAGE, Page, RunFilter
 from core.ports import Claim, Clock, Store
 from core.validation import GraphLimits, parse_graph, validate_graph
 
@@ -53,8 +54,10 @@ class WorkflowService:
 
     # -- graphs ----------------------------------------------------------------------------
 
-    async def list_graphs(self, project_id: str) -> list[Graph]:
-        return await self._store.list_graphs(project_id)
+    async def list_graphs(
+        self, project_id: str, limit: int = MAX_PAGE, cursor: str | None = None
+    ) -> Page[Graph]:
+        return await self._store.list_graphs(project_id, limit=limit, cursor=cursor)
 
     async def get_graph(self, project_id: str, graph_id: str, version: int | None = None) -> Graph:
         """The graph's current version, or `version` (kept also after an edit or a delete,
@@ -133,9 +136,14 @@ class WorkflowService:
         self._engine.submit(run, None if failed else creation.result())
 
     async def list_runs(
-        self, project_id: str, workflow_id: str | None = None, status: RunStatus | None = None
-    ) -> list[Run]:
-        return await self._store.list_runs(project_id, workflow_id, status)
+        self,
+        project_id: str,
+        filters: RunFilter | None = None,
+        limit: int = MAX_PAGE,
+        cursor: str | None = None,
+    ) -> Page[Run]:
+        """Newest first, a page of `limit` at most after `cursor`."""
+        return await self._store.list_runs(project_id, filters, limit=limit, cursor=cursor)
 
     async def get_run(self, project_id: str, run_id: str) -> Run:
         run = await self._store.get_run(project_id, run_id)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.message import Message
 from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -71,8 +73,9 @@ class Api:
 
     # -- graphs --------------------------------------------------------------------------------
 
-    def list_graphs(self) -> list[JSON]:
-        return self._list("GET", self._workflows("/graphs"))
+    def list_graphs(self, limit: int | None = None) -> Listing:
+        """The project's graphs by id: `limit` of them at most (None: every one)."""
+        return collect(self, self._workflows("/graphs"), {}, limit)
 
     def get_graph(self, graph_id: str) -> JSON:
         return self._one("GET", self._workflows("/graphs", graph_id))
@@ -103,9 +106,11 @@ class Api:
             body["input"] = run_input
         return self._one("POST", self._workflows("/runs"), body)
 
-    def list_runs(self, status: str | None = None, graph_id: str | None = None) -> list[JSON]:
-        query = {"status": status, "workflow_id": graph_id}
-        return self._list("GET", self._workflows("/runs"), query=query)
+    def list_runs(self, filters: Mapping[str, str | None], limit: int | None = None) -> Listing:
+        """The project's runs newest first, filtered by the API's own query parameters
+        (`status`, `workflow_id`, `created_after`, `created_before`): `limit` at most (None:
+        every one)."""
+        return collect(self, self._workflows("/runs"), filters, limit)
 
     def get_run(self, run_id: str) -> JSON:
         return self._one("GET", self._workflows("/runs", run_id))
@@ -150,11 +155,21 @@ class Api:
         query: Mapping[str, str | None] | None = None,
     ) -> Any:
         """One request; the decoded JSON answer (None for an empty one)."""
-        request = self._request(method, path, body, query or {})
+        return self.exchange(self._request(method, path, body, query or {}))[0]
+
+    def url_of(self, path: str, query: Mapping[str, str | None] | None = None) -> str:
+        """The full URL of a GET of `path` with `query` (what `get_url` takes)."""
+        return self._request("GET", path, None, query or {}).full_url
+
+    def get_url(self, url: str) -> tuple[Any, Message]:
+        """GET a full URL of this daemon (a page's `Link`): the answer and its headers."""
+        return self.exchange(self._request("GET", "", None, {}, url=url))
+
+    def exchange(self, request: urllib.request.Request) -> tuple[Any, Message]:
         try:
             opener = _opener(urllib.parse.urlsplit(self.url).hostname or "")
             with opener.open(request, timeout=self.timeout_s) as response:
-                return _decode(response.status, response.read())
+                return _decode(response.status, response.read()), response.headers
         except urllib.error.HTTPError as error:
             with error:
                 body = _decode(error.code, error.read(), strict=False)
@@ -167,13 +182,20 @@ class Api:
             raise self._unreachable(str(error) or type(error).__name__) from None
 
     def _request(
-        self, method: str, path: str, body: Any, query: Mapping[str, str | None]
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        query: Mapping[str, str | None],
+        url: str | None = None,
     ) -> urllib.request.Request:
         parsed = urllib.parse.urlsplit(self.url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise BadInput(f"--url must look like {DEFAULT_URL}, not {self.url!r}")
-        params = {k: v for k, v in query.items() if v is not None}
-        url = self.url.rstrip("/") + path + (f"?{urllib.parse.urlencode(params)}" if params else "")
+        if url is None:
+            params = {k: v for k, v in query.items() if v is not None}
+            encoded = f"?{urllib.parse.urlencode(params)}" if params else ""
+            url = self.url.rstrip("/") + path + encoded
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(url, data=data, method=method)
         request.add_header("Accept", "application/json")
@@ -207,6 +229,64 @@ class Api:
         if not isinstance(answer, list):
             raise ClientError(f"unexpected answer from {self.url}{path}: not a JSON array")
         return answer
+
+
+# A list is read a page of at most this many at a time (the API's largest `limit`), and a
+# listing stops after this many pages whatever the daemon says (every loop is bounded).
+PAGE_MAX = 1000
+MAX_PAGES = 100_000
+_NEXT = re.compile(r'<([^>]*)>\s*;[^,]*?\brel="?next"?', re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a list command got: its items, and whether the daemon holds more than it asked for."""
+
+    items: list[JSON]
+    more: bool
+
+
+def collect(api: Api, path: str, query: Mapping[str, str | None], limit: int | None) -> Listing:
+    """Up to `limit` items of a list (None: all), page after page through `Link: rel="next"`,
+    asking each time for no more than are still wanted."""
+    items: list[JSON] = []
+    url = api.url_of(path, {**query, "limit": str(_page_size(limit, 0))})
+    for _ in range(MAX_PAGES):
+        answer, headers = api.get_url(url)
+        if not isinstance(answer, list):
+            raise ClientError(f"unexpected answer from {url}: not a JSON array")
+        items.extend(answer)
+        following = next_link(url, headers.get("Link"), api.url)
+        if following is None or (limit is not None and len(items) >= limit):
+            more = following is not None or (limit is not None and len(items) > limit)
+            return Listing(items[:limit], more)
+        url = _with_limit(following, _page_size(limit, len(items)))
+    raise ClientError(f"more than {MAX_PAGES} pages from {api.url}{path}; stopped")
+
+
+def next_link(current: str, header: str | None, base: str) -> str | None:
+    """The rel="next" URL of a Link header (RFC 8288), resolved against the request's URL.
+    Only one on the daemon's own origin is followed: the token goes with the request."""
+    found = _NEXT.search(header or "")
+    if found is None:
+        return None
+    following: str = urllib.parse.urljoin(current, str(found.group(1)))
+    ours, theirs = urllib.parse.urlsplit(base), urllib.parse.urlsplit(following)
+    if (theirs.scheme, theirs.netloc) != (ours.scheme, ours.netloc):
+        raise ClientError(f"the daemon's next page is on another origin ({following}); stopped")
+    return following
+
+
+def _page_size(limit: int | None, have: int) -> int:
+    return PAGE_MAX if limit is None else max(1, min(PAGE_MAX, limit - have))
+
+
+def _with_limit(url: str, limit: int) -> str:
+    parts = urllib.parse.urlsplit(url)
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    query = [(k, v) for k, v in pairs if k != "limit"]
+    encoded = urllib.parse.urlencode([*query, ("limit", str(limit))])
+    return urllib.parse.urlunsplit(parts._replace(query=encoded))
 
 
 def _opener(hostname: str) -> urllib.request.OpenerDirector:

@@ -14,7 +14,15 @@ from adapters.client.output import (
     print_json,
     problems_text,
 )
-from adapters.client.session import ClientGroup, client_options, read_json_file, session
+from adapters.client.session import (
+    ALL,
+    LIMIT,
+    ClientGroup,
+    client_options,
+    read_json_file,
+    say_more,
+    session,
+)
 
 GRAPH_FILE = click.argument(
     "file", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True)
@@ -56,15 +64,19 @@ def apply(file: str) -> None:
 
 
 @graph.command("list")
+@LIMIT
+@ALL
 @client_options
-def list_graphs() -> None:
-    """List the project's graphs."""
+def list_graphs(limit: int, every: bool) -> None:
+    """List the project's graphs by id (the first 50 unless --limit or --all)."""
     s = session()
-    graphs = s.api.list_graphs()
+    listing = s.api.list_graphs(None if every else limit)
     if s.as_json:
-        print_json(graphs)
-    else:
-        console().print(graphs_table(graphs))
+        print_json(listing.items)
+        return
+    console().print(graphs_table(listing.items))
+    if listing.more:
+        say_more(len(listing.items), "graphs")
 
 
 @graph.command()

@@ -18,7 +18,17 @@ from adapters.client.output import (
     runs_table,
     status_view,
 )
-from adapters.client.session import ClientGroup, Session, client_options, parse_json, session
+from adapters.client.session import (
+    ALL,
+    LIMIT,
+    ClientGroup,
+    Session,
+    api_time,
+    client_options,
+    parse_json,
+    say_more,
+    session,
+)
 from adapters.client.watch import (
     EXIT_INTERRUPTED,
     Ending,
@@ -78,17 +88,45 @@ def start(graph_id: str, run_input: str | None, watch: bool, timeout_s: float | 
 
 
 @run.command("list")
-@click.option("--status", help="Only runs in this status (pending, running, paused, ...).")
+@click.option(
+    "--status",
+    metavar="S[,S...]",
+    help="Only runs in this status, or in any of a comma-separated list "
+    "(pending, running, paused, completed, failed, cancelled).",
+)
 @click.option("--graph", "graph_id", metavar="ID", help="Only runs of this graph.")
+@click.option(
+    "--created-after",
+    metavar="TIME",
+    help="Only runs created after TIME: RFC 3339, or a date (UTC midnight).",
+)
+@click.option("--created-before", metavar="TIME", help="Only runs created before TIME.")
+@LIMIT
+@ALL
 @client_options
-def list_runs(status: str | None, graph_id: str | None) -> None:
-    """List the project's runs, newest first."""
+def list_runs(
+    status: str | None,
+    graph_id: str | None,
+    created_after: str | None,
+    created_before: str | None,
+    limit: int,
+    every: bool,
+) -> None:
+    """List the project's runs, newest first (the newest 50 unless --limit or --all)."""
     s = session()
-    runs = s.api.list_runs(status, graph_id)
+    filters = {
+        "status": status,
+        "workflow_id": graph_id,
+        "created_after": api_time(created_after, "--created-after"),
+        "created_before": api_time(created_before, "--created-before"),
+    }
+    listing = s.api.list_runs(filters, None if every else limit)
     if s.as_json:
-        print_json(runs)
-    else:
-        console().print(runs_table(runs))
+        print_json(listing.items)
+        return
+    console().print(runs_table(listing.items))
+    if listing.more:
+        say_more(len(listing.items), "runs")
 
 
 @run.command()

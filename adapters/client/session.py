@@ -13,6 +13,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -146,3 +147,38 @@ def read_json_file(path: str, what: str = "") -> Any:
 
 def _where(error: json.JSONDecodeError) -> str:
     return f"{error.msg} (line {error.lineno}, column {error.colno})"
+
+
+# How many items a list command shows unless told otherwise (the dashboard's page, too).
+DEFAULT_LIST = 50
+LIMIT = click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LIST,
+    show_default=True,
+    metavar="N",
+    help="Show at most N (read a page of up to 1000 at a time).",
+)
+ALL = click.option("--all", "every", is_flag=True, help="Show every one, however many.")
+
+
+def api_time(value: str | None, what: str) -> str | None:
+    """A time for the API (RFC 3339 with an offset): a date is its midnight UTC, a time
+    without an offset is UTC."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise BadInput(
+            f"{what} must be a date (2026-05-01) or an RFC 3339 time "
+            f"(2026-05-01T12:00:00Z), not {value!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat()
+
+
+def say_more(shown: int, what: str) -> None:
+    """On stderr (stdout holds only the table): the list was cut short."""
+    click.echo(f"showing the first {shown} {what}; more with --limit N or --all", err=True)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, ValidationError
 
 from adapters.http.problems import BadRequest
-from core.domain import ID_PATTERN
+from core.domain import ID_PATTERN, RunStatus
 from core.errors import Problem, ValidationFailed
 from core.validation import problems_from_pydantic
 
@@ -24,6 +25,13 @@ RUN_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 MAX_SEQ = 2**62
 # ASCII digits only: int() also takes " 7", "1_0" and digits of other scripts.
 _QUERY_INT = re.compile(r"-?[0-9]{1,20}")
+MAX_STATUSES = 20
+# RFC 3339 §5.6 date-time (Python's fromisoformat alone takes week dates, no offset, ...).
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,30})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})",
+    re.ASCII,
+)
 
 # Numbers a run's state can hold: LangGraph's checkpoints store integers in 64 bits.
 _INT_RANGE = (-(2**63), 2**64 - 1)
@@ -77,6 +85,45 @@ def query_value(request: web.Request, name: str) -> str | None:
     if len(values) > 1:
         raise BadRequest(f"query parameter {name!r} is given {len(values)} times; give it once")
     return values[0] if values else None
+
+
+def query_time(request: web.Request, name: str) -> datetime | None:
+    """An RFC 3339 date-time with its offset (`2026-05-01T12:00:00Z`), or None; else a 400."""
+    raw = query_value(request, name)
+    if raw is None:
+        return None
+    try:
+        if not _DATE_TIME.fullmatch(raw):
+            raise ValueError
+        # Digits past the sixth (below a microsecond) are dropped.
+        return datetime.fromisoformat(raw.upper())
+    except ValueError:
+        raise BadRequest(
+            f"query parameter {name!r} must be an RFC 3339 date-time with an offset, "
+            f"such as 2026-05-01T12:00:00Z, not {_shown(raw)}"
+        ) from None
+
+
+def query_statuses(request: web.Request, name: str = "status") -> frozenset[RunStatus]:
+    """One run status or a comma-separated list of them (empty: any); else a 400."""
+    raw = query_value(request, name)
+    if raw is None:
+        return frozenset()
+    items = raw.split(",")
+    if len(items) > MAX_STATUSES:
+        listed = f"lists {len(items)} statuses; at most {MAX_STATUSES}"
+        raise BadRequest(f"query parameter {name!r} {listed}")
+    wanted = set()
+    for item in items:
+        try:
+            wanted.add(RunStatus(item.strip()))
+        except ValueError:
+            choices = ", ".join(s.value for s in RunStatus)
+            raise BadRequest(
+                f"unknown status {_shown(item)}; one of: {choices} "
+                f"(several: a comma-separated list in query parameter {name!r})"
+            ) from None
+    return frozenset(wanted)
 
 
 def _shown(raw: str) -> str:

@@ -17,6 +17,7 @@ from pydantic.json_schema import models_json_schema
 
 from adapters.http.inputs import RUN_ID_PATTERN, CreateRunBody, ExecuteBody, ResumeBody
 from core.domain import ID_PATTERN, Event, Graph, GraphSpec, NodeState, Run, RunStatus
+from core.pages import MAX_CURSOR_CHARS, MAX_PAGE
 
 JSON = dict[str, Any]
 PROBLEM_TYPE = "application/problem+json"
@@ -146,6 +147,45 @@ def _query(name: str, schema: JSON, description: str) -> JSON:
     }
 
 
+_STATUS_NAME = "|".join(s.value for s in RunStatus)
+PAGE_PARAMS = (
+    _query(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": MAX_PAGE},
+        "The most items in one answer.",
+    ),
+    _query(
+        "cursor",
+        {"type": "string", "maxLength": MAX_CURSOR_CHARS},
+        'Where the page starts: opaque, from the `Link: rel="next"` of the previous answer.',
+    ),
+)
+RUN_FILTERS = (
+    _query("workflow_id", {"type": "string", "pattern": ID_PATTERN}, "Only runs of this graph."),
+    _query(
+        "status",
+        {"type": "string", "pattern": f"^({_STATUS_NAME})(,({_STATUS_NAME}))*$"},
+        "Only runs in this status, or in any of a comma-separated list of them.",
+    ),
+    _query(
+        "created_after",
+        {"type": "string", "format": "date-time"},
+        "Only runs created after this time (RFC 3339, with an offset; exclusive).",
+    ),
+    _query(
+        "created_before",
+        {"type": "string", "format": "date-time"},
+        "Only runs created before this time (RFC 3339, with an offset; exclusive).",
+    ),
+)
+NEXT_LINK = {
+    "Link": {
+        "description": 'When more exist: `<URL>; rel="next"` (RFC 8288), the URL (relative '
+        "to the request's) of the next page: the same query with the next `cursor`.",
+        "schema": {"type": "string"},
+    }
+}
+
 VERSION = _query("version", {"type": "integer", "minimum": 1, "maximum": 2**62}, "A graph version.")
 SINCE = _query("since", {"type": "integer", "minimum": 0, "maximum": 2**62}, "Events after seq.")
 
@@ -167,6 +207,10 @@ def _json(schema: JSON, description: str) -> JSON:
 
 def _array(model: type[BaseModel]) -> JSON:
     return {"type": "array", "items": _ref(model)}
+
+
+def _page(model: type[BaseModel], description: str) -> JSON:
+    return _json(_array(model), description) | {"headers": NEXT_LINK}
 
 
 def _operation(
@@ -213,10 +257,10 @@ def _paths() -> dict[str, dict[str, JSON]]:
     return {
         f"{project}/graphs": {
             "get": _operation(
-                "List the project's graphs",
-                (200, _json(_array(Graph), "The graphs.")),
-                (404,),
-                params=(PROJECT_ID,),
+                "List the project's graphs by id, a page at a time",
+                (200, _page(Graph, "A page of graphs.")),
+                (400, 404),
+                params=(PROJECT_ID, *PAGE_PARAMS),
             ),
             "post": _operation(
                 "Create a graph (version 1)",
@@ -258,18 +302,10 @@ def _paths() -> dict[str, dict[str, JSON]]:
         },
         f"{project}/runs": {
             "get": _operation(
-                "List runs, newest first",
-                (200, _json(_array(Run), "The runs.")),
+                "List runs, newest first, a page at a time; the filters given all hold",
+                (200, _page(Run, "A page of runs.")),
                 (400, 404),
-                params=(
-                    PROJECT_ID,
-                    _query("workflow_id", {"type": "string", "pattern": ID_PATTERN}, "Graph."),
-                    _query(
-                        "status",
-                        {"type": "string", "enum": [s.value for s in RunStatus]},
-                        "Status.",
-                    ),
-                ),
+                params=(PROJECT_ID, *RUN_FILTERS, *PAGE_PARAMS),
             ),
             "post": _operation(
                 "Start a run (queued at once)",

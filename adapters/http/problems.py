@@ -18,6 +18,7 @@ from pydantic_core import to_json
 from core.errors import (
     Conflict,
     CortexdError,
+    InvalidCursor,
     InvalidTransition,
     LimitExceeded,
     NotFound,
@@ -32,6 +33,7 @@ log = structlog.get_logger("cortexd.http")
 _STATUS: list[tuple[type[CortexdError], int]] = [
     (NotFound, 404),
     (InvalidTransition, 400),
+    (InvalidCursor, 400),
     (Conflict, 409),
     (ValidationFailed, 422),
     (LimitExceeded, 413),

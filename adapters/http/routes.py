@@ -16,14 +16,18 @@ from adapters.http.inputs import (
     ResumeBody,
     optional_query_int,
     query_int,
+    query_statuses,
+    query_time,
+    query_value,
     read_body,
     read_json,
 )
 from adapters.http.keys import ENGINE, PLUGINS, READY_CHECK, SERVICE, SOCKETS
 from adapters.http.openapi import document
 from adapters.http.problems import BadRequest, problem
-from core.domain import ID_PATTERN, RunStatus
+from core.domain import ID_PATTERN
 from core.errors import NotFound
+from core.pages import MAX_PAGE, Page, RunFilter
 
 PROJECT = "/api/projects/{project_id}/workflows"
 _ID = re.compile(ID_PATTERN)
@@ -59,11 +63,27 @@ def _run_id(request: web.Request) -> str:
     return _path_id(request, "run_id", "run", _RUN_ID)
 
 
+def paged(request: web.Request, page: Page[Any]) -> web.Response:
+    """A page as the JSON array it always was; `Link: rel="next"` (RFC 8288) when more exist:
+    this request's URL, path and query, with the next cursor (a reference relative to it, so
+    that it stays right behind a proxy that changes the host or the scheme)."""
+    response = reply(page.items)
+    if page.cursor is not None:
+        following = request.rel_url.update_query(cursor=page.cursor)
+        response.headers["Link"] = f'<{following}>; rel="next"'
+    return response
+
+
+def _page_params(request: web.Request) -> tuple[int, str | None]:
+    return _query_int(request, "limit", MAX_PAGE, 1, MAX_PAGE), query_value(request, "cursor")
+
+
 # -- graphs ------------------------------------------------------------------------------------
 
 
 async def list_graphs(request: web.Request) -> web.Response:
-    return reply(await request.app[SERVICE].list_graphs(_project(request)))
+    limit, cursor = _page_params(request)
+    return paged(request, await request.app[SERVICE].list_graphs(_project(request), limit, cursor))
 
 
 async def get_graph(request: web.Request) -> web.Response:
@@ -106,17 +126,19 @@ async def create_run(request: web.Request) -> web.Response:
 
 
 async def list_runs(request: web.Request) -> web.Response:
-    workflow_id = request.query.get("workflow_id")
+    workflow_id = query_value(request, "workflow_id")
     if workflow_id is not None and not _ID.match(workflow_id):
-        raise BadRequest(f"query parameter 'workflow_id' is not a valid graph id: {workflow_id!r}")
-    status = request.query.get("status")
-    try:
-        wanted = RunStatus(status) if status is not None else None
-    except ValueError:
-        choices = ", ".join(s.value for s in RunStatus)
-        raise BadRequest(f"unknown status {status!r}; one of: {choices}") from None
-    runs = await request.app[SERVICE].list_runs(_project(request), workflow_id, wanted)
-    return reply(runs)
+        shown = workflow_id if len(workflow_id) <= 100 else workflow_id[:100] + "..."
+        raise BadRequest(f"query parameter 'workflow_id' is not a valid graph id: {shown!r}")
+    filters = RunFilter(
+        workflow_id=workflow_id,
+        statuses=query_statuses(request),
+        created_after=query_time(request, "created_after"),
+        created_before=query_time(request, "created_before"),
+    )
+    limit, cursor = _page_params(request)
+    page = await request.app[SERVICE].list_runs(_project(request), filters, limit, cursor)
+    return paged(request, page)
 
 
 async def get_run(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ from typing import Any
 from adapters.sql.tx import Tx
 from core.domain import Event, EventType, NodeState, NodeStatus, Run, RunStatus
 from core.errors import LeaseLost, NotFound
+from core.pages import micros
 from core.ports import Change, Claim, ClaimRequest, Lease, RunChange
 
 RUN_COLUMNS = "body, owner, epoch"
@@ -50,9 +51,17 @@ async def fence(tx: Tx, lease: Lease) -> None:
 async def insert_run(tx: Tx, run: Run, claim: ClaimRequest | None = None) -> Claim | None:
     seq = (await tx.emit(run_event(run, EventType.RUN_CREATED, run.created_at)))["seq"]
     await tx.execute(
-        "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (run.id, run.project_id, run.workflow_id, run.status.value, run.model_dump_json(), seq),
+        "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at, created_us) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            run.id,
+            run.project_id,
+            run.workflow_id,
+            run.status.value,
+            run.model_dump_json(),
+            seq,
+            micros(run.created_at),
+        ),
     )
     if claim is None:
         return None

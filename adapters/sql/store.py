@@ -9,12 +9,13 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from adapters.sql import runs
+from adapters.sql import pages, runs
 from adapters.sql.execution import SqlExecution
 from adapters.sql.tx import Dialect, Reads, Tx, Writes
-from core.domain import Event, EventType, Graph, GraphSpec, NodeState, Run, RunStatus
+from core.domain import Event, EventType, Graph, GraphSpec, NodeState, Run
 from core.errors import Conflict, NotFound
 from core.events import Published
+from core.pages import MAX_PAGE, Page, RunFilter
 from core.ports import Change, Claim, ClaimRequest, Lease, PendingAnswer, QueueCounts
 from core.states import ACTIVE
 
@@ -37,11 +38,12 @@ class SqlStore:
 
     # -- graphs ----------------------------------------------------------------------------
 
-    async def list_graphs(self, project_id: str) -> list[Graph]:
-        rows = await self._all(
-            "SELECT body FROM graphs WHERE project_id = ? ORDER BY id", (project_id,)
-        )
-        return [Graph.model_validate_json(row[0]) for row in rows]
+    async def list_graphs(
+        self, project_id: str, *, limit: int = MAX_PAGE, cursor: str | None = None
+    ) -> Page[Graph]:
+        rows = await self._all(*pages.graphs_query(project_id, limit, cursor))
+        graphs = [Graph.model_validate_json(row[1]) for row in rows[:limit]]
+        return Page(graphs, pages.next_graph_cursor(rows, limit))
 
     async def get_graph(
         self, project_id: str, graph_id: str, version: int | None = None
@@ -145,20 +147,17 @@ class SqlStore:
     async def list_runs(
         self,
         project_id: str,
-        workflow_id: str | None = None,
-        status: RunStatus | None = None,
-        limit: int = 1000,
-    ) -> list[Run]:
-        sql = f"SELECT {runs.RUN_COLUMNS} FROM runs WHERE project_id = ?"
-        params: list[Any] = [project_id]
-        if workflow_id is not None:
-            sql += " AND workflow_id = ?"
-            params.append(workflow_id)
-        if status is not None:
-            sql += " AND status = ?"
-            params.append(status.value)
-        rows = await self._all(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit])
-        return [runs.run_from(row) for row in rows]
+        filters: RunFilter | None = None,
+        *,
+        limit: int = MAX_PAGE,
+        cursor: str | None = None,
+    ) -> Page[Run]:
+        query = pages.runs_query(
+            project_id, filters or RunFilter(), limit, cursor, self._dialect.indexed_by
+        )
+        rows = await self._all(*query)
+        found = [runs.run_from(row[2:]) for row in rows[:limit]]
+        return Page(found, pages.next_run_cursor(rows, limit))
 
     async def change_run(
         self, project_id: str | None, run_id: str, change: Change, *, lease: Lease | None = None

@@ -27,7 +27,8 @@ from adapters.sqlite.store import SqliteStore
 from adapters.sqlite.writer import Writer
 from core import changes
 from core.domain import GraphSpec, NodeState, NodeStatus, Run, RunStatus
-from core.errors import InvalidTransition, LeaseLost, NotFound
+from core.errors import InvalidCursor, InvalidTransition, LeaseLost, NotFound
+from core.pages import RunFilter
 from core.ports import EXECUTION_KEY, Claim, ClaimRequest, Lease, PendingAnswer, Store
 from tests.unit.fakes import FakeCheckpoints, FakeStore
 
@@ -93,14 +94,21 @@ async def graph(b: Backend, graph_id: str = "g") -> None:
     await b.store.put_graph("p", graph_id, spec, b.now(), create=True)
 
 
-async def new_run(b: Backend, workflow_id: str = "g", project_id: str = "p") -> Run:
+async def new_run(
+    b: Backend,
+    workflow_id: str = "g",
+    project_id: str = "p",
+    *,
+    status: RunStatus = RunStatus.PENDING,
+    created_at: datetime | None = None,
+) -> Run:
     run = Run(
         id=str(uuid.uuid4()),
         workflow_id=workflow_id,
-        status=RunStatus.PENDING,
+        status=status,
         project_id=project_id,
         graph_version=1,
-        created_at=b.now(),
+        created_at=created_at or b.now(),
     )
     await b.store.create_run(run)
     return run
@@ -135,11 +143,173 @@ async def test_runs_are_listed_newest_first_and_filtered(backend: Backend) -> No
     first, second = await new_run(b, "g"), await new_run(b, "h")
     await new_run(b, "g", project_id="other")
     listed = await b.store.list_runs("p")
-    assert [r.id for r in listed] == [second.id, first.id]
-    assert [r.id for r in await b.store.list_runs("p", workflow_id="g")] == [first.id]
-    assert [r.id for r in await b.store.list_runs("p", status=RunStatus.RUNNING)] == []
-    assert len(await b.store.list_runs("p", limit=1)) == 1
+    assert [r.id for r in listed.items] == [second.id, first.id]
+    assert listed.cursor is None
+    by_graph = await b.store.list_runs("p", RunFilter(workflow_id="g"))
+    assert [r.id for r in by_graph.items] == [first.id]
+    running = RunFilter(statuses=frozenset({RunStatus.RUNNING}))
+    assert (await b.store.list_runs("p", running)).items == []
+    assert len((await b.store.list_runs("p", limit=1)).items) == 1
     assert await b.store.get_run("other", first.id) is None
+
+
+async def every_page(b: Backend, filters: RunFilter | None, limit: int) -> list[list[str]]:
+    """The ids of each page of the list, following the cursors (at most 100 pages)."""
+    pages, cursor = [], None
+    for _ in range(100):
+        page = await b.store.list_runs("p", filters, limit=limit, cursor=cursor)
+        pages.append([r.id for r in page.items])
+        cursor = page.cursor
+        if cursor is None:
+            return pages
+    raise AssertionError("more than 100 pages")
+
+
+async def test_pages_of_runs_hold_each_run_once_newest_first_then_end(backend: Backend) -> None:
+    b = backend
+    made = [await new_run(b) for _ in range(7)]
+    newest_first = [r.id for r in reversed(made)]
+
+    assert await every_page(b, None, 3) == [newest_first[:3], newest_first[3:6], newest_first[6:]]
+    # A last page that is full has no cursor: nothing is left to read.
+    assert await every_page(b, None, 7) == [newest_first]
+    assert await every_page(b, None, 1000) == [newest_first]
+
+
+async def test_runs_created_at_the_same_time_are_in_creation_order_across_pages(
+    backend: Backend,
+) -> None:
+    b = backend
+    moment = b.now()
+    made = [await new_run(b, created_at=moment) for _ in range(5)]
+    older = await new_run(b, created_at=moment - timedelta(microseconds=1))
+
+    pages = await every_page(b, None, 2)
+
+    assert pages == [[made[4].id, made[3].id], [made[2].id, made[1].id], [made[0].id, older.id]]
+
+
+async def test_a_page_after_a_cursor_is_unmoved_by_runs_created_meanwhile(
+    backend: Backend,
+) -> None:
+    b = backend
+    made = [await new_run(b) for _ in range(4)]
+    first = await b.store.list_runs("p", limit=2)
+    await new_run(b)  # newer than every run listed: it belongs before the first page
+
+    second = await b.store.list_runs("p", limit=2, cursor=first.cursor)
+
+    assert [r.id for r in second.items] == [made[1].id, made[0].id]
+    assert second.cursor is None
+
+
+async def test_filters_combine_and_page_by_status_graph_and_creation_time(
+    backend: Backend,
+) -> None:
+    b = backend
+    statuses = [RunStatus.FAILED, RunStatus.COMPLETED, RunStatus.RUNNING, RunStatus.PAUSED]
+    made = [await new_run(b, "g" if i % 3 else "h", status=statuses[i % 4]) for i in range(24)]
+    await new_run(b, "g", project_id="other", status=RunStatus.FAILED)
+    middle = made[12].created_at
+
+    def expected(keep: Any) -> list[str]:
+        return [r.id for r in reversed(made) if keep(r)]
+
+    cases: list[tuple[RunFilter, Any]] = [
+        (RunFilter(workflow_id="g"), lambda r: r.workflow_id == "g"),
+        (RunFilter(statuses=frozenset({RunStatus.FAILED})), lambda r: r.status == "failed"),
+        (
+            RunFilter(statuses=frozenset({RunStatus.FAILED, RunStatus.PAUSED})),
+            lambda r: r.status in ("failed", "paused"),
+        ),
+        (
+            RunFilter(workflow_id="g", statuses=frozenset({RunStatus.RUNNING, RunStatus.FAILED})),
+            lambda r: r.workflow_id == "g" and r.status in ("running", "failed"),
+        ),
+        (RunFilter(created_after=middle), lambda r: r.created_at > middle),
+        (RunFilter(created_before=middle), lambda r: r.created_at < middle),
+        (
+            RunFilter(
+                workflow_id="h",
+                statuses=frozenset(RunStatus),
+                created_after=made[2].created_at,
+                created_before=made[20].created_at,
+            ),
+            lambda r: (
+                r.workflow_id == "h" and made[2].created_at < r.created_at < made[20].created_at
+            ),
+        ),
+        (RunFilter(statuses=frozenset({RunStatus.CANCELLED})), lambda r: False),
+    ]
+    for filters, keep in cases:
+        want = expected(keep)
+        pages = await every_page(b, filters, 2)
+        assert [i for page in pages for i in page] == want, filters
+        # Full pages, then the rest; never an empty page after a cursor.
+        sizes = [2] * (len(want) // 2) + ([1] if len(want) % 2 else [])
+        assert [len(page) for page in pages] == (sizes or [0]), filters
+
+
+async def test_a_cursor_before_a_created_before_bound_keeps_both(backend: Backend) -> None:
+    b = backend
+    made = [await new_run(b) for _ in range(6)]
+    bound = RunFilter(created_before=made[4].created_at)
+    first = await b.store.list_runs("p", bound, limit=2)
+    assert [r.id for r in first.items] == [made[3].id, made[2].id]
+
+    rest = await b.store.list_runs("p", bound, limit=2, cursor=first.cursor)
+    # The same cursor with a tighter bound: the bound holds.
+    tighter = RunFilter(created_before=made[1].created_at)
+    tight = await b.store.list_runs("p", tighter, limit=2, cursor=first.cursor)
+
+    assert [r.id for r in rest.items] == [made[1].id, made[0].id]
+    assert [r.id for r in tight.items] == [made[0].id]
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "",
+        "not a cursor",
+        "W10",  # base64url of []
+        "WyJyIl0",  # ["r"]
+        "WyJyIiwxLDIsM10",  # ["r",1,2,3]
+        "WyJnIiwiYSJd",  # ["g","a"]: a graph list's cursor
+        "WyJyIiwiMSIsMl0",  # ["r","1",2]
+        "WyJyIiwxZTk5LDJd",  # ["r",1e99,2]
+        "WyJyIiw5OTk5OTk5OTk5OTk5OTk5OTk5OTksMl0",  # past 64 bits
+        "WyJyIix0cnVlLDJd",  # ["r",true,2]
+        "A" * 5000,
+        "é",
+    ],
+)
+async def test_a_cursor_the_store_did_not_make_is_refused(backend: Backend, cursor: str) -> None:
+    with pytest.raises(InvalidCursor):
+        await backend.store.list_runs("p", cursor=cursor)
+
+
+async def test_pages_of_graphs_are_by_id_and_refuse_a_runs_cursor(backend: Backend) -> None:
+    b = backend
+    for graph_id in ("c", "a", "e", "b", "d"):
+        await graph(b, graph_id)
+    pages, cursor = [], None
+    for _ in range(10):
+        page = await b.store.list_graphs("p", limit=2, cursor=cursor)
+        pages.append([g.id for g in page.items])
+        cursor = page.cursor
+        if cursor is None:
+            break
+    runs_cursor = (await b.store.list_runs("p", limit=1)).cursor
+
+    assert pages == [["a", "b"], ["c", "d"], ["e"]]
+    assert (await b.store.list_graphs("other")).items == []
+    assert runs_cursor is None  # no runs: nothing after the first page
+    await new_run(b)
+    await new_run(b)
+    runs_cursor = (await b.store.list_runs("p", limit=1)).cursor
+    assert runs_cursor is not None
+    with pytest.raises(InvalidCursor):
+        await b.store.list_graphs("p", cursor=runs_cursor)
 
 
 async def test_claims_are_fifo_with_taken_back_runs_first_and_never_twice(backend: Backend) -> None:

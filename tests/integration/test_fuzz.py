@@ -10,10 +10,12 @@ server runs on a loop of its own in a thread, as schemathesis calls it synchrono
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -32,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
 from adapters.config import load_settings
 from adapters.daemon import PluginSources, build_app
 from adapters.http.openapi import document
+from core.domain import RunStatus
 from tests.integration.conftest import Api, ApiFactory, linear
 from tests.support.process import free_port
 
@@ -93,8 +96,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     db = tmp_path_factory.mktemp("fuzz") / "cortexd.db"
     thread = ServerThread({"CORTEXD_STORAGE__PATH": str(db), **AUTH_ENV})
     thread.start()
+    seed(thread.url)
     yield thread
     thread.stop()
+
+
+def seed(url: str) -> None:
+    """Graphs and runs in the fuzzed project-less store: lists longer than a small `limit`,
+    so that answers with a `Link: rel="next"` are checked against the document too."""
+    for project in ("0", "acme"):
+        base = f"{url}/api/projects/{project}/workflows"
+        for graph_id in ("a", "b", "c"):
+            post(f"{base}/graphs", linear(graph_id, "passthrough"))
+            post(f"{base}/runs", {"workflow_id": graph_id})
+
+
+def post(url: str, body: Any) -> None:
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST", headers=AUTH)
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 201
 
 
 SCHEMA = schemathesis.openapi.from_dict(document())
@@ -311,3 +333,48 @@ async def test_a_body_over_the_request_limit_is_a_413(hostile: Api) -> None:
 
     assert status == 413
     assert "1048576" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "cursor=" + "A" * 5000,
+        "cursor=%00%01%02",
+        "cursor=%F0%9F%92%A5",
+        "cursor=WyJyIiwxLDJd" + "%0A",  # a cursor with a newline after it
+        # base64url of 2,000 nested arrays
+        "cursor=" + base64.urlsafe_b64encode(b"[" * 2000 + b"]" * 2000).decode().rstrip("="),
+        # base64url of ["r",-9223372036854775809,1]: below 64 bits
+        "cursor=WyJyIiwtOTIyMzM3MjAzNjg1NDc3NTgwOSwxXQ",
+        "limit=" + "9" * 5000,
+        "limit=-1",
+        "limit=%EF%BC%91",  # a fullwidth digit one
+        "status=" + ",".join(["running"] * 1000),
+        "status=running%00",
+        "created_after=9999-12-31T23:59:60Z",
+        "created_after=0000-01-01T00:00:00Z",
+        "created_before=2026-01-01T00:00:00%2B99:99",
+        "created_before=2026-01-01T00:00:00.%2B00:00",
+        "workflow_id=" + "a" * 5000,
+    ],
+)
+async def test_hostile_page_and_filter_parameters_are_a_400(hostile: Api, query: str) -> None:
+    status, _ = await refused(hostile, "GET", f"{P}/runs?{query}")
+
+    assert status == 400
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        # the edges of what a store keeps: 64-bit positions, the first and last years
+        "cursor=" + "WyJyIiw5MjIzMzcyMDM2ODU0Nzc1ODA3LDkyMjMzNzIwMzY4NTQ3NzU4MDdd",
+        "cursor=" + "WyJyIiwtOTIyMzM3MjAzNjg1NDc3NTgwOCwtOTIyMzM3MjAzNjg1NDc3NTgwOF0",
+        "created_after=0001-01-01T00:00:00%2B23:59&created_before=9999-12-31T23:59:59-23:59",
+        "status=" + ",".join(s.value for s in RunStatus),
+    ],
+)
+async def test_page_parameters_at_their_limits_are_answered(hostile: Api, query: str) -> None:
+    response = await hostile.client.get(f"{P}/runs?{query}")
+
+    assert response.status == 200, await response.text()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ from core.domain import (
 )
 from core.errors import Conflict, LeaseLost, NotFound
 from core.events import Published
+from core.pages import MAX_PAGE, Page, RunFilter, decode_cursor, encode_cursor, micros
 from core.ports import (
     EXECUTION_KEY,
     Change,
@@ -61,6 +63,7 @@ class _Row:
     owner: str | None = None
     epoch: int = 0
     lease_expires_at: float | None = None
+    order: int = 0  # creation order: the real store's seq
 
 
 class _Runs(MutableMapping[str, Run]):
@@ -73,7 +76,8 @@ class _Runs(MutableMapping[str, Run]):
     def __setitem__(self, run_id: str, run: Run) -> None:
         row = self._store.rows.get(run_id)
         if row is None:
-            self._store.rows[run_id] = _Row(run, len(self._store.events) + 1)
+            queued_at = len(self._store.events) + 1
+            self._store.rows[run_id] = _Row(run, queued_at, order=next(self._store.order))
         else:
             row.run = run
             row.owner = run.owner
@@ -119,6 +123,7 @@ class FakeStore:
     def __init__(self, db_clock: Callable[[], float] = time.time) -> None:
         self.graphs: dict[tuple[str, str], list[Graph]] = {}
         self.rows: dict[str, _Row] = {}
+        self.order = itertools.count(1)
         self.node_states: dict[str, dict[str, NodeState]] = {}
         self.events: list[dict[str, Any]] = []
         self.answers: dict[str, PendingAnswer] = {}
@@ -153,8 +158,17 @@ class FakeStore:
 
     # -- graphs ----------------------------------------------------------------------------
 
-    async def list_graphs(self, project_id: str) -> list[Graph]:
-        return [v[-1] for (p, _), v in sorted(self.graphs.items()) if p == project_id and v]
+    async def list_graphs(
+        self, project_id: str, *, limit: int = MAX_PAGE, cursor: str | None = None
+    ) -> Page[Graph]:
+        after = None if cursor is None else decode_cursor("g", cursor, (str,))[0]
+        found = [
+            versions[-1]
+            for (p, graph_id), versions in sorted(self.graphs.items())
+            if p == project_id and versions and (after is None or graph_id > after)
+        ]
+        more = len(found) > limit
+        return Page(found[:limit], encode_cursor("g", found[limit - 1].id) if more else None)
 
     async def get_graph(
         self, project_id: str, graph_id: str, version: int | None = None
@@ -196,7 +210,7 @@ class FakeStore:
     @_transaction
     async def create_run(self, run: Run, claim: ClaimRequest | None = None) -> Claim | None:
         seq = self._emit(_run_event(run, EventType.RUN_CREATED, run.created_at))
-        self.rows[run.id] = _Row(run, seq)
+        self.rows[run.id] = _Row(run, seq, order=next(self.order))
         waiting = any(
             row.run.status is RunStatus.PENDING
             or (row.run.status is RunStatus.RUNNING and row.owner is None)
@@ -217,18 +231,36 @@ class FakeStore:
     async def list_runs(
         self,
         project_id: str,
-        workflow_id: str | None = None,
-        status: RunStatus | None = None,
-        limit: int = 1000,
-    ) -> list[Run]:
+        filters: RunFilter | None = None,
+        *,
+        limit: int = MAX_PAGE,
+        cursor: str | None = None,
+    ) -> Page[Run]:
+        f = filters or RunFilter()
+        after = None if cursor is None else tuple(decode_cursor("r", cursor, (int, int)))
+        low = None if f.created_after is None else micros(f.created_after)
+        high = None if f.created_before is None else micros(f.created_before)
+        keyed = sorted(
+            (
+                ((micros(row.run.created_at), row.order), row)
+                for row in self.rows.values()
+                if row.run.project_id == project_id
+                and (f.workflow_id is None or row.run.workflow_id == f.workflow_id)
+                and (not f.statuses or row.run.status in f.statuses)
+            ),
+            key=lambda pair: pair[0],
+            reverse=True,
+        )
         found = [
-            self._read(row)
-            for row in reversed(self.rows.values())
-            if row.run.project_id == project_id
-            and (workflow_id is None or row.run.workflow_id == workflow_id)
-            and (status is None or row.run.status is status)
+            (key, row)
+            for key, row in keyed
+            if (low is None or key[0] > low)
+            and (high is None or key[0] < high)
+            and (after is None or key < after)
         ]
-        return found[:limit]
+        more = len(found) > limit
+        cursor_after = encode_cursor("r", *found[limit - 1][0]) if more else None
+        return Page([self._read(row) for _, row in found[:limit]], cursor_after)
 
     @_transaction
     async def change_run(

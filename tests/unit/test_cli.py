@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from adapters.cli import main
+from adapters.client import api as api_module
 from tests.support.process import DaemonProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -229,6 +230,76 @@ def test_status_list_and_events_of_a_finished_run(cli: Cli) -> None:
     assert listed.stdout.splitlines()[1].split()[:4] == [run_id, "branching", "v1", "completed"]
     assert none_failed.stdout == "no runs\n"
     assert later == events[-2:]
+
+
+def test_run_list_pages_through_the_links_up_to_its_limit_and_filters(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli("graph", "apply", write(tmp_path, "quick.json", graph("quick", {"id": "a"})))
+    made = [run_id_of(cli("run", "start", "quick", "--json")) for _ in range(7)]
+    newest_first = list(reversed(made))
+    monkeypatch.setattr(api_module, "PAGE_MAX", 2)  # so that 7 runs are 4 pages
+
+    every = cli("run", "list", "--all", "--json")
+    five = cli("run", "list", "--limit", "5", "--json")
+    table = cli("run", "list", "--limit", "3")
+    default = cli("run", "list", "--json")
+    done = cli("run", "list", "--status", "pending,running,completed", "--all", "--json")
+    later = cli("run", "list", "--created-after", "2999-01-01", "--json")
+    since_2000 = cli("run", "list", "--created-after", "2000-01-01T00:00:00", "--json")
+    bad_time = cli("run", "list", "--created-before", "last tuesday")
+    bad_status = cli("run", "list", "--status", "completed,sleeping")
+
+    assert [r["id"] for r in json.loads(every.stdout)] == newest_first
+    assert [r["id"] for r in json.loads(five.stdout)] == newest_first[:5]
+    assert [line.split()[0] for line in table.stdout.splitlines()[1:]] == newest_first[:3]
+    assert table.stderr == "showing the first 3 runs; more with --limit N or --all\n"
+    assert [r["id"] for r in json.loads(default.stdout)] == newest_first  # 50 by default
+    assert sorted(r["id"] for r in json.loads(done.stdout)) == sorted(made)
+    assert json.loads(later.stdout) == []
+    assert len(json.loads(since_2000.stdout)) == 7
+    assert bad_time.exit_code == 2
+    assert "--created-before must be a date" in bad_time.stderr
+    assert bad_status.exit_code == 4
+    assert bad_status.stderr.startswith("cortexd: unknown status 'sleeping'")
+
+
+def test_graph_list_pages_and_says_when_there_are_more(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for graph_id in ("c", "a", "b"):
+        cli("graph", "apply", write(tmp_path, f"{graph_id}.json", graph(graph_id, {"id": "n"})))
+    monkeypatch.setattr(api_module, "PAGE_MAX", 2)
+
+    every = cli("graph", "list", "--all", "--json")
+    two = cli("graph", "list", "--limit", "2")
+
+    assert [g["id"] for g in json.loads(every.stdout)] == ["a", "b", "c"]
+    assert [line.split()[0] for line in two.stdout.splitlines()[1:]] == ["a", "b"]
+    assert two.stderr == "showing the first 2 graphs; more with --limit N or --all\n"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ('</x?cursor=2>; rel="next"', "http://127.0.0.1:1/x?cursor=2"),
+        ("<?cursor=2>; rel=next", "http://127.0.0.1:1/api/runs?cursor=2"),
+        ('</first>; rel="first", </n>; rel="next"', "http://127.0.0.1:1/n"),
+        ('</prev>; rel="prev"', None),
+    ],
+)
+def test_a_next_link_is_resolved_against_the_request(header: str | None, expected: str) -> None:
+    current = "http://127.0.0.1:1/api/runs?limit=2"
+
+    assert api_module.next_link(current, header, "http://127.0.0.1:1") == expected
+
+
+def test_a_next_link_to_another_origin_is_not_followed() -> None:
+    with pytest.raises(api_module.ClientError, match="another origin"):
+        api_module.next_link(
+            "http://127.0.0.1:1/r", '<http://evil/r>; rel="next"', "http://127.0.0.1:1"
+        )
 
 
 def test_a_failed_run_exits_1_with_the_error_and_the_retry_command(

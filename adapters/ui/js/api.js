@@ -96,30 +96,25 @@ export function nextLink(header) {
 }
 
 /**
- * A list endpoint read a page at a time. A server that pages answers `limit` items and a
- * `Link: rel="next"`; one that does not sends everything at once, which is then handed out
- * `limit` at a time from memory. Either way `more()` gives the next page and `done` says when
- * there is none.
+ * A list endpoint read a page at a time (DESIGN §12): each answer holds at most `limit` items,
+ * and its `Link: rel="next"` names the next page (keyset: runs created or changed meanwhile
+ * never shift it). `more()` gives the next page and `done` says when there is none.
  */
 export class Pager {
   constructor(url, limit) {
     const sep = url.includes("?") ? "&" : "?";
     this.next = `${url}${sep}limit=${limit}`;
-    this.limit = limit;
-    this.held = [];
   }
 
   get done() {
-    return this.next === null && this.held.length === 0;
+    return this.next === null;
   }
 
   async more(options) {
-    if (this.held.length === 0 && this.next !== null) {
-      const { data, response } = await request("GET", this.next, undefined, options);
-      this.next = nextLink(response.headers.get("Link"));
-      this.held = Array.isArray(data) ? data : [];
-    }
-    return this.held.splice(0, this.limit);
+    if (this.next === null) return [];
+    const { data, response } = await request("GET", this.next, undefined, options);
+    this.next = nextLink(response.headers.get("Link"));
+    return Array.isArray(data) ? data : [];
   }
 }
 

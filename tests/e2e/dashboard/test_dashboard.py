@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ pytestmark = pytest.mark.e2e
 expect = playwright_api().expect
 ROOT = Path(__file__).resolve().parents[3]
 UI = "/ui/projects/acme"
+RUNS_PAGE = 50  # what the runs page asks for (adapters/ui/js/views/runs.js)
 
 
 @pytest.fixture(scope="module")
@@ -395,36 +398,48 @@ def test_the_root_opens_the_last_project(daemon: DaemonProcess, tab: Tab) -> Non
     expect(page.get_by_role("heading", name="Runs")).to_be_visible()
 
 
-def test_the_runs_page_follows_a_link_rel_next_when_the_server_pages(
+def test_the_runs_page_pages_through_the_servers_link_rel_next(
     daemon: DaemonProcess, tab: Tab
 ) -> None:
-    """The paging server (DESIGN §12) is built elsewhere; its answers are played here."""
+    """More runs than one page (the page asks for 50): the second page comes from the cursor
+    the server's Link names, and a run created in between neither shifts nor repeats a row."""
     graph(daemon, "paged", [node("only", 0, 0)], [])
-    done = [start(daemon, "paged") for _ in range(3)]
-    for run_id in done:
-        wait_run(daemon, run_id, "completed")
-    runs = ok(daemon, "GET", f"{P}/runs?workflow_id=paged")
+    made = [start(daemon, "paged") for _ in range(RUNS_PAGE + 10)]
+    listed = f"{P}/runs?workflow_id=paged&status=completed"
+    deadline = time.monotonic() + 60
+    while len(ok(daemon, "GET", listed)) < len(made):
+        assert time.monotonic() < deadline, "the runs did not complete in time"
+        time.sleep(0.05)
     asked: list[str] = []
-
-    def paged(route: Any) -> None:
-        url = route.request.url
-        asked.append(url)
-        second = "cursor=next" in url
-        headers = {"Content-Type": "application/json"}
-        if not second:
-            headers["Link"] = f'<{P}/runs?workflow_id=paged&limit=50&cursor=next>; rel="next"'
-        body = json.dumps(runs[2:] if second else runs[:2])
-        route.fulfill(status=200, headers=headers, body=body)
-
-    tab.page.route("**/api/projects/acme/workflows/runs?*", paged)
     page = tab.page
+    page.on(
+        "request",
+        lambda r: asked.append(r.url) if "/workflows/runs?" in r.url else None,
+    )
     page.goto(f"{daemon.url}{UI}/runs?graph=paged")
 
     rows = page.locator("table.runs tbody tr")
-    expect(rows).to_have_count(2)
+    expect(rows).to_have_count(RUNS_PAGE)
+    expect(page.locator("[data-loaded=true]")).to_have_count(1)
+    link = next_link_of(daemon, asked[0].removeprefix(daemon.url))
+    fresh = start(daemon, "paged")  # live: at the top; the next page is not moved by it
+    expect(rows.first).to_have_attribute("data-run-id", fresh)
     page.get_by_role("button", name="Load more").click()
-    expect(rows).to_have_count(3)
+
+    expect(rows).to_have_count(len(made) + 1)
     expect(page.get_by_role("button", name="Load more")).to_be_hidden()
-    assert "limit=50" in asked[0]
-    assert asked[1].endswith("cursor=next")
-    assert rows.evaluate_all("rows => rows.map(r => r.dataset.runId)") == [r["id"] for r in runs]
+    shown = rows.evaluate_all("rows => rows.map(r => r.dataset.runId)")
+    assert shown == [fresh, *reversed(made)]
+    first, second = asked
+    assert "limit=50" in first
+    assert "cursor=" not in first
+    assert second == daemon.url + link
+
+
+def next_link_of(daemon: DaemonProcess, path: str) -> str:
+    """The target of the Link rel="next" the daemon answers `path` with."""
+    with urllib.request.urlopen(daemon.url + path, timeout=10) as response:
+        header = response.headers["Link"]
+    found = re.fullmatch(r'<([^>]*)>; rel="next"', header)
+    assert found, header
+    return found.group(1)

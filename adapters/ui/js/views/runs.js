@@ -46,7 +46,7 @@ class RunsView {
       onEvent: (event) => this.onEvent(event),
       onState: (state) => this.onLive(state),
       onGap: () => this.load(), // events were pruned while away: read the list again
-      probe: () => get(projectApi(this.project, "/graphs")),
+      probe: () => get(projectApi(this.project, "/graphs?limit=1")),
       onError: (error) => this.app.fail(error),
     }).start();
     await this.load();

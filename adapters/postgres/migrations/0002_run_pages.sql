@@ -1,0 +1,16 @@
+-- Pages of runs (DESIGN §12): newest first by creation time, the creation order (seq) among
+-- equal times, read a page at a time from an index whatever the number of runs stored (keyset
+-- pagination). `created_us`: the run's `created_at` in microseconds since 1970 (UTC), set once
+-- when the run is stored; older runs get theirs from their body. (SQLite: migration 0005.)
+ALTER TABLE runs ADD COLUMN created_us BIGINT NOT NULL DEFAULT 0;
+UPDATE runs SET created_us =
+    (extract(epoch FROM (body::json ->> 'created_at')::timestamptz) * 1000000)::bigint;
+ALTER TABLE runs ALTER COLUMN created_us DROP DEFAULT;
+-- One index per combination of the filters that are equalities, each ending in the order of
+-- the list, so that every page is one range of one index (a list of statuses: one range per
+-- status, merged). The first one replaces runs_by_project (project, graph, seq).
+CREATE INDEX runs_page ON runs (project_id, created_us, seq);
+CREATE INDEX runs_page_graph ON runs (project_id, workflow_id, created_us, seq);
+CREATE INDEX runs_page_status ON runs (project_id, status, created_us, seq);
+CREATE INDEX runs_page_graph_status ON runs (project_id, workflow_id, status, created_us, seq);
+DROP INDEX runs_by_project;
