@@ -25,8 +25,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Two workers, each taking whole files (a file's module fixtures and its daemons stay on one).
+PYTEST_WORKERS ?= 2
+
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test: lint typecheck pytest
 

@@ -152,8 +152,8 @@ async def test_a_fence_sees_every_owner_change_made_earlier_in_its_own_transacti
 
         async def setup(tx: Tx) -> None:
             await tx.execute(
-                "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at) "
-                "VALUES (?, 'p', 'g', 'running', '{}', 1)",
+                "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at, "
+                "created_us) VALUES (?, 'p', 'g', 'running', '{}', 1, 1)",
                 ("r1",),
             )
             await tx.execute("UPDATE runs SET owner = ?, epoch = ? WHERE id = ?", ("me", 1, "r1"))
