@@ -1,5 +1,5 @@
 """The store's one writer on PostgreSQL: group commit (`adapters.sql.batching`) on a dedicated
-connection, each statement a round trip awaited on the event loop.
+connection, each transaction pipelined.
 
 **The event log's order.** DESIGN §8 asks `seq` to be gap-free and strictly increasing in
 commit order across every daemon. A PostgreSQL sequence is neither (a rolled-back nextval
@@ -10,16 +10,22 @@ the new head just before COMMIT, and the lock is let go only once that commit is
 transactions that record events can therefore never overlap: seqs are handed out in commit
 order with no gap, and a reader that has seen N never later finds a smaller one. The price:
 the write transactions of all daemons are serialised, as SQLite's are (BEGIN IMMEDIATE). Group
-commit is what makes that cheap: each daemon's transaction carries every write it had waiting,
-and is a handful of round trips. Taking the lock first, before any row lock, also means two
+commit is what makes that cheap: each daemon's transaction carries every write it had waiting.
+What keeps the lock's time short (docs/performance.md measured it): the statements are sent in
+psycopg's pipeline mode, waited for only where an operation reads; the fences of the batch's
+operations come with the head, in its round trip, and are remembered (`PgTx.fences`); and
+while the transaction may hold the head its connection waits on the server on the spot rather
+than behind the loop's other tasks (`adapters.postgres.eager`). Taking the lock first, before any row lock, also means two
 writers never deadlock, and every operation decides on rows no other writer is changing (the
 run operations in `adapters/sql/runs.py` rely on that, on both databases).
 
 **Failures.** The batch runs without a savepoint per operation (a savepoint and its release are
 two more round trips each, inside the lock): when an operation fails, the transaction is rolled
 back and the batch is done again without it; it failed on a state that was stored, and keeps
-that outcome. A connection that breaks fails the batch (the callers hear `StoreUnavailable`)
-and is opened again for the next one.
+that outcome. In the pipeline, a statement's failure surfaces where the pipeline is next read,
+maybe in another operation: that batch is rolled back and done again without the pipeline,
+which names the operation. A connection that breaks fails the batch (the callers hear
+`StoreUnavailable`) and is opened again for the next one.
 
 **Waking the other daemons.** The commit carries one `NOTIFY cortexd_events, '<last seq>'`
 (delivered at commit; a seq, never a payload that could pass NOTIFY's 8000 bytes): the other
