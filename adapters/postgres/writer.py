@@ -15,9 +15,10 @@ What keeps the lock's time short (docs/performance.md measured it): the statemen
 psycopg's pipeline mode, waited for only where an operation reads; the fences of the batch's
 operations come with the head, in its round trip, and are remembered (`PgTx.fences`); and
 while the transaction may hold the head its connection waits on the server on the spot rather
-than behind the loop's other tasks (`adapters.postgres.eager`). Taking the lock first, before any row lock, also means two
-writers never deadlock, and every operation decides on rows no other writer is changing (the
-run operations in `adapters/sql/runs.py` rely on that, on both databases).
+than behind the loop's other tasks (`adapters.postgres.eager`). Taking the lock first, before
+any row lock, also means two writers never deadlock, and every operation decides on rows no
+other writer is changing (the run operations in `adapters/sql/runs.py` rely on that, on both
+databases).
 
 **Failures.** The batch runs without a savepoint per operation (a savepoint and its release are
 two more round trips each, inside the lock): when an operation fails, the transaction is rolled
