@@ -50,9 +50,17 @@ async def fence(tx: Tx, lease: Lease) -> None:
 async def insert_run(tx: Tx, run: Run, claim: ClaimRequest | None = None) -> Claim | None:
     seq = (await tx.emit(run_event(run, EventType.RUN_CREATED, run.created_at)))["seq"]
     await tx.execute(
-        "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (run.id, run.project_id, run.workflow_id, run.status.value, run.model_dump_json(), seq),
+        "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at, trigger_type) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            run.id,
+            run.project_id,
+            run.workflow_id,
+            run.status.value,
+            run.model_dump_json(),
+            seq,
+            str(run.trigger.get("type", "api")),
+        ),
     )
     if claim is None:
         return None
