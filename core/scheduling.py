@@ -35,6 +35,10 @@ class ScheduleService:
         self._clock = clock
         self._new_id = new_id
 
+    @property
+    def store(self) -> ScheduleStore:
+        return self._schedules
+
     async def list(self, project_id: str) -> list[Schedule]:
         return await self._schedules.list_schedules(project_id)
 

@@ -147,7 +147,9 @@ def test_all_fires_each_missed_time_up_to_the_maximum() -> None:
 
 
 def test_skip_fires_only_a_time_that_is_on_time() -> None:
-    on_time = plan(schedule(next_run_at=utc(2026, 6, 1, 11, 0), catchup="skip"), graph(), NOW, ids())
+    on_time = plan(
+        schedule(next_run_at=utc(2026, 6, 1, 11, 0), catchup="skip"), graph(), NOW, ids()
+    )
     assert [r.trigger["scheduled_for"] for r in on_time.runs] == ["2026-06-01T12:00:00Z"]
     hourly = schedule(cron="0 * * * *", next_run_at=utc(2026, 6, 1, 9, 0), catchup="skip")
     late = plan(hourly, graph(), NOW + timedelta(minutes=30), ids())
