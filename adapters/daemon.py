@@ -156,7 +156,9 @@ class Daemon:
             settings.storage.finished_run_retention_days,
             settings.storage.checkpoint_retention,
         )
-        schedules = ScheduleService(store, store.schedules, clock, new_id)
+        schedules = ScheduleService(
+            store, store.schedules, clock, new_id, settings.limits.max_run_input_bytes
+        )
         firer = ScheduleFirer(store.schedules, clock, new_id)
         duties = Duties(
             store,

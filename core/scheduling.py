@@ -8,6 +8,7 @@ per database comes from the store's unique key (see `core.schedules`).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 
 from core.background import Background
 from core.domain import Graph, Run
-from core.errors import NotFound, Problem, ValidationFailed
+from core.errors import LimitExceeded, NotFound, Problem, ValidationFailed
 from core.ports import Clock, ScheduleStore, Store
 from core.schedules import Firing, Schedule, ScheduleSpec, ScheduleState, next_time, plan
 from core.validation import problems_from_pydantic
@@ -28,8 +29,14 @@ TICK_S = 1.0
 
 class ScheduleService:
     def __init__(
-        self, store: Store, schedules: ScheduleStore, clock: Clock, new_id: Callable[[], str]
+        self,
+        store: Store,
+        schedules: ScheduleStore,
+        clock: Clock,
+        new_id: Callable[[], str],
+        max_input_bytes: int = 262_144,
     ) -> None:
+        self._max_input_bytes = max_input_bytes
         self._store = store
         self._schedules = schedules
         self._clock = clock
@@ -73,6 +80,11 @@ class ScheduleService:
             raise ValidationFailed(
                 "the schedule is not valid", problems_from_pydantic(exc)
             ) from None
+        size = len(json.dumps(spec.input))
+        if size > self._max_input_bytes:
+            raise LimitExceeded(
+                f"the schedule's input is {size} bytes; the limit is {self._max_input_bytes}"
+            )
         graph = await self._store.get_graph(project_id, spec.workflow_id)
         if graph is None:
             problem = Problem("/workflow_id", f"no graph {spec.workflow_id!r} in this project")

@@ -225,3 +225,10 @@ async def test_deleted_graph_stops_the_schedule_and_an_edit_applies_next(
     await api.graph(linear("g", "passthrough"))  # the graph again: a PUT restarts it
     again = await api.call("PUT", f"{S}/every-minute", spec(), 200)
     assert (again["state"], again["next_run_at"] is not None) == ("active", True)
+
+
+async def test_an_input_over_the_run_input_limit_is_413(make_api: Any) -> None:
+    api = await make_api(CORTEXD_LIMITS__MAX_RUN_INPUT_BYTES="100")
+    await api.graph(linear("g", "passthrough"))
+    problem = await api.call("POST", S, spec(input={"x": "y" * 200}), 413)
+    assert "limit is 100" in problem["detail"]
