@@ -416,3 +416,46 @@ def test_a_schedule_fires_once_per_time_across_two_daemons_and_a_kill_9(
         what="every scheduled run completed",
     )
     assert "schedule_fired" in victim.log()
+
+
+def test_a_kill_9_as_a_schedule_fires_leaves_each_time_with_one_run(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: Shared
+) -> None:
+    """100 missed times come due; the daemon is killed as soon as it logs its firing (the
+    runs just created, executing or queued), and another daemon is started on the store:
+    every time has exactly one run, and every run completes."""
+    a, b = pair
+    a.start()
+    db = shared
+    assert a.request("POST", f"{P}/graphs", chain("quick", 0.05, ("n1", "n2")))[0] == 201
+    later = datetime.now(UTC) + timedelta(hours=12)
+    schedule = {
+        "id": "daily",
+        "workflow_id": "quick",
+        "cron": f"{later.minute} {later.hour} * * *",
+        "catchup": "all",
+    }
+    assert a.request("POST", f"{P}/schedules", schedule)[0] == 201
+    back = (100 * 86400.0,)
+    db.query("UPDATE schedules SET next_run_at = next_run_at - ? WHERE id = 'daily'", back)
+    until(lambda: "schedule_fired" in a.log(), what="a fired the missed times")
+    a.signal(signal.SIGKILL)
+    assert a.wait(10) == -signal.SIGKILL
+    # A firing is one transaction: all of its 100 times, each with its run, or none.
+    assert db.query("SELECT COUNT(*) FROM schedule_firings") == [(100,)]
+    unfinished = db.query("SELECT COUNT(*) FROM runs WHERE status != 'completed'")[0][0]
+
+    b.start()
+    until(
+        lambda: db.query("SELECT COUNT(*) FROM runs WHERE status = 'completed'") == [(100,)],
+        timeout=LEASE_S * 3 + 60,
+        what="every scheduled run completed",
+    )
+    times = [
+        json.loads(body)["trigger"]["scheduled_for"]
+        for (body,) in db.query("SELECT body FROM runs")
+    ]
+    assert len(times) == 100
+    assert len(set(times)) == 100
+    assert db.query("SELECT COUNT(*) FROM schedule_firings") == [(100,)]
+    print(f"killed with {unfinished} of the 100 scheduled runs unfinished")

@@ -14,6 +14,7 @@ import pytest
 from adapters.http.keys import SCHEDULES
 from core.domain import Graph
 from core.schedules import Firing, Schedule, iso, scheduled_run
+from core.scheduling import ScheduleFirer
 from tests.conftest import SQL
 from tests.integration.conftest import Api, P, linear
 
@@ -232,3 +233,36 @@ async def test_an_input_over_the_run_input_limit_is_413(make_api: Any) -> None:
     await api.graph(linear("g", "passthrough"))
     problem = await api.call("POST", S, spec(input={"x": "y" * 200}), 413)
     assert "limit is 100" in problem["detail"]
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.at = now
+
+    def now(self) -> datetime:
+        return self.at
+
+
+async def test_a_pass_after_a_downtime_by_the_firers_own_clock(api: Api) -> None:
+    """The firing duty with an injected clock three days ahead: the missed times of a daily
+    schedule fire once each, and a second pass at the same moment fires nothing."""
+    await api.graph(linear("g", "passthrough"))
+    made = await api.call("POST", S, spec(cron=far_daily(), catchup="all"), 201)
+    next_run = datetime.fromisoformat(made["next_run_at"])
+    counter = itertools.count()
+    clock = Clock(next_run + timedelta(days=2, hours=1))
+    firer = ScheduleFirer(
+        api.client.app[SCHEDULES].store,
+        clock,
+        lambda: f"{next(counter):08d}-0000-4000-8000-000000000000",
+    )
+    runs = await firer.fire_due()
+    assert [r.trigger["scheduled_for"] for r in runs] == [
+        iso(next_run + timedelta(days=d)) for d in range(3)
+    ]
+    assert await firer.fire_due() == []
+    schedule = await api.call("GET", f"{S}/every-minute", status=200)
+    assert datetime.fromisoformat(schedule["next_run_at"]) == next_run + timedelta(days=3)
+    assert datetime.fromisoformat(schedule["last_run_at"]) == next_run + timedelta(days=2)
+    await api.idle()
+    assert [(await api.run(r.id))["status"] for r in runs] == ["completed"] * 3
