@@ -109,7 +109,7 @@ def times_after(cron: str, timezone: str, after: datetime) -> Iterator[datetime]
     """The schedule's times strictly after `after`, in UTC, in order (ends past the horizon)."""
     tz = zone(timezone)
     local = after.astimezone(tz).replace(tzinfo=None)
-    horizon = local.replace(tzinfo=None) + timedelta(days=366 * _HORIZON_YEARS)
+    horizon = local + timedelta(days=366 * _HORIZON_YEARS)
     for wall in CronSim(cron, local):
         if wall > horizon:
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -163,6 +164,6 @@ class ScheduleFirer:
 
 
 def _plan_at(
-    schedule: Schedule, graph: Graph | None, *, now: Any, new_id: Callable[[], str]
+    schedule: Schedule, graph: Graph | None, *, now: datetime, new_id: Callable[[], str]
 ) -> Firing:
     return plan(schedule, graph, now, new_id)
