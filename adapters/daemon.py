@@ -25,6 +25,7 @@ from adapters.http.keys import (
     METRICS,
     PLUGINS,
     READY_CHECK,
+    SCHEDULES,
     SERVICE,
     SOCKETS,
     STORE_WRITER,
@@ -43,7 +44,8 @@ from core.feed import EventFeed
 from core.loopwatch import LoopWatch, NodeActivity
 from core.nodes import PluginContext
 from core.plugins import Plugins, build_plugins
-from core.service import ServiceLimits, WorkflowService
+from core.scheduling import ScheduleFirer, ScheduleService
+from core.service import ServiceLimits, WorkflowService, new_id
 from core.sinks import Sinks
 from core.validation import GraphLimits
 from plugins import BUILTINS
@@ -77,6 +79,7 @@ class Daemon:
     sinks: Sinks
     engine: Engine
     service: WorkflowService
+    schedules: ScheduleService
     duties: Duties
     loop_watch: LoopWatch
     closing: contextlib.AsyncExitStack
@@ -153,6 +156,10 @@ class Daemon:
             settings.storage.finished_run_retention_days,
             settings.storage.checkpoint_retention,
         )
+        schedules = ScheduleService(
+            store, store.schedules, clock, new_id, settings.limits.max_run_input_bytes
+        )
+        firer = ScheduleFirer(store.schedules, clock, new_id)
         duties = Duties(
             store,
             instance,
@@ -162,6 +169,7 @@ class Daemon:
                 (sinks.start, sinks.stop),
                 (housekeeping.start, housekeeping.stop),
                 (retention.start, retention.stop),
+                (firer.start, firer.stop),
             ],
         )
         return cls(
@@ -174,6 +182,7 @@ class Daemon:
             sinks,
             engine,
             service,
+            schedules,
             duties,
             LoopWatch(activity, plugins.providers),
             closing,
@@ -254,6 +263,7 @@ async def _lifecycle(
 ) -> AsyncIterator[None]:
     daemon = await Daemon.open(settings, sources, instance)
     app[SERVICE] = daemon.service
+    app[SCHEDULES] = daemon.schedules
     app[ENGINE] = daemon.engine
     app[PLUGINS] = daemon.plugins
     app[READY_CHECK] = daemon.ready

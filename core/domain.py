@@ -125,6 +125,17 @@ class Run(Model):
     # many times it was taken back from a daemon that died or stalled while executing it.
     owner: str | None = None
     recoveries: int = 0
+    # Wave 2 (DESIGN §10): what started the run: {"type": "api"}, or {"type": "schedule", "id":
+    # the schedule, "scheduled_for": the time it fired for}; runs stored before have "api".
+    trigger: JSON = Field(
+        default_factory=lambda: {"type": "api"},
+        description='What started the run: {"type": "api"} (a POST), or {"type": "schedule", '
+        '"id": <schedule id>, "scheduled_for": <the UTC time it fired for>}.',
+        examples=[
+            {"type": "api"},
+            {"type": "schedule", "id": "nightly", "scheduled_for": "2026-01-01T02:00:00Z"},
+        ],
+    )
 
 
 class NodeState(Model):

@@ -18,6 +18,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from core.domain import EventType, Graph, GraphSpec, NodeState, Run
 from core.events import Published
 from core.pages import MAX_PAGE, Page, RunFilter
+from core.schedules import Firing, Schedule
 
 # Where LangGraph's run config carries the `RunExecution` whose lease fences the checkpoint
 # writes of that run, and whose node records ride along with them (see `Checkpoints`).
@@ -283,6 +284,40 @@ class Store(Protocol):
     async def min_event_seq(self) -> int:
         """The oldest `seq` still stored; when none is, the next one to be given (so a client
         that saw events since pruned still learns of the gap)."""
+        ...
+
+
+class ScheduleStore(Protocol):
+    """Schedules (DESIGN §10). A firing is decided on the rows as stored, in the transaction
+    that creates its runs; a unique key on (schedule, scheduled time) gives each time one run
+    per database at most."""
+
+    async def list_schedules(self, project_id: str) -> list[Schedule]: ...
+
+    async def get_schedule(self, project_id: str, schedule_id: str) -> Schedule | None: ...
+
+    async def put_schedule(self, schedule: Schedule, *, create: bool) -> Schedule:
+        """Create (Conflict if it exists) or replace (NotFound if not); a replace keeps the
+        stored `created_at` and `last_run_at`. The schedule as stored."""
+        ...
+
+    async def delete_schedule(self, project_id: str, schedule_id: str) -> None:
+        """NotFound if missing."""
+        ...
+
+    async def due_schedules(self, now: datetime, limit: int = 100) -> list[tuple[str, str]]:
+        """(project, id) of schedules whose `next_run_at` is at or before `now`, earliest first."""
+        ...
+
+    async def fire_schedule(
+        self,
+        project_id: str,
+        schedule_id: str,
+        plan: Callable[[Schedule, Graph | None], Firing],
+    ) -> list[Run]:
+        """In one transaction: `plan` applied to the schedule and its graph as stored (None if
+        deleted), its runs created except those whose scheduled time already has one, and the
+        schedule stored as the plan left it. The runs created. NotFound if it is gone."""
         ...
 
 

@@ -13,6 +13,7 @@ from adapters.sql.batching import GroupCommit
 from adapters.ws import EventSockets
 from core.engine import Engine
 from core.plugins import Plugins
+from core.scheduling import ScheduleService
 from core.service import WorkflowService
 
 
@@ -27,6 +28,7 @@ class Readiness:
 ReadyCheck = Callable[[], Awaitable[Readiness]]
 
 SERVICE = web.AppKey("service", WorkflowService)
+SCHEDULES = web.AppKey("schedules", ScheduleService)
 ENGINE = web.AppKey("engine", Engine)
 PLUGINS = web.AppKey("plugins", Plugins)
 READY_CHECK = web.AppKey[ReadyCheck]("ready_check")

@@ -18,6 +18,7 @@ from pydantic.json_schema import models_json_schema
 from adapters.http.inputs import RUN_ID_PATTERN, CreateRunBody, ExecuteBody, ResumeBody
 from core.domain import ID_PATTERN, Event, Graph, GraphSpec, NodeState, Run, RunStatus
 from core.pages import MAX_CURSOR_CHARS, MAX_PAGE
+from core.schedules import Schedule, ScheduleSpec
 
 JSON = dict[str, Any]
 PROBLEM_TYPE = "application/problem+json"
@@ -88,10 +89,11 @@ class Readiness(BaseModel):
     detail: str | None = Field(None, description="Why not ready, when known (a store fault).")
 
 
-_INPUTS: list[type[BaseModel]] = [GraphSpec, CreateRunBody, ExecuteBody, ResumeBody]
+_INPUTS: list[type[BaseModel]] = [GraphSpec, CreateRunBody, ExecuteBody, ResumeBody, ScheduleSpec]
 _OUTPUTS: list[type[BaseModel]] = [
     Graph,
     Run,
+    Schedule,
     Event,
     RunStatusReport,
     NodeTypeInfo,
@@ -135,6 +137,7 @@ def _path_param(name: str, pattern: str, description: str) -> JSON:
 PROJECT_ID = _path_param("project_id", ID_PATTERN, "Project id.")
 GRAPH_ID = _path_param("workflow_id", ID_PATTERN, "Graph (workflow) id.")
 RUN_ID = _path_param("run_id", RUN_ID_PATTERN, "Run id (a UUID).")
+SCHEDULE_ID = _path_param("schedule_id", ID_PATTERN, "Schedule id.")
 
 
 def _query(name: str, schema: JSON, description: str) -> JSON:
@@ -193,7 +196,7 @@ _ERRORS = {
     400: "Malformed request: not JSON, not UTF-8, nested too deeply, or a bad query parameter.",
     401: "No token, or one that is not valid (with `WWW-Authenticate: Bearer`).",
     403: "The token lacks the role or the project.",
-    404: "No such graph or run in this project, or an id that cannot be one.",
+    404: "No such graph, run or schedule in this project, or an id that cannot be one.",
     409: "The request contradicts the current state.",
     413: "Larger than a configured limit.",
     422: "Not valid: `problems` lists each problem with its JSON pointer.",
@@ -253,6 +256,7 @@ def _paths() -> dict[str, dict[str, JSON]]:
     project = "/api/projects/{project_id}/workflows"
     graph = (PROJECT_ID, GRAPH_ID)
     run = (PROJECT_ID, RUN_ID)
+    schedule = (PROJECT_ID, SCHEDULE_ID)
     run_ok = (200, _json(_ref(Run), "The run."))
     return {
         f"{project}/graphs": {
@@ -362,6 +366,43 @@ def _paths() -> dict[str, dict[str, JSON]]:
                     SINCE,
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 10_000}, "Most."),
                 ),
+            ),
+        },
+        f"{project}/schedules": {
+            "get": _operation(
+                "List the project's schedules",
+                (200, _json(_array(Schedule), "The schedules.")),
+                (404,),
+                params=(PROJECT_ID,),
+            ),
+            "post": _operation(
+                "Create a schedule (a five-field cron in a timezone; 422 for a bad cron, "
+                "timezone, catchup or an unknown graph)",
+                (201, _json(_ref(Schedule), "The schedule, with its `next_run_at`.")),
+                (404, 409),
+                params=(PROJECT_ID,),
+                body=ScheduleSpec,
+            ),
+        },
+        f"{project}/schedules/{{schedule_id}}": {
+            "get": _operation(
+                "Get a schedule",
+                (200, _json(_ref(Schedule), "The schedule.")),
+                (404,),
+                params=schedule,
+            ),
+            "put": _operation(
+                "Replace a schedule (its next time is computed again; `last_run_at` stays)",
+                (200, _json(_ref(Schedule), "The schedule.")),
+                (404,),
+                params=schedule,
+                body=ScheduleSpec,
+            ),
+            "delete": _operation(
+                "Delete a schedule (its runs stay)",
+                (204, {"description": "Deleted."}),
+                (404,),
+                params=schedule,
             ),
         },
         "/api/projects/{project_id}/ws": {

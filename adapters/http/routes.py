@@ -22,7 +22,7 @@ from adapters.http.inputs import (
     read_body,
     read_json,
 )
-from adapters.http.keys import ENGINE, PLUGINS, READY_CHECK, SERVICE, SOCKETS
+from adapters.http.keys import ENGINE, PLUGINS, READY_CHECK, SCHEDULES, SERVICE, SOCKETS
 from adapters.http.openapi import document
 from adapters.http.problems import BadRequest, problem
 from core.domain import ID_PATTERN
@@ -183,6 +183,39 @@ async def run_events(request: web.Request) -> web.Response:
     return reply(events)
 
 
+# -- schedules ---------------------------------------------------------------------------------
+
+
+def _schedule_id(request: web.Request) -> str:
+    return _path_id(request, "schedule_id", "schedule", _ID)
+
+
+async def list_schedules(request: web.Request) -> web.Response:
+    return reply(await request.app[SCHEDULES].list(_project(request)))
+
+
+async def create_schedule(request: web.Request) -> web.Response:
+    data = await read_json(request)
+    return reply(await request.app[SCHEDULES].create(_project(request), data), status=201)
+
+
+async def get_schedule(request: web.Request) -> web.Response:
+    schedule_id = _schedule_id(request)
+    return reply(await request.app[SCHEDULES].get(_project(request), schedule_id))
+
+
+async def replace_schedule(request: web.Request) -> web.Response:
+    data = await read_json(request)
+    schedule_id = _schedule_id(request)
+    return reply(await request.app[SCHEDULES].replace(_project(request), schedule_id, data))
+
+
+async def delete_schedule(request: web.Request) -> web.Response:
+    schedule_id = _schedule_id(request)
+    await request.app[SCHEDULES].delete(_project(request), schedule_id)
+    return web.Response(status=204)
+
+
 # -- catalogue and health ----------------------------------------------------------------------
 
 
@@ -265,6 +298,11 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(f"{PROJECT}/runs/{{run_id}}/resume", resume_run)
     app.router.add_get(f"{PROJECT}/runs/{{run_id}}/status", run_status)
     app.router.add_get(f"{PROJECT}/runs/{{run_id}}/events", run_events)
+    app.router.add_get(f"{PROJECT}/schedules", list_schedules)
+    app.router.add_post(f"{PROJECT}/schedules", create_schedule)
+    app.router.add_get(f"{PROJECT}/schedules/{{schedule_id}}", get_schedule)
+    app.router.add_put(f"{PROJECT}/schedules/{{schedule_id}}", replace_schedule)
+    app.router.add_delete(f"{PROJECT}/schedules/{{schedule_id}}", delete_schedule)
     app.router.add_get("/api/projects/{project_id}/ws", event_socket)
     app.router.add_get("/api/node-types", node_types)
     app.router.add_get("/api/plugins", plugins)

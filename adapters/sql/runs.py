@@ -51,8 +51,8 @@ async def fence(tx: Tx, lease: Lease) -> None:
 async def insert_run(tx: Tx, run: Run, claim: ClaimRequest | None = None) -> Claim | None:
     seq = (await tx.emit(run_event(run, EventType.RUN_CREATED, run.created_at)))["seq"]
     await tx.execute(
-        "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at, created_us) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at, created_us, "
+        "trigger_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             run.id,
             run.project_id,
@@ -61,6 +61,7 @@ async def insert_run(tx: Tx, run: Run, claim: ClaimRequest | None = None) -> Cla
             run.model_dump_json(),
             seq,
             micros(run.created_at),
+            str(run.trigger.get("type", "api")),
         ),
     )
     if claim is None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from adapters.sql import pages, runs
 from adapters.sql.execution import SqlExecution
+from adapters.sql.schedules import SqlSchedules
 from adapters.sql.tx import Dialect, Reads, Tx, Writes
 from core.domain import Event, EventType, Graph, GraphSpec, NodeState, Run
 from core.errors import Conflict, NotFound
@@ -28,6 +29,7 @@ class SqlStore:
         self._writer = writer
         self._reads = reads
         self._dialect = dialect
+        self.schedules = SqlSchedules(writer, reads)
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return await self._reads.all(sql, params)

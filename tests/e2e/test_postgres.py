@@ -45,7 +45,7 @@ def test_four_daemons_started_at_once_on_an_empty_database_all_come_up(
         assert len(instances) == 4
         storage = {"url": postgres_url}
         applied = run_sql(storage, "SELECT version FROM schema_migrations ORDER BY version")
-        assert applied == [(version,) for version, _, _ in pg_db.migrations()]
+        assert applied == [(version,) for version, _, _ in pg_db.migrations()]  # each once
         assert {i for (i,) in run_sql(storage, "SELECT id FROM instances")} == instances
     finally:
         for daemon in made:

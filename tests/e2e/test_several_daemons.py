@@ -12,7 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -407,3 +407,103 @@ def test_a_restarted_daemon_takes_back_its_own_runs_without_waiting_out_the_leas
         assert {r for (r,) in shared.query("SELECT recoveries FROM runs")} == {1}
     finally:
         daemon.stop()
+
+
+def test_a_schedule_fires_once_per_time_across_two_daemons_and_a_kill_9(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: Shared
+) -> None:
+    """Missed times are caught up (catchup "all"): the daemon holding the duties fires them.
+    Then that daemon is killed, and the schedule's row is put back as it was before the
+    firing (a stale decision, a restored row): the survivor takes the duties over and fires
+    the same times again, and the unique key leaves every time with its one run."""
+    a, b = pair
+    a.start()
+    b.start()
+    db = shared
+    assert a.request("POST", f"{P}/graphs", chain("quick", 0.0, ("n1",)))[0] == 201
+    later = datetime.now(UTC) + timedelta(hours=12)  # no time of it comes due by itself
+    schedule = {
+        "id": "daily",
+        "workflow_id": "quick",
+        "cron": f"{later.minute} {later.hour} * * *",
+        "catchup": "all",
+    }
+    status, made = a.request("POST", f"{P}/schedules", schedule)
+    assert status == 201, made
+    [(next_run,)] = db.query("SELECT next_run_at FROM schedules WHERE id = 'daily'")
+    stale = next_run - 20 * 86400.0  # a downtime of 20 days: 20 missed times
+    db.query("UPDATE schedules SET next_run_at = ? WHERE id = 'daily'", (stale,))
+
+    def fired() -> list[str]:
+        rows = db.query("SELECT body FROM runs")
+        triggers = [json.loads(body)["trigger"] for (body,) in rows]
+        return [t["scheduled_for"] for t in triggers if t.get("id") == "daily"]
+
+    until(lambda: len(fired()) >= 20, what="20 runs fired")
+    first = fired()
+    [(holder,)] = db.query("SELECT owner FROM singletons WHERE name = 'duties'")
+    victim, survivor = (a, b) if holder == instance(a) else (b, a)
+    victim.signal(signal.SIGKILL)
+    assert victim.wait(10) == -signal.SIGKILL
+    db.query("UPDATE schedules SET next_run_at = ? WHERE id = 'daily'", (stale,))
+    until(
+        lambda: db.query("SELECT next_run_at FROM schedules WHERE id = 'daily'") != [(stale,)],
+        timeout=LEASE_S * 3 + 30,
+        what="the survivor took the duties and fired the stale row",
+    )
+    [(now_holder,)] = db.query("SELECT owner FROM singletons WHERE name = 'duties'")
+    assert now_holder == instance(survivor)
+    times = fired()
+    assert len(times) == 20, "a time got a second run"
+    assert sorted(times) == sorted(first)
+    assert len(set(times)) == 20
+    assert db.query("SELECT COUNT(*) FROM schedule_firings") == [(20,)]
+    ids = [r["id"] for r in survivor.request("GET", f"{P}/runs")[1]]
+    until(
+        lambda: all(status_of(survivor, r) == "completed" for r in ids),
+        what="every scheduled run completed",
+    )
+    assert "schedule_fired" in victim.log()
+
+
+def test_a_kill_9_as_a_schedule_fires_leaves_each_time_with_one_run(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: Shared
+) -> None:
+    """100 missed times come due; the daemon is killed as soon as it logs its firing (the
+    runs just created, executing or queued), and another daemon is started on the store:
+    every time has exactly one run, and every run completes."""
+    a, b = pair
+    a.start()
+    db = shared
+    assert a.request("POST", f"{P}/graphs", chain("quick", 0.05, ("n1", "n2")))[0] == 201
+    later = datetime.now(UTC) + timedelta(hours=12)
+    schedule = {
+        "id": "daily",
+        "workflow_id": "quick",
+        "cron": f"{later.minute} {later.hour} * * *",
+        "catchup": "all",
+    }
+    assert a.request("POST", f"{P}/schedules", schedule)[0] == 201
+    back = (100 * 86400.0,)
+    db.query("UPDATE schedules SET next_run_at = next_run_at - ? WHERE id = 'daily'", back)
+    until(lambda: "schedule_fired" in a.log(), what="a fired the missed times")
+    a.signal(signal.SIGKILL)
+    assert a.wait(10) == -signal.SIGKILL
+    # A firing is one transaction: all of its 100 times, each with its run, or none.
+    assert db.query("SELECT COUNT(*) FROM schedule_firings") == [(100,)]
+    unfinished = db.query("SELECT COUNT(*) FROM runs WHERE status != 'completed'")[0][0]
+
+    b.start()
+    until(
+        lambda: db.query("SELECT COUNT(*) FROM runs WHERE status = 'completed'") == [(100,)],
+        timeout=LEASE_S * 3 + 60,
+        what="every scheduled run completed",
+    )
+    times = [
+        json.loads(body)["trigger"]["scheduled_for"]
+        for (body,) in db.query("SELECT body FROM runs")
+    ]
+    assert len(times) == 100
+    assert len(set(times)) == 100
+    assert db.query("SELECT COUNT(*) FROM schedule_firings") == [(100,)]
+    print(f"killed with {unfinished} of the 100 scheduled runs unfinished")
