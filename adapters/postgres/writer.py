@@ -13,12 +13,10 @@ the write transactions of all daemons are serialised, as SQLite's are (BEGIN IMM
 commit is what makes that cheap: each daemon's transaction carries every write it had waiting.
 What keeps the lock's time short (docs/performance.md measured it): the statements are sent in
 psycopg's pipeline mode, waited for only where an operation reads; the fences of the batch's
-operations come with the head, in its round trip, and are remembered (`PgTx.fences`); and
-while the transaction may hold the head its connection waits on the server on the spot rather
-than behind the loop's other tasks (`adapters.postgres.eager`). Taking the lock first, before
-any row lock, also means two writers never deadlock, and every operation decides on rows no
-other writer is changing (the run operations in `adapters/sql/runs.py` rely on that, on both
-databases).
+operations come with the head, in its round trip, and are remembered (`PgTx.fences`). Taking
+the lock first, before any row lock, also means two writers never deadlock, and every
+operation decides on rows no other writer is changing (the run operations in
+`adapters/sql/runs.py` rely on that, on both databases).
 
 **Failures.** The batch runs without a savepoint per operation (a savepoint and its release are
 two more round trips each, inside the lock): when an operation fails, the transaction is rolled
@@ -46,8 +44,7 @@ from typing import Any
 import psycopg
 import structlog
 
-from adapters.postgres.db import reason
-from adapters.postgres.eager import EagerConnection, connect_eager
+from adapters.postgres.db import connect, reason
 from adapters.sql.batching import GroupCommit, Item, Outcome
 from adapters.sql.execution import Fenced
 from adapters.sql.runs import FENCE
@@ -212,11 +209,11 @@ class PgWriter(GroupCommit):
         )
         self._url = url
         self._available = available
-        self._conn: EagerConnection | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
         self.reconnects = 0
 
     async def start(self) -> None:
-        self._conn = await connect_eager(self._url)
+        self._conn = await connect(self._url)
         self._start()
 
     async def close(self) -> None:
@@ -233,7 +230,7 @@ class PgWriter(GroupCommit):
     async def after_commit(self, batch: Sequence[Item]) -> None:
         """Nothing: the server does its own checkpoints."""
 
-    async def _connection(self) -> EagerConnection:
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
         conn = self._conn
         if conn is not None and not conn.closed and not conn.broken:
             return conn
@@ -243,7 +240,7 @@ class PgWriter(GroupCommit):
         if not self._available():
             raise StoreUnavailable("the database is unavailable: this daemon lost its session")
         try:
-            self._conn = await connect_eager(self._url)
+            self._conn = await connect(self._url)
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"the database is unavailable: {reason(exc)}") from exc
         self.reconnects += 1
@@ -275,13 +272,10 @@ class PgWriter(GroupCommit):
         statement."""
         conn = await self._connection()
         try:
-            try:
-                if pipelined:
-                    async with conn.pipeline():
-                        return await self._transaction(conn, ops, pipelined)
-                return await self._transaction(conn, ops, pipelined)
-            finally:
-                conn.eager = False
+            if pipelined:
+                async with conn.pipeline():
+                    return await self._transaction(conn, ops, pipelined)
+            return await self._transaction(conn, ops, pipelined)
         except _OpFailed:
             await self._roll_back(conn)
             raise
@@ -306,12 +300,8 @@ class PgWriter(GroupCommit):
             raise
 
     async def _transaction(
-        self, conn: EagerConnection, ops: list[Op], pipelined: bool
+        self, conn: psycopg.AsyncConnection[Any], ops: list[Op], pipelined: bool
     ) -> tuple[list[Any], list[Published]]:
-        # From the moment the head may be granted, every daemon waits on this transaction:
-        # its answers are waited for on the spot (`adapters.postgres.eager`), not behind the
-        # loop's other tasks.
-        conn.eager = True
         await conn.execute("BEGIN")
         head = await conn.execute("SELECT seq FROM event_head FOR UPDATE")
         # The leases the batch's operations are fenced by, read once, under the head's lock
@@ -336,9 +326,6 @@ class PgWriter(GroupCommit):
             except Exception as exc:
                 raise _OpFailed(index, exc) from exc
         await tx.flush()
-        # The server lets go of the head as it commits, whenever its answer is read: that
-        # wait (the WAL's flush) may go through the loop.
-        conn.eager = False
         await conn.execute("COMMIT")  # pipelined: its answer is awaited as the pipeline ends
         return results, tx.events
 

@@ -86,6 +86,8 @@ def test_the_runs_page_lists_newest_first_filters_and_follows_new_runs(
     last_message = ok(daemon, "GET", f"{P}/runs/{held}")["last_message"]
     expect(page.locator(f'tr[data-run-id="{held}"] td.message')).to_have_text(last_message)
     expect(page.locator(f'tr[data-run-id="{done}"]')).to_contain_text("Quick")
+    assert ok(daemon, "GET", f"{P}/runs/{done}")["trigger"] == {"type": "api"}
+    expect(page.locator(f'tr[data-run-id="{done}"] td.trigger')).to_have_text("api")
     page.screenshot(path=shots / "runs.png")
 
     page.get_by_label("Status").select_option("running")

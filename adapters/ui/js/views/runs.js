@@ -239,7 +239,7 @@ class RunsView {
       cell(badge(run.status, run.pause_reason === "input_required" ? " · input" : "")),
       cell(h("a", { href: runHref, title: run.id, class: "mono" }, shortId(run.id))),
       cell(h("a", { href: graphHref }, graph?.name ?? run.workflow_id), h("span", { class: "muted" }, ` v${run.graph_version}`)),
-      cell(trigger(run)),
+      h("td", { class: "trigger" }, trigger(run)),
       h("td", { title: run.created_at ?? "" }, formatTime(run.created_at)),
       h("td", { title: run.started_at ?? "" }, formatTime(run.started_at)),
       h("td", { title: run.finished_at ?? "" }, formatTime(run.finished_at)),
