@@ -19,8 +19,8 @@ from tests.e2e.test_storage_faults import (
     completions,
     fault_daemon,
     gated_graph,
+    hold_runs,
     logged,
-    node_status,
     query,
     run_statuses,
     seqs,
@@ -92,16 +92,7 @@ def test_a_backup_taken_under_load_serves_everything_it_holds_and_its_running_ru
         (tmp_path / "open").touch()
         for graph in (held_graph, quick):
             assert source.request("POST", f"{P}/graphs", graph)[0] == 201
-        held = []
-        for _ in range(HELD):
-            status, run = source.request("POST", f"{P}/runs", {"workflow_id": "gated"})
-            assert status == 201, run
-            held.append(run["id"])
-        until(
-            lambda: all(node_status(source, r, "n2") == "running" for r in held),
-            30,
-            "the held runs at their gate",
-        )
+        held = hold_runs(source, HELD)
 
         with Load(source, "quick") as load:
             until(lambda: len(load.acknowledged) >= 20, 30, "some load")

@@ -97,6 +97,21 @@ def node_status(daemon: DaemonProcess, run_id: str, node_id: str) -> str:
     return next(s["status"] for s in body["node_states"] if s["node_id"] == node_id)
 
 
+def hold_runs(daemon: DaemonProcess, count: int) -> list[str]:
+    """`count` runs of the gated graph, acknowledged and each waiting at its gate (n1 done)."""
+    held = []
+    for _ in range(count):
+        status, run = daemon.request("POST", f"{P}/runs", {"workflow_id": "gated"})
+        assert status == 201, run
+        held.append(run["id"])
+    until(
+        lambda: all(node_status(daemon, r, "n2") == "running" for r in held),
+        30,
+        "every run at its gate, n1 completed",
+    )
+    return held
+
+
 def run_statuses(daemon: DaemonProcess, run_ids: list[str]) -> Counter[str]:
     statuses: Counter[str] = Counter()
     for run_id in run_ids:
@@ -142,17 +157,8 @@ def test_a_full_disk_is_507_never_500_and_runs_in_flight_continue_once_space_is_
     try:
         daemon.start()
         assert daemon.request("POST", f"{P}/graphs", gated_graph(tally, gate))[0] == 201
-        acknowledged = []
-        for _ in range(IN_FLIGHT):
-            status, run = daemon.request("POST", f"{P}/runs", {"workflow_id": "gated"})
-            assert status == 201, run
-            acknowledged.append(run["id"])
+        acknowledged = hold_runs(daemon, IN_FLIGHT)
         in_flight = list(acknowledged)
-        until(
-            lambda: all(node_status(daemon, r, "n2") == "running" for r in in_flight),
-            30,
-            "every run at its gate, n1 completed",
-        )
 
         filler = fill(small_disk)
         answers: Counter[int] = Counter()
@@ -252,16 +258,7 @@ def test_a_file_system_turned_read_only_is_503_reads_go_on_and_a_restart_after_r
     try:
         daemon.start()
         assert daemon.request("POST", f"{P}/graphs", gated_graph(tally, gate))[0] == 201
-        acknowledged = []
-        for _ in range(IN_FLIGHT):
-            status, run = daemon.request("POST", f"{P}/runs", {"workflow_id": "gated"})
-            assert status == 201, run
-            acknowledged.append(run["id"])
-        until(
-            lambda: all(node_status(daemon, r, "n2") == "running" for r in acknowledged),
-            30,
-            "every run at its gate, n1 completed",
-        )
+        acknowledged = hold_runs(daemon, IN_FLIGHT)
 
         # What the kernel has not written out yet is lost with a file system that fails (the
         # store commits with synchronous=NORMAL: as after a power loss, the last commits may
