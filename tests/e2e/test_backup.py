@@ -25,9 +25,8 @@ from tests.e2e.test_storage_faults import (
     run_statuses,
     seqs,
     tallies,
-    until,
 )
-from tests.support.process import CORTEXD, DaemonProcess
+from tests.support.process import CORTEXD, DaemonProcess, until
 
 pytestmark = pytest.mark.e2e
 P = "/api/projects/acme/workflows"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import no_postgres
 from tests.support.postgres import Server, find_server
-from tests.support.process import DaemonProcess
+from tests.support.process import DaemonProcess, until
 from tests.support.stores import run_sql
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -34,13 +34,6 @@ def private_server() -> Iterator[Server]:
         yield server
     finally:
         server.close()
-
-
-def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not before the deadline: {what}"
-        time.sleep(0.05)
 
 
 def answers(daemon: DaemonProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.process import DaemonProcess
+from tests.support.process import DaemonProcess, until
 from tests.support.stores import run_sql
 
 pytestmark = pytest.mark.e2e
@@ -84,13 +84,6 @@ def chain(graph_id: str, seconds: float, nodes: tuple[str, ...] = NODES) -> dict
         ],
         "edges": [{"source": x, "target": y} for x, y in itertools.pairwise(nodes)],
     }
-
-
-def until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not before the deadline: {what}"
-        time.sleep(0.05)
 
 
 def completions(db: Shared) -> Counter[tuple[str, str]]:

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,11 @@ def _toml(sections: dict[str, dict[str, Any]]) -> str:
         lines.append(f"[{name}]")
         lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
     return "\n".join(lines) + "\n"
+
+
+def until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
+    """Wait for `condition`, looking every 50 ms; fail once `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.05)
