@@ -129,6 +129,12 @@ class ExecutionSettings(_Section):
     max_recoveries: Annotated[Int, Field(ge=0)] = 3
 
 
+class RunsSettings(_Section):
+    # DESIGN §10: how long an Idempotency-Key names its run, and the longest `Prefer: wait=N`.
+    idempotency_ttl_s: Annotated[Float, Field(gt=0, le=31_536_000)] = 86_400
+    max_wait_s: Annotated[Float, Field(ge=0, le=3600)] = 60
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -259,6 +265,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
+    runs: RunsSettings = Field(default_factory=RunsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)

@@ -25,11 +25,14 @@ from adapters.http.keys import (
     METRICS,
     PLUGINS,
     READY_CHECK,
+    RUN_POLICY,
     SCHEDULES,
     SERVICE,
     SOCKETS,
     STORE_WRITER,
+    WEBHOOKS,
     Readiness,
+    RunPolicy,
 )
 from adapters.metrics import Metrics
 from adapters.sql.retention import Retention
@@ -41,6 +44,7 @@ from core.engine import Engine, EngineSettings
 from core.errors import StoreUnavailable
 from core.events import EventBus
 from core.feed import EventFeed
+from core.inbound import WebhookService
 from core.loopwatch import LoopWatch, NodeActivity
 from core.nodes import PluginContext
 from core.plugins import Plugins, build_plugins
@@ -48,6 +52,7 @@ from core.scheduling import ScheduleFirer, ScheduleService
 from core.service import ServiceLimits, WorkflowService, new_id
 from core.sinks import Sinks
 from core.validation import GraphLimits
+from core.waiting import RunWaiters
 from plugins import BUILTINS
 
 log = structlog.get_logger("cortexd.daemon")
@@ -80,6 +85,7 @@ class Daemon:
     engine: Engine
     service: WorkflowService
     schedules: ScheduleService
+    webhooks: WebhookService
     duties: Duties
     loop_watch: LoopWatch
     closing: contextlib.AsyncExitStack
@@ -128,6 +134,8 @@ class Daemon:
             liveness=liveness,
         )
         bus.subscribe(engine)
+        waiters = RunWaiters()
+        bus.subscribe(waiters)
         limits = settings.limits
         service = WorkflowService(
             store,
@@ -144,6 +152,7 @@ class Daemon:
                 max_run_input_bytes=limits.max_run_input_bytes,
                 max_event_bytes=limits.max_event_bytes,
             ),
+            waiters=waiters,
         )
         housekeeping = Housekeeping(
             store,
@@ -159,6 +168,7 @@ class Daemon:
         schedules = ScheduleService(
             store, store.schedules, clock, new_id, settings.limits.max_run_input_bytes
         )
+        webhooks = WebhookService(store, store.webhooks, service, clock, new_id)
         firer = ScheduleFirer(store.schedules, clock, new_id)
         duties = Duties(
             store,
@@ -183,6 +193,7 @@ class Daemon:
             engine,
             service,
             schedules,
+            webhooks,
             duties,
             LoopWatch(activity, plugins.providers),
             closing,
@@ -264,6 +275,8 @@ async def _lifecycle(
     daemon = await Daemon.open(settings, sources, instance)
     app[SERVICE] = daemon.service
     app[SCHEDULES] = daemon.schedules
+    app[WEBHOOKS] = daemon.webhooks
+    app[RUN_POLICY] = RunPolicy(settings.runs.idempotency_ttl_s, settings.runs.max_wait_s)
     app[ENGINE] = daemon.engine
     app[PLUGINS] = daemon.plugins
     app[READY_CHECK] = daemon.ready

@@ -22,6 +22,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from adapters.ws import EventSockets
+from core.domain import TRIGGER_TYPES
 from core.engine import Engine
 from core.events import Published
 from core.feed import EventFeed
@@ -53,6 +54,12 @@ class Metrics:
         self._export: Handler = make_aiohttp_handler(self.registry)
         self._engine: Engine | None = None
         r = self.registry
+        self.runs_created = Counter(
+            "cortexd_runs_created",
+            "Runs created, by what started them (api, schedule, webhook, subworkflow).",
+            ["trigger"],
+            registry=r,
+        )
         self.runs_started = Counter(
             "cortexd_runs_started", "Runs that began executing (pending to running).", registry=r
         )
@@ -81,6 +88,7 @@ class Metrics:
         )
         # Present from the first scrape, so rate() sees the first one; and looked up once, not
         # per event (labels() takes a lock and builds a key each time).
+        self._runs_created = {kind: self.runs_created.labels(kind) for kind in TRIGGER_TYPES}
         self._runs_finished = {status: self.runs_finished.labels(status) for status in FINAL}
         self._run_duration = {status: self.run_duration.labels(status) for status in FINAL}
         self._node_duration = {status: self.node_duration.labels(status) for status in FINAL}
@@ -126,7 +134,11 @@ class Metrics:
         run = event.get("run")
         if run is None:
             return
-        if kind == "workflow.run.updated" and run["status"] == "running":
+        if kind == "workflow.run.created":
+            created = self._runs_created.get(str(run.get("trigger", {}).get("type", "api")))
+            if created is not None:
+                created.inc()
+        elif kind == "workflow.run.updated" and run["status"] == "running":
             self.runs_started.inc()
             self._starts[run["id"]] = event["timestamp"]
         elif kind in RUN_ENDS:

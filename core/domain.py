@@ -103,6 +103,10 @@ class Graph(Model):
         return next(n for n in self.nodes if n.id == node_id)
 
 
+# What can start a run (`Run.trigger["type"]`, DESIGN §10 and §11).
+TRIGGER_TYPES = ("api", "schedule", "webhook", "subworkflow")
+
+
 class Run(Model):
     id: str
     workflow_id: str
@@ -125,15 +129,18 @@ class Run(Model):
     # many times it was taken back from a daemon that died or stalled while executing it.
     owner: str | None = None
     recoveries: int = 0
-    # Wave 2 (DESIGN §10): what started the run: {"type": "api"}, or {"type": "schedule", "id":
-    # the schedule, "scheduled_for": the time it fired for}; runs stored before have "api".
+    # Wave 2 (DESIGN §10): what started the run: {"type": "api"}, {"type": "schedule", "id":
+    # the schedule, "scheduled_for": the time it fired for}, {"type": "webhook", "id": the
+    # hook}; runs stored before have "api".
     trigger: JSON = Field(
         default_factory=lambda: {"type": "api"},
-        description='What started the run: {"type": "api"} (a POST), or {"type": "schedule", '
-        '"id": <schedule id>, "scheduled_for": <the UTC time it fired for>}.',
+        description='What started the run: {"type": "api"} (a POST), {"type": "schedule", '
+        '"id": <schedule id>, "scheduled_for": <the UTC time it fired for>}, or {"type": '
+        '"webhook", "id": <hook id>}.',
         examples=[
             {"type": "api"},
             {"type": "schedule", "id": "nightly", "scheduled_for": "2026-01-01T02:00:00Z"},
+            {"type": "webhook", "id": "github-push"},
         ],
     )
 

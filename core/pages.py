@@ -49,6 +49,7 @@ class RunFilter:
     statuses: frozenset[RunStatus] = frozenset()
     created_after: datetime | None = None
     created_before: datetime | None = None
+    trigger: str | None = None  # a trigger type: api, schedule, webhook, subworkflow
 
     @property
     def status_values(self) -> list[str]:

@@ -17,8 +17,10 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from core.domain import EventType, Graph, GraphSpec, NodeState, Run
 from core.events import Published
+from core.idempotency import IdempotencyKey
 from core.pages import MAX_PAGE, Page, RunFilter
 from core.schedules import Firing, Schedule
+from core.webhooks import Webhook
 
 # Where LangGraph's run config carries the `RunExecution` whose lease fences the checkpoint
 # writes of that run, and whose node records ride along with them (see `Checkpoints`).
@@ -177,10 +179,14 @@ class Store(Protocol):
         Its versions stay, so the runs of it can still be read."""
         ...
 
-    async def create_run(self, run: Run, claim: ClaimRequest | None = None) -> Claim | None:
+    async def create_run(
+        self, run: Run, claim: ClaimRequest | None = None, *, key: IdempotencyKey | None = None
+    ) -> Claim | None:
         """Store a new pending run at the end of the queue. With `claim`, and when nothing
         else waits in the queue (first in, first out), the run is claimed for it in the same
-        transaction: the Claim, else None."""
+        transaction: the Claim, else None. With `key`, the key is recorded as the run's in the
+        same transaction; KeyTaken (and nothing stored) when it already names a run of the
+        project that exists and its time to live has not passed by `run.created_at`."""
         ...
 
     async def get_run(self, project_id: str | None, run_id: str) -> Run | None:
@@ -318,6 +324,27 @@ class ScheduleStore(Protocol):
         """In one transaction: `plan` applied to the schedule and its graph as stored (None if
         deleted), its runs created except those whose scheduled time already has one, and the
         schedule stored as the plan left it. The runs created. NotFound if it is gone."""
+        ...
+
+
+class WebhookStore(Protocol):
+    """Inbound webhooks (DESIGN §10). A hook's id is unique in the store, across projects:
+    the URL that starts its runs names no project."""
+
+    async def list_webhooks(self, project_id: str) -> list[Webhook]:
+        """The project's hooks by id, without their secrets."""
+        ...
+
+    async def get_webhook(self, project_id: str | None, hook_id: str) -> Webhook | None:
+        """A hook, with its `secret` only when `project_id` is None (the signature check)."""
+        ...
+
+    async def create_webhook(self, hook: Webhook, secret: str) -> Webhook:
+        """Conflict if the id is taken (in any project). The hook as stored, without secret."""
+        ...
+
+    async def delete_webhook(self, project_id: str, hook_id: str) -> None:
+        """NotFound if missing."""
         ...
 
 

@@ -13,11 +13,13 @@ from uuid import uuid4
 
 from core.domain import Graph, NodeState, NodeStatus, Run, RunStatus
 from core.engine import Engine
-from core.errors import LimitExceeded, NotFound, Problem, ValidationFailed
+from core.errors import Conflict, LimitExceeded, NotFound, Problem, ValidationFailed
+from core.idempotency import IdempotencyKey, KeyTaken
 from core.nodes import NodeType
 from core.pages import MAX_PAGE, Page, RunFilter
 from core.ports import Claim, Clock, Store
 from core.validation import GraphLimits, parse_graph, validate_graph
+from core.waiting import RunWaiters
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,14 @@ class ServiceLimits:
 
 # What an event carries besides the graph or the run input (ids, times, status, the envelope).
 EVENT_OVERHEAD_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A run a request started; `created` False: an earlier request with its key did."""
+
+    run: Run
+    created: bool
 
 
 def new_id() -> str:
@@ -44,7 +54,9 @@ class WorkflowService:
         node_types: Mapping[str, NodeType],
         limits: ServiceLimits,
         id_factory: Callable[[], str] = new_id,
+        waiters: RunWaiters | None = None,
     ) -> None:
+        self._waiters = waiters or RunWaiters()
         self._store = store
         self._engine = engine
         self._clock = clock
@@ -107,6 +119,19 @@ class WorkflowService:
     # -- runs ------------------------------------------------------------------------------
 
     async def create_run(self, project_id: str, workflow_id: str, run_input: Any = None) -> Run:
+        return (await self.start_run(project_id, workflow_id, run_input)).run
+
+    async def start_run(
+        self,
+        project_id: str,
+        workflow_id: str,
+        run_input: Any = None,
+        *,
+        trigger: dict[str, Any] | None = None,
+        key: IdempotencyKey | None = None,
+    ) -> Started:
+        """A new pending run of the graph's current version; with `key`, the run an earlier
+        request with that key made (`created` False), or a 422 if that request was another."""
         graph = await self.get_graph(project_id, workflow_id)
         if not graph.nodes:
             problem = Problem("/nodes", "a graph needs at least one node to run")
@@ -122,18 +147,48 @@ class WorkflowService:
             input=run_input,
             created_at=now,
             last_message="queued",
+            trigger=trigger or {"type": "api"},
         )
         request = self._engine.reserve(run.id)
-        creation = asyncio.ensure_future(self._store.create_run(run, request))
+        creation = asyncio.ensure_future(self._store.create_run(run, request, key=key))
         # Handed to the engine when the write is done, even if this request is cancelled
         # meanwhile: a run the store claimed for this daemon must get its task.
         creation.add_done_callback(partial(self._created, run))
-        await asyncio.shield(creation)
-        return run
+        try:
+            await asyncio.shield(creation)
+        except KeyTaken as taken:
+            return Started(await self._earlier_run(project_id, key, taken), created=False)
+        return Started(run, created=True)
 
     def _created(self, run: Run, creation: asyncio.Future[Claim | None]) -> None:
         failed = creation.cancelled() or creation.exception() is not None
         self._engine.submit(run, None if failed else creation.result())
+
+    async def _earlier_run(
+        self, project_id: str, key: IdempotencyKey | None, taken: KeyTaken
+    ) -> Run:
+        assert key is not None
+        if taken.fingerprint != key.fingerprint:
+            problem = Problem(
+                "/headers/Idempotency-Key",
+                f"already used, within its time to live, by a request with another target or "
+                f"body (the one that made run {taken.run_id})",
+            )
+            raise ValidationFailed("the Idempotency-Key was used for another request", [problem])
+        run = await self._store.get_run(project_id, taken.run_id)
+        if run is None:  # deleted since the store looked (retention): the key is free again
+            raise Conflict("the run of this Idempotency-Key was just deleted; send it again")
+        return run
+
+    async def wait_for(self, project_id: str, run_id: str, timeout_s: float) -> Run:
+        """The run once it is completed, failed, cancelled or paused, or as it stands after
+        `timeout_s` (woken by the run's events: nothing polls)."""
+        run = await self._waiters.wait(
+            run_id, timeout_s, partial(self._store.get_run, project_id, run_id)
+        )
+        if run is None:
+            raise NotFound("run", run_id)
+        return run
 
     async def list_runs(
         self,

@@ -12,8 +12,6 @@ default all), ``timeout_s``, ``max_attempts`` (per round; a failed round pauses
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ import pluggy
 from yarl import URL
 
 from core.nodes import PluginContext
+from core.webhooks import signature
 
 hookimpl = pluggy.HookimplMarker("cortexd")
 JSON = dict[str, Any]
@@ -94,11 +93,6 @@ def _number(options: Mapping[str, Any], key: str, default: float) -> float:
 def _shown(url: str) -> str:
     """The url for logs: no credentials or query (either may hold a token)."""
     return str(URL(url).with_user(None).with_query(None).with_fragment(None))
-
-
-def signature(secret: bytes, body: bytes) -> str:
-    """The ``X-Cortexd-Signature`` header value: ``sha256=`` and the hex HMAC of the body."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
 class WebhookDelivery:

@@ -26,6 +26,8 @@ from adapters.http.problems import Forbidden, Unauthorized
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/", "/ui"})
 UI_PREFIX = "/ui/"
+# A hook's runs need no token: the request's signature is the credential (DESIGN §10).
+HOOK_ROUTE = "/api/hooks/{hook_id}"
 METRICS_PATH = "/metrics"
 # Routes any valid token may read, whatever its projects.
 CATALOGUE_PATHS = frozenset({"/api/node-types"})
@@ -137,6 +139,8 @@ def required_role(request: web.Request, metrics_public: bool) -> Role | None:
     template = route.canonical if route is not None else None
     if template is None:  # no such endpoint: a token is needed to learn even that
         return Role.READ
+    if template == HOOK_ROUTE:
+        return None
     if template.startswith(PROJECT_PREFIX) or template in CATALOGUE_PATHS:
         return Role.READ if request.method in _SAFE_METHODS else Role.WRITE
     return Role.ADMIN

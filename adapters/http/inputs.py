@@ -13,8 +13,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, ValidationError
 
 from adapters.http.problems import BadRequest
-from core.domain import ID_PATTERN, RunStatus
+from core.domain import ID_PATTERN, TRIGGER_TYPES, RunStatus
 from core.errors import Problem, ValidationFailed
+from core.idempotency import MAX_KEY_CHARS, IdempotencyKey, fingerprint, valid_key
 from core.validation import problems_from_pydantic
 
 # Run ids are made by cortexd: lowercase UUIDs, as str(uuid4()) spells them.
@@ -126,12 +127,25 @@ def query_statuses(request: web.Request, name: str = "status") -> frozenset[RunS
     return frozenset(wanted)
 
 
+def query_trigger(request: web.Request, name: str = "trigger") -> str | None:
+    """A trigger type (what started a run), or None; else a 400."""
+    raw = query_value(request, name)
+    if raw is None or raw in TRIGGER_TYPES:
+        return raw
+    raise BadRequest(f"unknown trigger {_shown(raw)}; one of: {', '.join(TRIGGER_TYPES)}")
+
+
 def _shown(raw: str) -> str:
     return repr(raw if len(raw) <= 24 else raw[:24] + "...")
 
 
 async def read_json(request: web.Request, *, required: bool = True) -> Any:
-    raw = await request.read()
+    return parse_json(await request.read(), required=required)
+
+
+def parse_json(raw: bytes, *, required: bool = True) -> Any:
+    """A body as JSON (`{}` when empty and not required), with the limits on what cortexd
+    keeps: BadRequest for what is not JSON, ValidationFailed for a number it cannot keep."""
     if not raw.strip():
         if required:
             raise BadRequest("the request needs a JSON body")
@@ -210,3 +224,55 @@ async def read_body(request: web.Request, model: type[BodyT], *, required: bool)
         raise ValidationFailed(
             "the request body is not valid", problems_from_pydantic(exc)
         ) from None
+
+
+# -- headers of the triggers (DESIGN §10) ------------------------------------------------------
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+PREFER = "Prefer"
+PREFERENCE_APPLIED = "Preference-Applied"
+_DELTA_SECONDS = re.compile(r"[0-9]{1,10}")
+
+
+def one_header(request: web.Request, name: str) -> str | None:
+    """A header that may be given once, or None; given twice it is ambiguous: a 400."""
+    values = request.headers.getall(name, [])
+    if len(values) > 1:
+        raise BadRequest(f"header {name!r} is given {len(values)} times; give it once")
+    return values[0] if values else None
+
+
+def idempotency_key(
+    request: web.Request, target: str, body: bytes, ttl_s: float
+) -> IdempotencyKey | None:
+    """The request's `IdempotencyKey` (its fingerprint: `target` and `body`), or None."""
+    raw = one_header(request, IDEMPOTENCY_KEY)
+    if raw is None:
+        return None
+    if not valid_key(raw):
+        raise BadRequest(
+            f"header {IDEMPOTENCY_KEY!r} must be 1 to {MAX_KEY_CHARS} visible ASCII characters "
+            "(spaces inside only), such as a UUID"
+        )
+    return IdempotencyKey(raw, fingerprint(target, body), ttl_s)
+
+
+def canonical_json(value: Any) -> bytes:
+    """The same JSON value always as the same bytes (keys sorted): what a run's key hashes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def wait_preference(request: web.Request) -> int | None:
+    """The seconds of a `wait=N` preference (RFC 7240 §4.3), or None. Preferences are a
+    comma-separated list in one or more `Prefer` headers, each `token[=value]` and parameters
+    after `;`; as the RFC asks, a preference not understood (or a malformed `wait`) is ignored."""
+    found = None
+    for header in request.headers.getall(PREFER, []):
+        for preference in header.split(","):
+            token, _, value = preference.split(";", 1)[0].partition("=")
+            if token.strip().lower() != "wait":
+                continue
+            value = value.strip().strip('"')
+            if _DELTA_SECONDS.fullmatch(value) and found is None:
+                found = int(value)
+    return found

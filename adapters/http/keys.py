@@ -12,6 +12,7 @@ from adapters.metrics import Metrics
 from adapters.sql.batching import GroupCommit
 from adapters.ws import EventSockets
 from core.engine import Engine
+from core.inbound import WebhookService
 from core.plugins import Plugins
 from core.scheduling import ScheduleService
 from core.service import WorkflowService
@@ -27,8 +28,19 @@ class Readiness:
 
 ReadyCheck = Callable[[], Awaitable[Readiness]]
 
+
+@dataclass(frozen=True, slots=True)
+class RunPolicy:
+    """`[runs]` (DESIGN §10): how long an Idempotency-Key lasts; the longest wait=N."""
+
+    idempotency_ttl_s: float = 86_400.0
+    max_wait_s: float = 60.0
+
+
 SERVICE = web.AppKey("service", WorkflowService)
 SCHEDULES = web.AppKey("schedules", ScheduleService)
+WEBHOOKS = web.AppKey("webhooks", WebhookService)
+RUN_POLICY = web.AppKey("run_policy", RunPolicy)
 ENGINE = web.AppKey("engine", Engine)
 PLUGINS = web.AppKey("plugins", Plugins)
 READY_CHECK = web.AppKey[ReadyCheck]("ready_check")

@@ -15,10 +15,30 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
-from adapters.http.inputs import RUN_ID_PATTERN, CreateRunBody, ExecuteBody, ResumeBody
-from core.domain import ID_PATTERN, Event, Graph, GraphSpec, NodeState, Run, RunStatus
+from adapters.http.auth import HOOK_ROUTE
+from adapters.http.inputs import (
+    IDEMPOTENCY_KEY,
+    PREFER,
+    PREFERENCE_APPLIED,
+    RUN_ID_PATTERN,
+    CreateRunBody,
+    ExecuteBody,
+    ResumeBody,
+)
+from core.domain import (
+    ID_PATTERN,
+    TRIGGER_TYPES,
+    Event,
+    Graph,
+    GraphSpec,
+    NodeState,
+    Run,
+    RunStatus,
+)
+from core.idempotency import MAX_KEY_CHARS
 from core.pages import MAX_CURSOR_CHARS, MAX_PAGE
 from core.schedules import Schedule, ScheduleSpec
+from core.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSpec
 
 JSON = dict[str, Any]
 PROBLEM_TYPE = "application/problem+json"
@@ -50,6 +70,19 @@ class PluginInfo(BaseModel):
     source: str
     node_types: list[str]
     sinks: bool
+
+
+class WebhookView(BaseModel):
+    id: str
+    workflow_id: str
+    tolerance_s: int | None = Field(
+        None, description="Replay safety: a signed X-Cortexd-Timestamp within this many seconds."
+    )
+    created_at: datetime
+    url: str = Field(description="Where callers POST: this server's /api/hooks/{id}.")
+    secret: str | None = Field(
+        None, description="The HMAC-SHA256 key: only in the answer that creates the hook."
+    )
 
 
 class ProblemItem(BaseModel):
@@ -89,11 +122,19 @@ class Readiness(BaseModel):
     detail: str | None = Field(None, description="Why not ready, when known (a store fault).")
 
 
-_INPUTS: list[type[BaseModel]] = [GraphSpec, CreateRunBody, ExecuteBody, ResumeBody, ScheduleSpec]
+_INPUTS: list[type[BaseModel]] = [
+    GraphSpec,
+    CreateRunBody,
+    ExecuteBody,
+    ResumeBody,
+    ScheduleSpec,
+    WebhookSpec,
+]
 _OUTPUTS: list[type[BaseModel]] = [
     Graph,
     Run,
     Schedule,
+    WebhookView,
     Event,
     RunStatusReport,
     NodeTypeInfo,
@@ -138,6 +179,49 @@ PROJECT_ID = _path_param("project_id", ID_PATTERN, "Project id.")
 GRAPH_ID = _path_param("workflow_id", ID_PATTERN, "Graph (workflow) id.")
 RUN_ID = _path_param("run_id", RUN_ID_PATTERN, "Run id (a UUID).")
 SCHEDULE_ID = _path_param("schedule_id", ID_PATTERN, "Schedule id.")
+HOOK_ID = _path_param("hook_id", ID_PATTERN, "Webhook id.")
+
+
+def _header(name: str, schema: JSON, description: str, required: bool = False) -> JSON:
+    return {
+        "name": name,
+        "in": "header",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+IDEMPOTENCY = _header(
+    IDEMPOTENCY_KEY,
+    {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS},
+    "Makes the start idempotent: the same key in the project within [runs] idempotency_ttl_s "
+    "answers 200 with the run the first request made; with another body, 422.",
+)
+WAIT = _header(
+    PREFER,
+    {"type": "string", "examples": ["wait=30"]},
+    "RFC 7240. `wait=N`: answer when the run is completed, failed, cancelled or paused, or "
+    "after N seconds (at most [runs] max_wait_s) with the run as it stands.",
+)
+SIGNATURE = _header(
+    SIGNATURE_HEADER,
+    {"type": "string", "pattern": "^sha256=[0-9a-fA-F]{64}$"},
+    "sha256= and the hex HMAC-SHA256 of the raw body (with the hook's `tolerance_s`: of "
+    "`<X-Cortexd-Timestamp>.<raw body>`) keyed by the hook's secret.",
+    required=True,
+)
+TIMESTAMP = _header(
+    TIMESTAMP_HEADER,
+    {"type": "string", "pattern": "^[0-9]{1,12}$"},
+    "Unix seconds; required by a hook made with `tolerance_s`, and signed with the body.",
+)
+PREFERENCE_APPLIED_HEADER = {
+    PREFERENCE_APPLIED: {
+        "description": "`wait=N` when the request's wait preference was applied (N as capped).",
+        "schema": {"type": "string"},
+    }
+}
 
 
 def _query(name: str, schema: JSON, description: str) -> JSON:
@@ -171,6 +255,11 @@ RUN_FILTERS = (
         "Only runs in this status, or in any of a comma-separated list of them.",
     ),
     _query(
+        "trigger",
+        {"enum": list(TRIGGER_TYPES)},
+        "Only runs started this way (their `trigger.type`).",
+    ),
+    _query(
         "created_after",
         {"type": "string", "format": "date-time"},
         "Only runs created after this time (RFC 3339, with an offset; exclusive).",
@@ -199,6 +288,7 @@ _ERRORS = {
     404: "No such graph, run or schedule in this project, or an id that cannot be one.",
     409: "The request contradicts the current state.",
     413: "Larger than a configured limit.",
+    415: "A hook's body that is not a JSON object.",
     422: "Not valid: `problems` lists each problem with its JSON pointer.",
     429: "Too many WebSocket clients.",
 }
@@ -214,6 +304,17 @@ def _array(model: type[BaseModel]) -> JSON:
 
 def _page(model: type[BaseModel], description: str) -> JSON:
     return _json(_array(model), description) | {"headers": NEXT_LINK}
+
+
+def _started(description: str) -> JSON:
+    return _json(_ref(Run), description) | {"headers": PREFERENCE_APPLIED_HEADER}
+
+
+def _with_repeat(operation: JSON) -> JSON:
+    """An idempotent start also answers 200: the run an earlier request with the key made."""
+    repeat = _started("The run an earlier request with this Idempotency-Key made.")
+    operation["responses"]["200"] = repeat
+    return operation
 
 
 def _operation(
@@ -311,12 +412,14 @@ def _paths() -> dict[str, dict[str, JSON]]:
                 (400, 404),
                 params=(PROJECT_ID, *RUN_FILTERS, *PAGE_PARAMS),
             ),
-            "post": _operation(
-                "Start a run (queued at once)",
-                (201, _json(_ref(Run), "The pending run.")),
-                (404,),
-                params=(PROJECT_ID,),
-                body=CreateRunBody,
+            "post": _with_repeat(
+                _operation(
+                    "Start a run (queued at once; with `Prefer: wait=N`, answered once it settles)",
+                    (201, _started("The new run (pending, or as it stands after the wait).")),
+                    (404,),
+                    params=(PROJECT_ID, IDEMPOTENCY, WAIT),
+                    body=CreateRunBody,
+                )
             ),
         },
         f"{project}/runs/{{run_id}}": {
@@ -403,6 +506,53 @@ def _paths() -> dict[str, dict[str, JSON]]:
                 (204, {"description": "Deleted."}),
                 (404,),
                 params=schedule,
+            ),
+        },
+        f"{project}/webhooks": {
+            "get": _operation(
+                "List the project's webhooks (without their secrets)",
+                (200, _json(_array(WebhookView), "The webhooks.")),
+                (404,),
+                params=(PROJECT_ID,),
+            ),
+            "post": _operation(
+                "Create a webhook: the answer is the only one that shows its secret",
+                (201, _json(_ref(WebhookView), "The webhook, with its `url` and `secret`.")),
+                (404, 409),
+                params=(PROJECT_ID,),
+                body=WebhookSpec,
+            ),
+        },
+        f"{project}/webhooks/{{hook_id}}": {
+            "get": _operation(
+                "Get a webhook (without its secret)",
+                (200, _json(_ref(WebhookView), "The webhook.")),
+                (404,),
+                params=(PROJECT_ID, HOOK_ID),
+            ),
+            "delete": _operation(
+                "Delete a webhook (its runs stay)",
+                (204, {"description": "Deleted."}),
+                (404,),
+                params=(PROJECT_ID, HOOK_ID),
+            ),
+        },
+        HOOK_ROUTE: {
+            "post": _with_repeat(
+                _operation(
+                    "Start a run of the hook's graph with the JSON body as input (no token: "
+                    "the signature is the credential)",
+                    (201, _started("The new run.")),
+                    (400, 401, 404, 413, 415, 422),
+                    params=(HOOK_ID, SIGNATURE, TIMESTAMP, IDEMPOTENCY),
+                    secured=False,
+                )
+                | {
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                }
             ),
         },
         "/api/projects/{project_id}/ws": {

@@ -66,6 +66,10 @@ class Forbidden(HttpProblem):
     status = 403
 
 
+class UnsupportedMediaType(HttpProblem):
+    status = 415
+
+
 class TooManyRequests(HttpProblem):
     status = 429
 

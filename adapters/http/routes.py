@@ -3,39 +3,61 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 from pydantic_core import to_json
 
+from adapters.http.auth import HOOK_ROUTE
 from adapters.http.inputs import (
     MAX_SEQ,
+    PREFERENCE_APPLIED,
     RUN_ID_PATTERN,
     CreateRunBody,
     ExecuteBody,
     ResumeBody,
+    canonical_json,
+    idempotency_key,
+    one_header,
     optional_query_int,
+    parse_json,
     query_int,
     query_statuses,
     query_time,
+    query_trigger,
     query_value,
     read_body,
     read_json,
+    wait_preference,
 )
-from adapters.http.keys import ENGINE, PLUGINS, READY_CHECK, SCHEDULES, SERVICE, SOCKETS
+from adapters.http.keys import (
+    ENGINE,
+    PLUGINS,
+    READY_CHECK,
+    RUN_POLICY,
+    SCHEDULES,
+    SERVICE,
+    SOCKETS,
+    WEBHOOKS,
+)
 from adapters.http.openapi import document
-from adapters.http.problems import BadRequest, problem
+from adapters.http.problems import BadRequest, Unauthorized, UnsupportedMediaType, problem
 from core.domain import ID_PATTERN
 from core.errors import NotFound
 from core.pages import MAX_PAGE, Page, RunFilter
+from core.service import Started
+from core.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, BadSignature, Webhook
 
 PROJECT = "/api/projects/{project_id}/workflows"
 _ID = re.compile(ID_PATTERN)
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
-def reply(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=to_json(data), status=status, content_type="application/json")
+def reply(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=to_json(data), status=status, content_type="application/json", headers=headers
+    )
 
 
 def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -120,9 +142,29 @@ async def validate_graph(request: web.Request) -> web.Response:
 
 
 async def create_run(request: web.Request) -> web.Response:
+    project_id = _project(request)
     body = await read_body(request, CreateRunBody, required=True)
-    run = await request.app[SERVICE].create_run(_project(request), body.workflow_id, body.input)
-    return reply(run, status=201)
+    ttl_s = request.app[RUN_POLICY].idempotency_ttl_s
+    target = f"graph:{body.workflow_id}"
+    key = idempotency_key(request, target, canonical_json(body.input or {}), ttl_s)
+    wait = wait_preference(request)
+    started = await request.app[SERVICE].start_run(
+        project_id, body.workflow_id, body.input, key=key
+    )
+    return await _started(request, project_id, started, wait)
+
+
+async def _started(
+    request: web.Request, project_id: str, started: Started, wait: int | None = None
+) -> web.Response:
+    """201 with a new run, 200 with the one an earlier request with the key made; with a
+    `wait=N` preference, once the run settled or after N seconds (capped by the config)."""
+    run, headers = started.run, {}
+    if wait is not None:
+        seconds = min(float(wait), request.app[RUN_POLICY].max_wait_s)
+        run = await request.app[SERVICE].wait_for(project_id, run.id, seconds)
+        headers[PREFERENCE_APPLIED] = f"wait={seconds:g}"
+    return reply(run, status=201 if started.created else 200, headers=headers)
 
 
 async def list_runs(request: web.Request) -> web.Response:
@@ -133,6 +175,7 @@ async def list_runs(request: web.Request) -> web.Response:
     filters = RunFilter(
         workflow_id=workflow_id,
         statuses=query_statuses(request),
+        trigger=query_trigger(request),
         created_after=query_time(request, "created_after"),
         created_before=query_time(request, "created_before"),
     )
@@ -214,6 +257,79 @@ async def delete_schedule(request: web.Request) -> web.Response:
     schedule_id = _schedule_id(request)
     await request.app[SCHEDULES].delete(_project(request), schedule_id)
     return web.Response(status=204)
+
+
+# -- webhooks ----------------------------------------------------------------------------------
+
+
+def _hook_id(request: web.Request) -> str:
+    return _path_id(request, "hook_id", "webhook", _ID)
+
+
+def _hook(request: web.Request, hook: Webhook) -> dict[str, Any]:
+    """A hook as the API shows it: with the URL its callers POST to (from the Host this request
+    came to), and the secret only when the hook was just made."""
+    shown = hook.model_dump(mode="json", exclude={"project_id"})
+    if hook.secret is None:
+        del shown["secret"]
+    shown["url"] = str(request.url.origin().with_path(f"/api/hooks/{hook.id}"))
+    return shown
+
+
+async def list_webhooks(request: web.Request) -> web.Response:
+    hooks = await request.app[WEBHOOKS].list(_project(request))
+    return reply([_hook(request, hook) for hook in hooks])
+
+
+async def create_webhook(request: web.Request) -> web.Response:
+    data = await read_json(request)
+    hook = await request.app[WEBHOOKS].create(_project(request), data)
+    return reply(_hook(request, hook), status=201)
+
+
+async def get_webhook(request: web.Request) -> web.Response:
+    hook_id = _hook_id(request)
+    return reply(_hook(request, await request.app[WEBHOOKS].get(_project(request), hook_id)))
+
+
+async def delete_webhook(request: web.Request) -> web.Response:
+    hook_id = _hook_id(request)
+    await request.app[WEBHOOKS].delete(_project(request), hook_id)
+    return web.Response(status=204)
+
+
+async def call_webhook(request: web.Request) -> web.Response:
+    """A signed request starts a run (no bearer token: the signature is the credential).
+    The order of the checks: the hook (404), the signature (401), the body (415)."""
+    hooks = request.app[WEBHOOKS]
+    hook = await hooks.find(_hook_id(request))
+    body = await request.read()
+    try:
+        hooks.authenticate(
+            hook,
+            body,
+            one_header(request, SIGNATURE_HEADER),
+            one_header(request, TIMESTAMP_HEADER),
+        )
+    except BadSignature as exc:
+        raise Unauthorized(
+            str(exc), {"WWW-Authenticate": 'Signature realm="cortexd-hooks"'}
+        ) from None
+    if request.content_type not in ("application/json", "application/octet-stream") and not (
+        request.content_type.endswith("+json")
+    ):
+        raise UnsupportedMediaType(
+            f"a hook's body is JSON (Content-Type: application/json), not {request.content_type}"
+        )
+    try:
+        data = parse_json(body, required=False)
+    except BadRequest as exc:
+        raise UnsupportedMediaType(f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UnsupportedMediaType("a hook's body is a JSON object (it becomes the run's input)")
+    ttl_s = request.app[RUN_POLICY].idempotency_ttl_s
+    key = idempotency_key(request, f"hook:{hook.id}", body, ttl_s)
+    return await _started(request, hook.project_id, await hooks.start(hook, data, key))
 
 
 # -- catalogue and health ----------------------------------------------------------------------
@@ -303,6 +419,11 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PROJECT}/schedules/{{schedule_id}}", get_schedule)
     app.router.add_put(f"{PROJECT}/schedules/{{schedule_id}}", replace_schedule)
     app.router.add_delete(f"{PROJECT}/schedules/{{schedule_id}}", delete_schedule)
+    app.router.add_get(f"{PROJECT}/webhooks", list_webhooks)
+    app.router.add_post(f"{PROJECT}/webhooks", create_webhook)
+    app.router.add_get(f"{PROJECT}/webhooks/{{hook_id}}", get_webhook)
+    app.router.add_delete(f"{PROJECT}/webhooks/{{hook_id}}", delete_webhook)
+    app.router.add_post(HOOK_ROUTE, call_webhook)
     app.router.add_get("/api/projects/{project_id}/ws", event_socket)
     app.router.add_get("/api/node-types", node_types)
     app.router.add_get("/api/plugins", plugins)

@@ -38,6 +38,11 @@ def runs_query(
         params.append(filters.workflow_id)
         index += "_graph"
     statuses = filters.status_values
+    if filters.trigger is not None:
+        conditions.append("trigger_type = ?")
+        params.append(filters.trigger)
+        # With statuses, the status's index is read and the trigger filtered (documented).
+        index += "" if statuses else "_trigger"
     if statuses:
         conditions.append("status = ?")
         index += "_status"

@@ -16,6 +16,8 @@ finished one any more):
   checkpoints, their writes and any kept answer. The walk stops at the first run created after
   the cutoff (no later run can have finished before it). Its events stay until
   `[events] retention_days` prunes them (a prefix of the log: never holes).
+- **Idempotency-Keys** past their time to live (`[runs] idempotency_ttl_s`): deleted (an
+  expired one already counts as absent; this keeps the table to the live ones).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import structlog
 
 from adapters.sql.tx import Tx, Writes
 from core.background import Background
+from core.pages import micros
 
 log = structlog.get_logger("cortexd.housekeeping")
 BATCH = 200
@@ -41,6 +44,18 @@ FINISHED = ("completed", "failed", "cancelled")
 class Pass:
     checkpoints_pruned: int = 0  # runs whose checkpoints were pruned
     runs_deleted: int = 0
+    keys_expired: int = 0  # Idempotency-Keys past their time to live, deleted
+
+
+async def delete_expired_keys(tx: Tx, now_us: int) -> int:
+    """A batch of the Idempotency-Keys that expired by `now_us` (an expired key already
+    counts as absent: this only keeps the table to the keys alive)."""
+    return await _count(
+        tx,
+        "DELETE FROM idempotency_keys WHERE (project_id, idem_key) IN (SELECT project_id, "
+        "idem_key FROM idempotency_keys WHERE expires_us <= ? LIMIT ?) RETURNING 1",
+        (now_us, BATCH),
+    )
 
 
 async def prune_resumable_checkpoints(tx: Tx, after: int, keep: int) -> tuple[int, int]:
@@ -169,8 +184,16 @@ class Retention:
             done.checkpoints_pruned += pruned
             if seq == 0:
                 break
+        moment = now or datetime.now(UTC)
+        while True:
+            expired = await self._writer.write(
+                partial(delete_expired_keys, now_us=micros(moment)), small=True
+            )
+            done.keys_expired += expired
+            if expired < BATCH:
+                break
         if self._retention is not None:
-            cutoff = (now or datetime.now(UTC)) - self._retention
+            cutoff = moment - self._retention
             seq = 0
             while True:
                 seq, deleted = await self._writer.write(
@@ -179,11 +202,12 @@ class Retention:
                 done.runs_deleted += deleted
                 if seq == 0:
                     break
-        if done.checkpoints_pruned or done.runs_deleted:
+        if done.checkpoints_pruned or done.runs_deleted or done.keys_expired:
             log.info(
                 "retention_pass",
                 runs_deleted=done.runs_deleted,
                 runs_checkpoints_pruned=done.checkpoints_pruned,
+                idempotency_keys_expired=done.keys_expired,
             )
         return done
 

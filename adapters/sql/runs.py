@@ -18,6 +18,7 @@ from typing import Any
 from adapters.sql.tx import Tx
 from core.domain import Event, EventType, NodeState, NodeStatus, Run, RunStatus
 from core.errors import LeaseLost, NotFound
+from core.idempotency import IdempotencyKey, KeyTaken
 from core.pages import micros
 from core.ports import Change, Claim, ClaimRequest, Lease, RunChange
 
@@ -48,7 +49,11 @@ async def fence(tx: Tx, lease: Lease) -> None:
         raise LeaseLost(lease.run_id)
 
 
-async def insert_run(tx: Tx, run: Run, claim: ClaimRequest | None = None) -> Claim | None:
+async def insert_run(
+    tx: Tx, run: Run, claim: ClaimRequest | None = None, key: IdempotencyKey | None = None
+) -> Claim | None:
+    if key is not None:
+        await take_key(tx, run, key)
     seq = (await tx.emit(run_event(run, EventType.RUN_CREATED, run.created_at)))["seq"]
     await tx.execute(
         "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at, created_us, "
@@ -79,6 +84,36 @@ async def insert_run(tx: Tx, run: Run, claim: ClaimRequest | None = None) -> Cla
         return None
     [taken] = await claim_runs(tx, claim.owner, 1, claim.lease_s, claim.start)
     return taken
+
+
+async def take_key(tx: Tx, run: Run, key: IdempotencyKey) -> None:
+    """Record `key` as `run`'s, or raise KeyTaken when it already names a run that exists and
+    the key has not expired. One statement: with two transactions racing on one key, the second
+    waits on the first's row (PostgreSQL) or on its write lock (SQLite) and then sees it."""
+    now = micros(run.created_at)
+    taken = await tx.fetchall(
+        "INSERT INTO idempotency_keys (project_id, idem_key, fingerprint, run_id, expires_us) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (project_id, idem_key) DO UPDATE SET "
+        "fingerprint = excluded.fingerprint, run_id = excluded.run_id, "
+        "expires_us = excluded.expires_us WHERE idempotency_keys.expires_us <= ? "
+        "OR NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = idempotency_keys.run_id) "
+        "RETURNING run_id",
+        (
+            run.project_id,
+            key.key,
+            key.fingerprint,
+            run.id,
+            now + round(key.ttl_s * 1_000_000),
+            now,
+        ),
+    )
+    if taken:
+        return
+    row = await tx.fetchone(
+        "SELECT run_id, fingerprint FROM idempotency_keys WHERE project_id = ? AND idem_key = ?",
+        (run.project_id, key.key),
+    )
+    raise KeyTaken(row[0], row[1])
 
 
 async def change_run(

@@ -13,9 +13,11 @@ from adapters.sql import pages, runs
 from adapters.sql.execution import SqlExecution
 from adapters.sql.schedules import SqlSchedules
 from adapters.sql.tx import Dialect, Reads, Tx, Writes
+from adapters.sql.webhooks import SqlWebhooks
 from core.domain import Event, EventType, Graph, GraphSpec, NodeState, Run
 from core.errors import Conflict, NotFound
 from core.events import Published
+from core.idempotency import IdempotencyKey
 from core.pages import MAX_PAGE, Page, RunFilter
 from core.ports import Change, Claim, ClaimRequest, Lease, PendingAnswer, QueueCounts
 from core.states import ACTIVE
@@ -30,6 +32,7 @@ class SqlStore:
         self._reads = reads
         self._dialect = dialect
         self.schedules = SqlSchedules(writer, reads)
+        self.webhooks = SqlWebhooks(writer, reads)
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return await self._reads.all(sql, params)
@@ -133,8 +136,12 @@ class SqlStore:
 
     # -- runs ------------------------------------------------------------------------------
 
-    async def create_run(self, run: Run, claim: ClaimRequest | None = None) -> Claim | None:
-        return await self._writer.write(partial(runs.insert_run, run=run, claim=claim), small=True)
+    async def create_run(
+        self, run: Run, claim: ClaimRequest | None = None, *, key: IdempotencyKey | None = None
+    ) -> Claim | None:
+        return await self._writer.write(
+            partial(runs.insert_run, run=run, claim=claim, key=key), small=True
+        )
 
     async def get_run(self, project_id: str | None, run_id: str) -> Run | None:
         if project_id is None:

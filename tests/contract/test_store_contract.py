@@ -28,6 +28,7 @@ from adapters.sqlite.writer import Writer
 from core import changes
 from core.domain import GraphSpec, NodeState, NodeStatus, Run, RunStatus
 from core.errors import InvalidCursor, InvalidTransition, LeaseLost, NotFound
+from core.idempotency import IdempotencyKey, KeyTaken
 from core.pages import RunFilter
 from core.ports import EXECUTION_KEY, Claim, ClaimRequest, Lease, PendingAnswer, Store
 from tests.unit.fakes import FakeCheckpoints, FakeStore
@@ -628,3 +629,61 @@ async def test_a_new_run_is_claimed_as_it_is_created_only_when_it_is_first_in_th
     second = run.model_copy(update={"id": "second", "created_at": b.now()})
     assert await b.store.create_run(second, request) is None  # behind the waiting one
     assert [c.run.id for c in await claim(b, "d2")] == [waiting.id, "second"]
+
+
+def keyed_run(b: Backend, project_id: str = "p", at: datetime | None = None) -> Run:
+    return Run(
+        id=str(uuid.uuid4()),
+        workflow_id="g",
+        status=RunStatus.PENDING,
+        project_id=project_id,
+        graph_version=1,
+        created_at=at or b.now(),
+    )
+
+
+async def test_an_idempotency_key_names_one_run_per_project_until_it_expires(
+    backend: Backend,
+) -> None:
+    b = backend
+    key = IdempotencyKey("k", "print-1", ttl_s=60)
+    first = keyed_run(b)
+    await b.store.create_run(first, key=key)
+    # Taken, whatever the fingerprint: the store says by which run; nothing else is stored.
+    for fingerprint in ("print-1", "print-2"):
+        with pytest.raises(KeyTaken) as taken:
+            await b.store.create_run(keyed_run(b), key=IdempotencyKey("k", fingerprint, 60))
+        assert (taken.value.run_id, taken.value.fingerprint) == (first.id, "print-1")
+    assert [r.id for r in (await b.store.list_runs("p")).items] == [first.id]
+    # Another project has keys of its own.
+    await b.store.create_run(keyed_run(b, "other"), key=key)
+    # Past its time to live (by the new run's creation time) the key names the new run.
+    later = keyed_run(b, at=first.created_at + timedelta(seconds=61))
+    await b.store.create_run(later, key=IdempotencyKey("k", "print-3", 60))
+    with pytest.raises(KeyTaken) as taken:
+        await b.store.create_run(keyed_run(b, at=later.created_at), key=key)
+    assert (taken.value.run_id, taken.value.fingerprint) == (later.id, "print-3")
+
+
+async def test_concurrent_creations_with_one_key_store_one_run(backend: Backend) -> None:
+    b = backend
+    key = IdempotencyKey("burst", "same", ttl_s=60)
+    results = await asyncio.gather(
+        *(b.store.create_run(keyed_run(b), key=key) for _ in range(10)), return_exceptions=True
+    )
+    assert sum(isinstance(r, KeyTaken) for r in results) == 9
+    assert len((await b.store.list_runs("p")).items) == 1
+
+
+async def test_runs_are_filtered_by_trigger(backend: Backend) -> None:
+    b = backend
+    by_api = keyed_run(b)
+    by_hook = keyed_run(b).model_copy(update={"trigger": {"type": "webhook", "id": "h"}})
+    for run in (by_api, by_hook):
+        await b.store.create_run(run)
+    hooked = await b.store.list_runs("p", RunFilter(trigger="webhook"))
+    assert [r.id for r in hooked.items] == [by_hook.id]
+    pending = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
+    api = await b.store.list_runs("p", RunFilter(trigger="api", statuses=pending, workflow_id="g"))
+    assert [r.id for r in api.items] == [by_api.id]
+    assert (await b.store.list_runs("p", RunFilter(trigger="schedule"))).items == []

@@ -82,6 +82,10 @@ async def test_runs_nodes_levels_and_http_are_counted_without_ids(make_api: ApiF
         api, lambda s: value(s, "cortexd_runs_finished_total", status="cancelled") == 2
     )
     assert value(samples, "cortexd_runs_started_total") == 3  # the queued one never started
+    # Created runs by trigger: a label of four values, each there from the start.
+    assert value(samples, "cortexd_runs_created_total", trigger="api") == 4
+    for trigger in ("schedule", "webhook", "subworkflow"):
+        assert value(samples, "cortexd_runs_created_total", trigger=trigger) == 0
     assert value(samples, "cortexd_runs_finished_total", status="completed") == 1
     assert value(samples, "cortexd_runs_finished_total", status="failed") == 1
     # Only runs that started have a duration.

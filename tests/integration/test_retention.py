@@ -92,3 +92,22 @@ async def test_no_retention_keeps_every_finished_run(make_api: ApiFactory, store
     done = await retention.pass_once(datetime.now(UTC) + timedelta(days=10_000))
     assert done.runs_deleted == 0
     assert (await api.run(run_id))["status"] == "completed"
+
+
+async def test_expired_idempotency_keys_are_deleted_and_live_ones_kept(
+    make_api: ApiFactory, store_sql: SQL
+) -> None:
+    api = await make_api(CORTEXD_RUNS__IDEMPOTENCY_TTL_S="3600")
+    await api.graph(linear("ok", "count"))
+    for key in ("k1", "k2"):
+        response = await api.client.post(
+            f"{P}/runs", json={"workflow_id": "ok"}, headers={"Idempotency-Key": key}
+        )
+        assert response.status == 201
+    await api.idle()
+    retention = Retention(api.client.app[STORE_WRITER], 0, keep_checkpoints=1)
+    assert (await retention.pass_once(datetime.now(UTC))).keys_expired == 0
+    done = await retention.pass_once(datetime.now(UTC) + timedelta(hours=2))
+    assert done.keys_expired == 2
+    assert store_sql("SELECT COUNT(*) FROM idempotency_keys")[0][0] == 0
+    assert done.runs_deleted == 0  # the runs stay

@@ -31,6 +31,7 @@ from core.domain import (
 )
 from core.errors import Conflict, LeaseLost, NotFound
 from core.events import Published
+from core.idempotency import IdempotencyKey, KeyTaken
 from core.pages import MAX_PAGE, Page, RunFilter, decode_cursor, encode_cursor, micros
 from core.ports import (
     EXECUTION_KEY,
@@ -122,6 +123,7 @@ def _transaction(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable
 class FakeStore:
     def __init__(self, db_clock: Callable[[], float] = time.time) -> None:
         self.graphs: dict[tuple[str, str], list[Graph]] = {}
+        self.keys: dict[tuple[str, str], tuple[str, str, int]] = {}  # idempotency keys
         self.rows: dict[str, _Row] = {}
         self.order = itertools.count(1)
         self.node_states: dict[str, dict[str, NodeState]] = {}
@@ -208,7 +210,16 @@ class FakeStore:
     # -- runs ------------------------------------------------------------------------------
 
     @_transaction
-    async def create_run(self, run: Run, claim: ClaimRequest | None = None) -> Claim | None:
+    async def create_run(
+        self, run: Run, claim: ClaimRequest | None = None, *, key: IdempotencyKey | None = None
+    ) -> Claim | None:
+        if key is not None:
+            now = micros(run.created_at)
+            held = self.keys.get((run.project_id, key.key))
+            if held is not None and held[2] > now and held[0] in self.rows:
+                raise KeyTaken(held[0], held[1])
+            expires = now + round(key.ttl_s * 1_000_000)
+            self.keys[(run.project_id, key.key)] = (run.id, key.fingerprint, expires)
         seq = self._emit(_run_event(run, EventType.RUN_CREATED, run.created_at))
         self.rows[run.id] = _Row(run, seq, order=next(self.order))
         waiting = any(
@@ -247,6 +258,7 @@ class FakeStore:
                 if row.run.project_id == project_id
                 and (f.workflow_id is None or row.run.workflow_id == f.workflow_id)
                 and (not f.statuses or row.run.status in f.statuses)
+                and (f.trigger is None or row.run.trigger.get("type") == f.trigger)
             ),
             key=lambda pair: pair[0],
             reverse=True,
