@@ -10,7 +10,6 @@ seconds) within that many seconds of the daemon's clock, and the signature then 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -19,9 +18,8 @@ from datetime import datetime
 from pydantic import Field
 
 from core.domain import ID_PATTERN, Model
+from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature, signed_content
 
-SIGNATURE_HEADER = "X-Cortexd-Signature"
-TIMESTAMP_HEADER = "X-Cortexd-Timestamp"
 MAX_TOLERANCE_S = 86_400
 _SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
@@ -54,16 +52,6 @@ class Webhook(Model):
 
 def new_secret() -> str:
     return secrets.token_urlsafe(32)
-
-
-def signature(secret: bytes, body: bytes) -> str:
-    """The `X-Cortexd-Signature` value: `sha256=` and the hex HMAC-SHA256 of `body`."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-
-
-def signed_content(body: bytes, timestamp: str | None) -> bytes:
-    """What a signature covers: the body, or `<timestamp>.<body>` for a replay-safe hook."""
-    return body if timestamp is None else timestamp.encode() + b"." + body
 
 
 class BadSignature(Exception):

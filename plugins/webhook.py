@@ -23,7 +23,7 @@ import pluggy
 from yarl import URL
 
 from core.nodes import PluginContext
-from core.webhooks import signature
+from core.signing import signature
 
 hookimpl = pluggy.HookimplMarker("cortexd")
 JSON = dict[str, Any]

@@ -100,11 +100,30 @@ class Api:
 
     # -- runs ----------------------------------------------------------------------------------
 
-    def start_run(self, graph_id: str, run_input: Any = None) -> JSON:
+    def start_run(
+        self,
+        graph_id: str,
+        run_input: Any = None,
+        *,
+        wait_s: int | None = None,
+        key: str | None = None,
+    ) -> JSON:
+        """The new run; with `wait_s`, as it stands once it settled or after that long (the
+        daemon caps it); with `key`, the run an earlier start with that key made."""
         body: JSON = {"workflow_id": graph_id}
         if run_input is not None:
             body["input"] = run_input
-        return self._one("POST", self._workflows("/runs"), body)
+        headers, timeout_s = {}, self.timeout_s
+        if wait_s is not None:
+            headers["Prefer"] = f"wait={wait_s}"
+            timeout_s += wait_s  # the answer comes that much later
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        path = self._workflows("/runs")
+        answer = self.call("POST", path, body, headers=headers, timeout_s=timeout_s)
+        if not isinstance(answer, dict):
+            raise ClientError(f"unexpected answer from {self.url}: not a JSON object")
+        return answer
 
     def list_runs(self, filters: Mapping[str, str | None], limit: int | None = None) -> Listing:
         """The project's runs newest first, filtered by the API's own query parameters
@@ -137,6 +156,17 @@ class Api:
             since = int(page[-1]["seq"])
         return collected
 
+    # -- webhooks ------------------------------------------------------------------------------
+
+    def list_webhooks(self) -> list[JSON]:
+        return self._list("GET", self._workflows("/webhooks"))
+
+    def create_webhook(self, spec: JSON) -> JSON:
+        return self._one("POST", self._workflows("/webhooks"), spec)
+
+    def delete_webhook(self, hook_id: str) -> None:
+        self.call("DELETE", self._workflows("/webhooks", hook_id))
+
     # -- catalogue -----------------------------------------------------------------------------
 
     def node_types(self) -> list[JSON]:
@@ -153,9 +183,14 @@ class Api:
         path: str,
         body: Any = None,
         query: Mapping[str, str | None] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> Any:
         """One request; the decoded JSON answer (None for an empty one)."""
-        return self.exchange(self._request(method, path, body, query or {}))[0]
+        request = self._request(method, path, body, query or {})
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        return self.exchange(request, timeout_s)[0]
 
     def url_of(self, path: str, query: Mapping[str, str | None] | None = None) -> str:
         """The full URL of a GET of `path` with `query` (what `get_url` takes)."""
@@ -165,10 +200,13 @@ class Api:
         """GET a full URL of this daemon (a page's `Link`): the answer and its headers."""
         return self.exchange(self._request("GET", "", None, {}, url=url))
 
-    def exchange(self, request: urllib.request.Request) -> tuple[Any, Message]:
+    def exchange(
+        self, request: urllib.request.Request, timeout_s: float | None = None
+    ) -> tuple[Any, Message]:
+        timeout_s = timeout_s or self.timeout_s
         try:
             opener = _opener(urllib.parse.urlsplit(self.url).hostname or "")
-            with opener.open(request, timeout=self.timeout_s) as response:
+            with opener.open(request, timeout=timeout_s) as response:
                 return _decode(response.status, response.read()), response.headers
         except urllib.error.HTTPError as error:
             with error:
@@ -177,7 +215,7 @@ class Api:
         except urllib.error.URLError as error:
             raise self._unreachable(str(error.reason)) from None
         except TimeoutError:
-            raise self._unreachable(f"no answer within {self.timeout_s:g} s") from None
+            raise self._unreachable(f"no answer within {timeout_s:g} s") from None
         except (OSError, http.client.HTTPException) as error:
             raise self._unreachable(str(error) or type(error).__name__) from None
 

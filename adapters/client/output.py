@@ -134,18 +134,27 @@ def problems_text(problems: list[JSON]) -> Text:
 def runs_table(runs: list[JSON]) -> RenderableType:
     if not runs:
         return Text("no runs")
-    table = _table("RUN", "GRAPH", "STATUS", "CREATED", "DURATION", "MESSAGE")
+    table = _table("RUN", "GRAPH", "STATUS", "TRIGGER", "CREATED", "DURATION", "MESSAGE")
     now = datetime.now(UTC)
     for r in runs:
         table.add_row(
             r.get("id"),
             f"{r.get('workflow_id')} v{r.get('graph_version', '?')}",
             status_text(r.get("status")),
+            trigger_text(r.get("trigger")),
             short_time(r.get("created_at")),
             duration(r.get("started_at"), r.get("finished_at"), now),
             run_message(r),
         )
     return table
+
+
+def trigger_text(trigger: Any) -> str:
+    """`api`, or the trigger's type and id (`schedule nightly`, `webhook github`)."""
+    if not isinstance(trigger, dict):
+        return "api"
+    kind = str(trigger.get("type", "api"))
+    return f"{kind} {trigger['id']}" if trigger.get("id") else kind
 
 
 def run_message(run: JSON) -> str:
@@ -194,10 +203,23 @@ def status_view(
     )
     if status.get("current_node"):
         header.append(f"  at {status['current_node']}")
+    if run is not None:
+        header.append(f"  started by {trigger_text(run.get('trigger'))}")
     parts: list[RenderableType] = [header, nodes_table(status.get("node_states") or [], now)]
     if run is not None and run.get("error"):
         parts.append(Text(run_message(run), style="red"))
     return Group(*parts)
+
+
+def hooks_table(hooks: list[JSON]) -> RenderableType:
+    if not hooks:
+        return Text("no hooks")
+    table = _table("HOOK", "GRAPH", "REPLAY-SAFE", "URL")
+    for h in hooks:
+        tolerance = h.get("tolerance_s")
+        safe = f"{tolerance} s" if tolerance else "no"
+        table.add_row(h.get("id"), h.get("workflow_id"), safe, h.get("url"))
+    return table
 
 
 def node_types_table(types: list[JSON]) -> RenderableType:

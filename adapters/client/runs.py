@@ -30,7 +30,11 @@ from adapters.client.session import (
     session,
 )
 from adapters.client.watch import (
+    EXIT_FOR_STATUS,
+    EXIT_INPUT_REQUIRED,
     EXIT_INTERRUPTED,
+    EXIT_PAUSED,
+    EXIT_TIMED_OUT,
     Ending,
     JsonLinesView,
     LineView,
@@ -71,12 +75,40 @@ def run() -> None:
 @INPUT
 @WATCH
 @TIMEOUT
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.IntRange(min=0, max=3600),
+    is_flag=False,
+    flag_value=60,
+    default=None,
+    metavar="[SECONDS]",
+    help="One request that answers when the run ends or waits (Prefer: wait=N; 60 s when no "
+    "SECONDS, at most the daemon's [runs] max_wait_s): exit 0 completed, 1 failed, "
+    "2 cancelled, 3 waiting for input, 4 paused, 124 still running.",
+)
+@click.option(
+    "--key",
+    metavar="KEY",
+    help="An Idempotency-Key: started again with the same key, the first run is the answer.",
+)
 @client_options
-def start(graph_id: str, run_input: str | None, watch: bool, timeout_s: float | None) -> None:
+def start(
+    graph_id: str,
+    run_input: str | None,
+    watch: bool,
+    timeout_s: float | None,
+    wait_s: int | None,
+    key: str | None,
+) -> None:
     """Start a run of a graph (queued at once)."""
     s = session()
+    if watch and wait_s is not None:
+        raise click.UsageError("--watch and --wait are two ways to wait: give one")
     body = None if run_input is None else parse_json(run_input, "--input")
-    created = s.api.start_run(graph_id, body)
+    created = s.api.start_run(graph_id, body, wait_s=wait_s, key=key)
+    if wait_s is not None:
+        _say_waited(s, created)
     if s.as_json and not watch:
         print_json(created)
         return
@@ -87,6 +119,32 @@ def start(graph_id: str, run_input: str | None, watch: bool, timeout_s: float | 
         follow(s, str(created["id"]), timeout_s)
 
 
+def _say_waited(s: Session, run: JSON) -> None:
+    """What `start --wait` answers: the run as it settled (or not), and its exit code."""
+    ctx = click.get_current_context()
+    state, run_id = str(run.get("status")), str(run.get("id"))
+    if run.get("pause_reason") == "input_required":
+        state = "input_required"
+    code = {**EXIT_FOR_STATUS, "input_required": EXIT_INPUT_REQUIRED, "paused": EXIT_PAUSED}
+    if s.as_json:
+        print_json(run)
+        ctx.exit(code.get(state, EXIT_TIMED_OUT))
+    if state == "completed":
+        took = duration(run.get("started_at"), run.get("finished_at"))
+        click.echo(f"run {run_id} of graph {run.get('workflow_id')} completed in {took}")
+        click.echo(json.dumps(run.get("output"), indent=2))
+    elif state == "failed":
+        click.echo(f"run {run_id} failed: {run_message(run)}")
+    elif state == "input_required":
+        _say_input_required(s, run, sys.stdout)
+    elif state in ("cancelled", "paused"):
+        click.echo(f"run {run_id} is {state}")
+    else:
+        again = s.command("run", "watch", run_id)
+        click.echo(f"run {run_id} is still {state}; follow it with: {again}")
+    ctx.exit(code.get(state, EXIT_TIMED_OUT))
+
+
 @run.command("list")
 @click.option(
     "--status",
@@ -95,6 +153,11 @@ def start(graph_id: str, run_input: str | None, watch: bool, timeout_s: float | 
     "(pending, running, paused, completed, failed, cancelled).",
 )
 @click.option("--graph", "graph_id", metavar="ID", help="Only runs of this graph.")
+@click.option(
+    "--trigger",
+    type=click.Choice(["api", "schedule", "webhook", "subworkflow"]),
+    help="Only runs started this way.",
+)
 @click.option(
     "--created-after",
     metavar="TIME",
@@ -107,6 +170,7 @@ def start(graph_id: str, run_input: str | None, watch: bool, timeout_s: float | 
 def list_runs(
     status: str | None,
     graph_id: str | None,
+    trigger: str | None,
     created_after: str | None,
     created_before: str | None,
     limit: int,
@@ -117,6 +181,7 @@ def list_runs(
     filters = {
         "status": status,
         "workflow_id": graph_id,
+        "trigger": trigger,
         "created_after": api_time(created_after, "--created-after"),
         "created_before": api_time(created_before, "--created-before"),
     }

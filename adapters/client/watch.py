@@ -28,6 +28,7 @@ JSON = dict[str, Any]
 POLL_INTERVAL_S = 0.5
 EXIT_FOR_STATUS = {"completed": 0, "failed": 1, "cancelled": 2}
 EXIT_INPUT_REQUIRED = 3
+EXIT_PAUSED = 4  # `run start --wait`: paused by someone
 EXIT_TIMED_OUT = 124
 EXIT_INTERRUPTED = 130
 

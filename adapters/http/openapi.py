@@ -38,7 +38,8 @@ from core.domain import (
 from core.idempotency import MAX_KEY_CHARS
 from core.pages import MAX_CURSOR_CHARS, MAX_PAGE
 from core.schedules import Schedule, ScheduleSpec
-from core.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSpec
+from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from core.webhooks import WebhookSpec
 
 JSON = dict[str, Any]
 PROBLEM_TYPE = "application/problem+json"

@@ -47,7 +47,8 @@ from core.domain import ID_PATTERN
 from core.errors import NotFound
 from core.pages import MAX_PAGE, Page, RunFilter
 from core.service import Started
-from core.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, BadSignature, Webhook
+from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from core.webhooks import BadSignature, Webhook
 
 PROJECT = "/api/projects/{project_id}/workflows"
 _ID = re.compile(ID_PATTERN)

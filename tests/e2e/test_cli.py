@@ -14,6 +14,7 @@ import struct
 import subprocess
 import termios
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -279,3 +280,72 @@ def test_ctrl_c_stops_watching_and_leaves_the_run_alone(
         None,
     )
     assert daemon.request("POST", f"{path}/runs/{run_id}/cancel")[0] == 200
+
+
+# -- triggers (DESIGN §10): run-and-wait, keys, hooks ------------------------------------------
+
+
+def test_start_wait_answers_with_the_result_and_its_exit_code(cortexd: Run) -> None:
+    assert cortexd("graph", "apply", str(EXAMPLES / "hello.json")).returncode == 0
+    done = cortexd("run", "start", "hello", "--input", '{"name": "Ada"}', "--wait", "30")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert " of graph hello completed in " in done.stdout.splitlines()[0]
+    assert json.loads("\n".join(done.stdout.splitlines()[1:])) is not None
+    assert cortexd("graph", "apply", str(EXAMPLES / "approval.json")).returncode == 0
+    waiting = cortexd("run", "start", "approval", "--wait", "--json")
+    assert waiting.returncode == 3, waiting.stdout + waiting.stderr
+    assert json.loads(waiting.stdout)["pause_reason"] == "input_required"
+    both = cortexd("run", "start", "hello", "--wait", "--watch")
+    assert both.returncode == 2
+    assert "give one" in both.stderr
+
+
+def test_start_with_a_key_makes_one_run_and_the_list_shows_the_trigger(cortexd: Run) -> None:
+    assert cortexd("graph", "apply", str(EXAMPLES / "hello.json")).returncode == 0
+    first = cortexd("run", "start", "hello", "--key", "nightly-2026-12-01", "--json")
+    again = cortexd("run", "start", "hello", "--key", "nightly-2026-12-01", "--json")
+    assert json.loads(first.stdout)["id"] == json.loads(again.stdout)["id"]
+    listed = cortexd("run", "list", "--trigger", "api", "--json")
+    assert [r["id"] for r in json.loads(listed.stdout)] == [json.loads(first.stdout)["id"]]
+    table = cortexd("run", "list")
+    assert "TRIGGER" in table.stdout
+    assert " api " in table.stdout
+    assert json.loads(cortexd("run", "list", "--trigger", "webhook", "--json").stdout) == []
+
+
+def test_hook_new_and_sign_make_a_request_the_daemon_takes(
+    cortexd: Run, daemon: DaemonProcess, project: str, tmp_path: Path
+) -> None:
+    assert cortexd("graph", "apply", str(EXAMPLES / "hello.json")).returncode == 0
+    made = cortexd("hook", "new", "hello", "--id", f"{project}-hook", "--tolerance", "300")
+    assert made.returncode == 0, made.stdout + made.stderr
+    lines = dict(line.split(": ", 1) for line in made.stdout.splitlines() if ": " in line[:8])
+    url, secret = lines["url"].strip(), lines["secret"].split()[0]
+    assert url == f"{daemon.url}/api/hooks/{project}-hook"
+    assert "cortexd hook sign --secret" in made.stdout
+    body = tmp_path / "body.json"
+    body.write_bytes(b'{"name": "Grace"}')
+    signed = cortexd("hook", "sign", "--secret", secret, "--timestamp", str(body))
+    assert signed.returncode == 0, signed.stderr
+    headers = dict(line.split(": ", 1) for line in signed.stdout.splitlines())
+    assert set(headers) == {"X-Cortexd-Signature", "X-Cortexd-Timestamp"}
+    request = urllib.request.Request(
+        url,
+        data=body.read_bytes(),
+        headers={"Content-Type": "application/json", **headers},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 201
+        run = json.loads(answer.read())
+    assert run["trigger"] == {"type": "webhook", "id": f"{project}-hook"}
+    assert run["input"] == {"name": "Grace"}
+    curl = cortexd("hook", "sign", "--secret", secret, str(body), "--url", url)
+    assert curl.stdout.startswith(f"curl -sS -X POST {url} -H ")
+    assert f"--data-binary @{body}" in curl.stdout
+    listed = cortexd("hook", "list")
+    assert f"{project}-hook" in listed.stdout
+    assert secret not in listed.stdout
+    assert "webhook" in cortexd("run", "list").stdout
+    assert cortexd("hook", "delete", f"{project}-hook").returncode == 0
+    assert "no hooks" in cortexd("hook", "list").stdout

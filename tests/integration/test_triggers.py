@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from core.webhooks import signature, signed_content
+from core.signing import signature, signed_content
 from tests.integration.conftest import Api, P, linear
 
 ON_BOTH_STORES = True

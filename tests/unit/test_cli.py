@@ -223,7 +223,7 @@ def test_status_list_and_events_of_a_finished_run(cli: Cli) -> None:
     later = cli("run", "events", run_id, "--since", str(since)).stdout.splitlines()
 
     rows = {line.split()[0]: line.split()[1:] for line in status.stdout.splitlines()[2:]}
-    assert status.stdout.splitlines()[0] == f"run {run_id}  completed  100%"
+    assert status.stdout.splitlines()[0] == f"run {run_id}  completed  100%  started by api"
     assert rows["review"][:2] == ["completed", "━━━━━━━━━━━━━━━━━━━━"]
     assert rows["auto_accept"][0] == "skipped"
     assert rows["auto_accept"][-3:] == ["branch", "not", "taken"]
@@ -564,6 +564,7 @@ def test_an_answer_that_is_not_json_is_one_line(cli: Cli, fake_server: str) -> N
 def test_client_modules_do_not_import_the_engine_or_langgraph() -> None:
     code = (
         "import sys, adapters.cli, adapters.client.runs, adapters.client.graphs\n"
+        "import adapters.client.hooks\n"
         "heavy = ('langgraph', 'aiohttp', 'aiosqlite', 'core.engine', 'core.compiler',"
         " 'adapters.daemon', 'adapters.serve', 'adapters.http')\n"
         "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
