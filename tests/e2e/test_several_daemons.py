@@ -500,3 +500,55 @@ def test_a_kill_9_as_a_schedule_fires_leaves_each_time_with_one_run(
     assert len(set(times)) == 100
     assert db.query("SELECT COUNT(*) FROM schedule_firings") == [(100,)]
     print(f"killed with {unfinished} of the 100 scheduled runs unfinished")
+
+
+def test_one_key_makes_one_run_across_daemons_and_a_wait_wakes_on_the_others_work(
+    tmp_path: Path, shared: Shared
+) -> None:
+    """Idempotency-Key races through both daemons at once; `Prefer: wait` on a daemon with no
+    free slot is answered when the other daemon, which executes the run, finishes it."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    execution = {"lease_s": LEASE_S, "shutdown_grace_s": 1}
+    a = DaemonProcess(
+        tmp_path / "a", storage=shared.storage, execution={**execution, "max_concurrent_runs": 1}
+    )
+    b = DaemonProcess(tmp_path / "b", storage=shared.storage, execution=execution)
+    try:
+        a.start()
+        assert a.request("POST", f"{P}/graphs", chain("quick", 0.2, ("n1", "n2")))[0] == 201
+        assert a.request("POST", f"{P}/graphs", chain("hold", 60.0, ("n1",)))[0] == 201
+        [holding] = submit(a, "hold", 1)  # a, alone, takes it: its one slot is busy from now
+        until(lambda: status_of(a, holding) == "running", what="a holds its only slot")
+        b.start()
+
+        answers: list[tuple[int, Any]] = []
+        body = {"workflow_id": "quick", "input": {"order": 7}}
+
+        def post(daemon: DaemonProcess) -> None:
+            headers = {"Idempotency-Key": "order-7"}
+            answers.append(daemon.request("POST", f"{P}/runs", body, headers=headers))
+
+        threads = [threading.Thread(target=post, args=(d,)) for d in (a, b) * 8]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(status for status, _ in answers) == [200] * 15 + [201]
+        assert len({run["id"] for _, run in answers}) == 1
+        assert shared.query("SELECT COUNT(*) FROM runs WHERE workflow_id = 'quick'") == [(1,)]
+
+        # a's waiting request wakes on b's events, which reach a through the store.
+        status, run = a.request(
+            "POST", f"{P}/runs", {"workflow_id": "quick"}, timeout=60, headers={"Prefer": "wait=50"}
+        )
+        assert (status, run["status"]) == (201, "completed"), run
+        owners = {
+            event["run"]["owner"]
+            for _, _, event in shared.events("workflow.run.updated")
+            if event["run_id"] == run["id"] and event["run"].get("owner")
+        }
+        assert owners == {instance(b)}
+    finally:
+        for daemon in (a, b):
+            daemon.stop()

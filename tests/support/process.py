@@ -116,11 +116,18 @@ class DaemonProcess:
             raise AssertionError(f"cortexd ignored SIGTERM:\n{self.log()}") from error
 
     def request(
-        self, method: str, path: str, body: Any = None, timeout: float = 10.0
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float = 10.0,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            req.add_header(name, value)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as response:
                 raw = response.read()
