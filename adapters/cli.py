@@ -18,6 +18,7 @@ from adapters.client.catalogue import node_types, plugins
 from adapters.client.graphs import graph
 from adapters.client.hooks import hook
 from adapters.client.runs import run
+from adapters.client.schedules import schedule
 
 if TYPE_CHECKING:  # pydantic-settings costs ~90 ms at start-up: only the daemon commands need it
     from adapters.config import Settings
@@ -188,5 +189,6 @@ def token_new(name: str, projects: tuple[str, ...], role: str) -> None:
 main.add_command(graph)
 main.add_command(run)
 main.add_command(hook)
+main.add_command(schedule)
 main.add_command(node_types)
 main.add_command(plugins)

@@ -249,6 +249,10 @@ class Api:
             "start it with `make run` or `cortexd serve`, or point --url / CORTEXD_URL at it"
         )
 
+    def workflows_path(self, collection: str, *parts: str) -> str:
+        """The path of `collection` (`/runs`, `/schedules`...) of the project, with `parts`."""
+        return self._workflows(collection, *parts)
+
     def _workflows(self, collection: str, *parts: str) -> str:
         project = urllib.parse.quote(self.project, safe="")
         quoted = "".join(f"/{urllib.parse.quote(p, safe='')}" for p in parts)

@@ -211,6 +211,23 @@ def status_view(
     return Group(*parts)
 
 
+def schedules_table(schedules: list[JSON]) -> RenderableType:
+    if not schedules:
+        return Text("no schedules")
+    table = _table("SCHEDULE", "GRAPH", "CRON", "TIMEZONE", "STATE", "NEXT", "LAST")
+    for s in schedules:
+        table.add_row(
+            s.get("id"),
+            s.get("workflow_id"),
+            s.get("cron"),
+            s.get("timezone"),
+            s.get("state"),
+            short_time(s.get("next_run_at")),
+            short_time(s.get("last_run_at")),
+        )
+    return table
+
+
 def hooks_table(hooks: list[JSON]) -> RenderableType:
     if not hooks:
         return Text("no hooks")

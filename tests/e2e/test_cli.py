@@ -349,3 +349,30 @@ def test_hook_new_and_sign_make_a_request_the_daemon_takes(
     assert "webhook" in cortexd("run", "list").stdout
     assert cortexd("hook", "delete", f"{project}-hook").returncode == 0
     assert "no hooks" in cortexd("hook", "list").stdout
+
+
+def test_schedule_new_list_disable_enable_delete(cortexd: Run, project: str) -> None:
+    assert cortexd("graph", "apply", str(EXAMPLES / "hello.json")).returncode == 0
+    made = cortexd(
+        "schedule", "new", "hello", "30 7 * * 1-5", "--id", "morning",
+        "--timezone", "Europe/Paris", "--input", '{"name": "Ada"}',
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert made.stdout.startswith("schedule morning runs graph hello at '30 7 * * 1-5'")
+    assert "next run: 20" in made.stdout
+    shown = json.loads(cortexd("schedule", "show", "morning").stdout)
+    assert (shown["input"], shown["catchup"], shown["state"]) == (
+        {"name": "Ada"},
+        "latest",
+        "active",
+    )
+    assert "Europe/Paris" in cortexd("schedule", "list").stdout
+    off = cortexd("schedule", "disable", "morning")
+    assert off.stdout.strip() == "schedule morning is disabled; next run: never (disabled)"
+    on = json.loads(cortexd("schedule", "enable", "morning", "--json").stdout)
+    assert (on["state"], on["input"], on["timezone"]) == ("active", {"name": "Ada"}, "Europe/Paris")
+    bad = cortexd("schedule", "new", "hello", "61 * * * *")
+    assert bad.returncode == 4  # the daemon refused it (422)
+    assert "/cron: Value error, not a valid cron expression" in bad.stderr
+    assert cortexd("schedule", "delete", "morning").returncode == 0
+    assert "no schedules" in cortexd("schedule", "list").stdout

@@ -564,7 +564,7 @@ def test_an_answer_that_is_not_json_is_one_line(cli: Cli, fake_server: str) -> N
 def test_client_modules_do_not_import_the_engine_or_langgraph() -> None:
     code = (
         "import sys, adapters.cli, adapters.client.runs, adapters.client.graphs\n"
-        "import adapters.client.hooks\n"
+        "import adapters.client.hooks, adapters.client.schedules\n"
         "heavy = ('langgraph', 'aiohttp', 'aiosqlite', 'core.engine', 'core.compiler',"
         " 'adapters.daemon', 'adapters.serve', 'adapters.http')\n"
         "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
