@@ -127,6 +127,9 @@ class ExecutionSettings(_Section):
     # how often a run is taken back from a daemon that died or stalled before it fails.
     lease_s: Annotated[Float, Field(ge=1, le=3600)] = 15
     max_recoveries: Annotated[Int, Field(ge=0)] = 3
+    # DESIGN §11: a wait longer than this (a delay, a node's ctx.sleep) gives the run's slot
+    # back and continues wherever a slot is free when it is over.
+    park_after_s: Annotated[Float, Field(ge=0, le=86_400)] = 5
 
 
 class RunsSettings(_Section):

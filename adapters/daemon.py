@@ -266,6 +266,7 @@ def _engine_settings(settings: Settings) -> EngineSettings:
         checkpoint_retention=settings.storage.checkpoint_retention,
         lease_s=execution.lease_s,
         max_recoveries=execution.max_recoveries,
+        park_after_s=execution.park_after_s,
     )
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from langgraph.types import Command
+from langgraph.types import Command, Interrupt
 
 from core.domain import Graph, Run
 from core.graphs import GraphCache
 from core.ports import Checkpoints, PendingAnswer, Store
+from core.waits import is_wait
 
 log = structlog.get_logger("cortexd.engine")
 
@@ -26,14 +27,18 @@ class Answers:
         self._checkpoints = checkpoints
         self._graphs = graphs
 
-    async def questions(self, run: Run, graph: Graph | None) -> list[str]:
-        """Ids of the questions (LangGraph interrupts) the run's thread waits for. An id names
-        one question of one node: a node's second `interrupt()` has another id than its first."""
+    async def _interrupts(self, run: Run, graph: Graph | None) -> list[Interrupt]:
         if graph is None:
             return []
         config: Any = {"configurable": {"thread_id": run.id}}
         state = await self._graphs.compiled(graph).aget_state(config)
-        return [interrupt.id for interrupt in state.interrupts]
+        return list(state.interrupts)
+
+    async def questions(self, run: Run, graph: Graph | None) -> list[str]:
+        """Ids of the questions (LangGraph interrupts, but for waits on a timer or a child)
+        the run's thread waits for. An id names one question of one node: a node's second
+        `interrupt()` has another id than its first."""
+        return [i.id for i in await self._interrupts(run, graph) if not is_wait(i.value)]
 
     async def for_resume(self, run: Run, value: Any) -> PendingAnswer:
         """The answer a resume of a run paused for input keeps. The run has no task then: what
@@ -48,19 +53,23 @@ class Answers:
         )
 
     async def command(self, run: Run, graph: Graph) -> Command[Any] | None:
-        """What the run's execution continues with when a kept answer still answers a
-        question; a stale one is dropped."""
+        """What the run's execution continues with: a kept answer that still answers a
+        question (a stale one is dropped), and every wait (a timer, a child) resumed with its
+        own marker, for its node to see whether it is over (core.waits)."""
+        interrupts = await self._interrupts(run, graph)
+        resume = {i.id: i.value for i in interrupts if is_wait(i.value)}
         answer = await self._store.pending_answer(run.id)
-        if answer is None:
-            return None
-        if answer.interrupt_id is not None:
-            current = answer.interrupt_id in await self.questions(run, graph)
-        else:
-            current = answer.checkpoint_id == await self._checkpoints.latest_id(run.id)
-        if not current:
-            await self._store.drop_answer(run.id, answer)
-            log.info("stale_answer_dropped", run_id=run.id, checkpoint_id=answer.checkpoint_id)
-            return None
-        if answer.interrupt_id is not None:
-            return Command(resume={answer.interrupt_id: answer.value})
-        return Command(resume=answer.value)
+        if answer is not None:
+            if answer.interrupt_id is not None:
+                asked = {i.id for i in interrupts if not is_wait(i.value)}
+                current = answer.interrupt_id in asked
+            else:
+                current = answer.checkpoint_id == await self._checkpoints.latest_id(run.id)
+            if not current:
+                await self._store.drop_answer(run.id, answer)
+                log.info("stale_answer_dropped", run_id=run.id, checkpoint_id=answer.checkpoint_id)
+            elif answer.interrupt_id is None:
+                return Command(resume=answer.value)  # several questions: LangGraph's way
+            else:
+                resume[answer.interrupt_id] = answer.value
+        return Command(resume=resume) if resume else None

@@ -10,10 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from core.domain import PauseReason, Run, RunStatus
+from core import waits
+from core.domain import EventType, PauseReason, Run, RunStatus
 from core.errors import Conflict, InvalidTransition
 from core.ports import Change, PendingAnswer, RunChange
 from core.states import event_type, transition
+from core.waits import Wait
 
 
 def move(
@@ -41,8 +43,30 @@ def move(
 
 
 def start(now: datetime) -> Change:
-    """A claimed pending run begins."""
-    return move(RunStatus.RUNNING, now, last_message="running")
+    """A claimed pending run begins; a claimed parked one wakes (its wait is over)."""
+    begin = move(RunStatus.RUNNING, now, last_message="running")
+
+    def change(run: Run) -> RunChange:
+        if run.status is RunStatus.RUNNING and run.waiting_for is not None:
+            woken = run.model_copy(update={"waiting_for": None, "last_message": "running"})
+            return RunChange(woken, EventType.RUN_UPDATED, now)
+        return begin(run)
+
+    return change
+
+
+def park(now: datetime, wait: Wait) -> Change:
+    """An execution whose nodes all wait (a timer, a child) ends: the run stays `running`,
+    gives its slot back (released), and is claimed again when the wait is over."""
+
+    def change(run: Run) -> RunChange:
+        if run.status is not RunStatus.RUNNING:
+            raise InvalidTransition(run.id, run.status.value, "running", "park the run")
+        shown = wait.shown or {}
+        parked = run.model_copy(update={"waiting_for": shown, "last_message": waits.message(shown)})
+        return RunChange(parked, EventType.RUN_UPDATED, now, release=True, wait=wait)
+
+    return change
 
 
 def execute(now: datetime, *, new_input: dict[str, Any] | None, from_start: bool) -> Change:

@@ -143,6 +143,12 @@ class Run(Model):
             {"type": "webhook", "id": "github-push"},
         ],
     )
+    # Wave 2 (DESIGN §11): the run and node that started this one (a `subworkflow` node).
+    parent_run_id: str | None = None
+    parent_node_id: str | None = None
+    # What a `running` run waits for without holding a slot: {"type": "timer", "until": ...}
+    # or {"type": "subworkflow", "run_id": ...}; None while it executes (or is not running).
+    waiting_for: JSON | None = None
 
 
 class NodeState(Model):

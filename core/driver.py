@@ -30,6 +30,7 @@ from core.loopwatch import NodeActivity
 from core.nodes import NodeType
 from core.ports import EXECUTION_KEY, Checkpoints, Claim, Clock, RunExecution, Store
 from core.runner import RunScope, error_json
+from core.waits import Wait, combined, is_wait
 
 log = structlog.get_logger("cortexd.engine")
 
@@ -39,6 +40,7 @@ class DriveSettings:
     recursion_limit: int = 100
     node_timeout_s: float = 300.0
     checkpoint_retention: int = 1
+    park_after_s: float = 5.0
 
 
 @dataclass(slots=True)
@@ -61,6 +63,7 @@ class Execution:
 class _Outcome:
     status: RunStatus
     changes: dict[str, Any] = field(default_factory=dict)
+    wait: Wait | None = None  # every node left waits on a timer or a child: park the run
 
 
 class Driver:
@@ -126,6 +129,7 @@ class Driver:
             node_types=self._node_types,
             node_timeout_s=self._settings.node_timeout_s,
             activity=self._activity,
+            park_after_s=self._settings.park_after_s,
         )
         execution.scope = scope
         try:
@@ -183,26 +187,33 @@ class Driver:
         except Exception as exc:
             error = scope.failure or error_json(exc)
             return _Outcome(RunStatus.FAILED, {"error": error, "last_message": _summary(error)})
-        if prompts:
+        questions = [p for p in prompts if not is_wait(p)]
+        if questions:
             return _Outcome(
                 RunStatus.PAUSED,
                 {
                     "pause_reason": PauseReason.INPUT_REQUIRED,
                     # One question is the usual case; parallel ones are all kept.
-                    "prompt": prompts[0] if len(prompts) == 1 else prompts,
+                    "prompt": questions[0] if len(questions) == 1 else questions,
                     "last_message": "waiting for input",
                 },
             )
+        if prompts:  # waits only: the run gives its slot back until they are over
+            return _Outcome(RunStatus.RUNNING, wait=combined(prompts))
         output = {"outputs": final.get("outputs", {}), "data": final.get("data", {})}
         return _Outcome(RunStatus.COMPLETED, {"output": output, "last_message": "completed"})
 
     async def _finish(self, execution: Execution, outcome: _Outcome) -> None:
-        change = changes.outcome(
-            outcome.status,
-            self._clock.now(),
-            self._settings.checkpoint_retention,
-            outcome.changes,
-        )
+        if outcome.wait is not None:
+            change = changes.park(self._clock.now(), outcome.wait)
+            execution.released = True  # before: its own release event must not stop it
+        else:
+            change = changes.outcome(
+                outcome.status,
+                self._clock.now(),
+                self._settings.checkpoint_retention,
+                outcome.changes,
+            )
         try:
             finished = await execution.writes.finish(change)
         except InvalidTransition:
@@ -210,6 +221,9 @@ class Driver:
             # checkpointed, so a resume finishes it.
             execution.released = True  # before: its own release event must not stop it
             await execution.writes.release(self._clock.now())
+            return
+        if outcome.wait is not None:
+            log.info("run_parked", run_id=finished.id, waiting_for=finished.waiting_for)
             return
         log_summary(finished, execution.scope, execution.started_at)
 

@@ -36,6 +36,9 @@ log = structlog.get_logger("cortexd.engine")
 _NO_VALUE = object()
 
 
+_ENDED = frozenset({"completed", "failed", "cancelled"})
+
+
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     max_concurrent_runs: int = 8
@@ -47,6 +50,7 @@ class EngineSettings:
     compiled_cache_size: int = 128
     lease_s: float = 15.0
     max_recoveries: int = 3
+    park_after_s: float = 5.0
 
 
 class Engine:
@@ -78,7 +82,10 @@ class Engine:
             self.graphs,
             answers,
             DriveSettings(
-                settings.recursion_limit, settings.node_timeout_s, settings.checkpoint_retention
+                settings.recursion_limit,
+                settings.node_timeout_s,
+                settings.checkpoint_retention,
+                settings.park_after_s,
             ),
             activity,
         )
@@ -257,8 +264,11 @@ class Engine:
             run = event["run"]
             execution = self._active.get(run["id"])
             if execution is None:
-                joined = run["status"] == "pending" or (
-                    run["status"] == "running" and run.get("owner") is None
+                joined = (
+                    run["status"] == "pending"
+                    or (run["status"] == "running" and run.get("owner") is None)
+                    # a child that ended woke its parent (parked, waiting for it)
+                    or (run.get("parent_run_id") is not None and run["status"] in _ENDED)
                 )
                 # One being created here needs no claim: `submit` launches it or looks.
                 if joined and run["id"] not in self._reserved:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 import structlog
 from langgraph.types import interrupt as _interrupt
+
+from core import waits
 
 JSON = dict[str, Any]
 
@@ -48,6 +51,9 @@ class NodeContext:
     data_updates: JSON = field(default_factory=dict)
     # The loop the node runs on (contexts are made there); progress is recorded on it.
     _loop: asyncio.AbstractEventLoop | None = field(default_factory=_running_loop)
+    # A wait longer than this parks the run (None: never, e.g. in core.testing).
+    park_after_s: float | None = None
+    _now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def report_progress(self, fraction: float, message: str | None = None) -> None:
         """Record progress (0..1, clamped) and an optional message; a plain call.
@@ -72,6 +78,28 @@ class NodeContext:
 
         Safe from any thread (one dict store under the GIL); read when the node returns."""
         self.data_updates[key] = value
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds`. A wait longer than `[execution] park_after_s` gives the run's slot
+        back: the execution ends here, and the run continues when the time comes, on this
+        daemon or another, after a restart too; then this node runs again from its start
+        and this call returns (as with `interrupt`, code before it runs again: keep it free
+        of side effects). The time is kept, not restarted, however often the node runs."""
+        deadline = self._now() + timedelta(seconds=max(0.0, float(seconds)))
+        if self.park_after_s is None or seconds <= self.park_after_s:
+            await asyncio.sleep(max(0.0, seconds))
+            return
+        marker = _interrupt(waits.timer(deadline))
+        for _ in range(waits.MAX_REWAITS):
+            until = waits.until_of(marker) if waits.is_wait(marker) else None
+            if until is None:
+                return
+            left = (until - self._now()).total_seconds()
+            if left <= self.park_after_s:
+                await asyncio.sleep(max(0.0, left))  # woken a little early: the rest here
+                return
+            marker = _interrupt(waits.timer(until))  # not due yet: wait again, same time
+        raise RuntimeError(f"woken {waits.MAX_REWAITS} times before its time")
 
     def interrupt(self, prompt: Any) -> Any:
         """Pause the run until a human answers; returns the value given to ``resume``.

@@ -50,6 +50,7 @@ class RunFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     trigger: str | None = None  # a trigger type: api, schedule, webhook, subworkflow
+    parent_run_id: str | None = None  # the children of this run (sub-workflows)
 
     @property
     def status_values(self) -> list[str]:

@@ -20,6 +20,7 @@ from core.events import Published
 from core.idempotency import IdempotencyKey
 from core.pages import MAX_PAGE, Page, RunFilter
 from core.schedules import Firing, Schedule
+from core.waits import Wait
 from core.webhooks import Webhook
 
 # Where LangGraph's run config carries the `RunExecution` whose lease fences the checkpoint
@@ -82,6 +83,7 @@ class RunChange:
     cancel_nodes: bool = False  # its running node states become `cancelled`
     reset: bool = False  # its checkpoints and node states are dropped (a fresh start)
     keep_checkpoints: int = 0  # > 0: all but the newest N of its checkpoints are dropped
+    wait: Wait | None = None  # parked (released, still running) until the wait ends
 
 
 # Applied to the run as stored; raises a domain error (InvalidTransition, ...) to refuse.
@@ -177,6 +179,11 @@ class Store(Protocol):
     async def delete_graph(self, project_id: str, graph_id: str, now: datetime) -> None:
         """Delete a graph (NotFound if missing, Conflict while it has active runs).
         Its versions stay, so the runs of it can still be read."""
+        ...
+
+    async def next_wake(self) -> float | None:
+        """Seconds (by the store's clock) until the earliest parked run is due (<= 0: one is
+        due now); None when no run is parked."""
         ...
 
     async def create_run(

@@ -20,6 +20,7 @@ from core.domain import Node, NodeState, NodeStatus, Run
 from core.loopwatch import NodeActivity
 from core.nodes import NodeContext, NodeType
 from core.ports import Clock, RunExecution
+from core.waits import WAIT_KEY, is_wait, message
 
 
 class NodeFailure(Exception):
@@ -50,8 +51,10 @@ class RunScope:
         node_types: Mapping[str, NodeType],
         node_timeout_s: float,
         activity: NodeActivity | None = None,
+        park_after_s: float | None = None,
     ) -> None:
         self.run = run
+        self._park_after_s = park_after_s
         self.states = dict(states)
         self.closed = False
         self.failure: JSON | None = None  # the error of the node that failed the run
@@ -103,6 +106,8 @@ class RunScope:
             attempt=attempt,
             log=self.log.bind(node_id=node.id),
             _on_progress=lambda f, m: self._progress(node.id, f, m),
+            park_after_s=self._park_after_s,
+            _now=self._clock.now,
         )
         try:
             if node_type is None:
@@ -110,8 +115,8 @@ class RunScope:
             output = await self._call(node, node_type, ctx, state)
         except asyncio.CancelledError:
             raise
-        except GraphBubbleUp:  # ctx.interrupt(): the run pauses for input; not a failure
-            self._note(self.states[node.id].model_copy(update={"message": "waiting for input"}))
+        except GraphBubbleUp as exc:  # ctx.interrupt() or a wait: not a failure
+            self._note(self.states[node.id].model_copy(update={"message": _waiting(exc)}))
             raise
         except Exception as exc:
             self._record_failure(node, attempt, exc)
@@ -202,6 +207,17 @@ class RunScope:
         writes, self._writes = self._writes, []
         for write in writes:
             await write
+
+
+def _waiting(bubble: GraphBubbleUp) -> str:
+    """What a node that interrupted waits for: a timer, a child run, or (else) input."""
+    first = bubble.args[0] if bubble.args else ()
+    for interrupt in first if isinstance(first, list | tuple) else ():
+        value = getattr(interrupt, "value", None)
+        if is_wait(value):
+            shown: dict[str, Any] = value[WAIT_KEY]
+            return message(shown)
+    return "waiting for input"
 
 
 def _succeeded(write: Awaitable[None]) -> bool:

@@ -89,6 +89,7 @@ class Scheduler:
         self._orphans: set[str] = set()
         self.in_flight = 0  # slots a claim under way may fill
         self.settled = True  # nothing to take, as far as this daemon knows
+        self._timer: asyncio.TimerHandle | None = None  # the next parked run's wake-up
 
     async def start(self) -> int:
         """Take back what dead daemons held (this one's previous life included), claim a first
@@ -106,6 +107,8 @@ class Scheduler:
     async def stop(self) -> None:
         await self._claims.stop()
         await self._upkeep.stop()
+        if self._timer is not None:
+            self._timer.cancel()
 
     def hint(self) -> None:
         """A run may have joined the queue (created, executed again, resumed, taken back):
@@ -143,6 +146,20 @@ class Scheduler:
             self._backlog = False  # as of that transaction, the queue had nothing more
             self.settled = True
             self._launcher.queue_settled()
+            await self.arm_wake()
+
+    async def arm_wake(self) -> None:
+        """Look again when the earliest parked run is due (a timer's end): every daemon arms
+        one, the first to claim takes the run. Re-armed at each claim that left the queue and
+        at each upkeep, so a run parked by another daemon is seen within lease_s/4 at worst
+        (its event usually wakes this one at once)."""
+        delay = await self._store.next_wake()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if delay is not None:
+            # Not a busy loop when one is due now and another daemon is about to take it.
+            self._timer = asyncio.get_running_loop().call_later(max(0.05, delay), self.hint)
 
     async def upkeep(self) -> None:
         lease_s = self._settings.lease_s
@@ -180,6 +197,7 @@ class Scheduler:
         self.counts = await self._store.queue_counts()
         if self.counts.claimable:
             self.hint()  # also what another daemon released at its stop (no event says so)
+        await self.arm_wake()
 
     async def _claim_loop(self) -> None:
         while True:

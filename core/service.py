@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 from uuid import uuid4
 
-from core.domain import Graph, NodeState, NodeStatus, Run, RunStatus
+from core.domain import Graph, NodeState, NodeStatus, PauseReason, Run, RunStatus
 from core.engine import Engine
 from core.errors import Conflict, LimitExceeded, NotFound, Problem, ValidationFailed
 from core.idempotency import IdempotencyKey, KeyTaken
@@ -240,6 +240,9 @@ class WorkflowService:
             else 0.0
         )
         current = next((s.node_id for s in states if s.status is NodeStatus.RUNNING), None)
+        waiting_for = run.waiting_for
+        if run.pause_reason is PauseReason.INPUT_REQUIRED:
+            waiting_for = {"type": "input"}
         return {
             "run_id": run.id,
             "status": run.status.value,
@@ -248,6 +251,7 @@ class WorkflowService:
             "started_at": run.started_at,
             "pause_reason": run.pause_reason,
             "prompt": run.prompt,
+            "waiting_for": waiting_for,
             "node_states": states,
         }
 

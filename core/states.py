@@ -47,6 +47,8 @@ def transition(
     if not can_transition(run.status, target):
         raise InvalidTransition(run.id, run.status.value, target.value, action)
     update: dict[str, Any] = {"status": target, **changes}
+    # Whatever moves a run, the wait it was parked in is over (a resumed run waits again).
+    update.setdefault("waiting_for", None)
     if run.status is S.PAUSED:
         # Leaving a pause, whichever way: what the pause asked for is over.
         update.setdefault("pause_reason", None)

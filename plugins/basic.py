@@ -29,7 +29,10 @@ class Passthrough:
 class Delay:
     name = "delay"
     title = "Delay"
-    description = "Waits `seconds` (reporting progress about once a second), then passes on."
+    description = (
+        "Waits `seconds` (reporting progress about once a second), then passes on. A wait "
+        "longer than `[execution] park_after_s` gives the run's slot back meanwhile."
+    )
     config_schema: JSON = {
         "type": "object",
         "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 86400}},
@@ -39,6 +42,10 @@ class Delay:
 
     async def execute(self, ctx: Any, config: JSON, state: JSON) -> JSON:
         seconds = float(config["seconds"])
+        park_after_s = getattr(ctx, "park_after_s", None)
+        if park_after_s is not None and seconds > park_after_s:
+            await ctx.sleep(seconds)  # parked: no progress reports, no slot held
+            return {"slept_s": seconds}
         deadline = time.monotonic() + seconds
         # A timer may fire up to a millisecond early (uvloop's resolution): no second round,
         # and no second "100 %" report, for what is left of that.

@@ -10,7 +10,6 @@ import click
 
 from adapters.client.output import console, hooks_table, print_json
 from adapters.client.session import ClientGroup, client_options, session
-from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature, signed_content
 
 
 @click.group(cls=ClientGroup)
@@ -26,7 +25,7 @@ def hook() -> None:
     "tolerance_s",
     type=click.IntRange(min=1, max=86_400),
     metavar="SECONDS",
-    help=f"Replay-safe: requests must carry a signed {TIMESTAMP_HEADER} this fresh.",
+    help="Replay-safe: requests must carry a signed X-Cortexd-Timestamp this fresh.",
 )
 @client_options
 def hook_new(graph_id: str, hook_id: str | None, tolerance_s: int | None) -> None:
@@ -80,7 +79,7 @@ def hook_delete(hook_id: str) -> None:
     "--timestamp",
     "stamped",
     is_flag=True,
-    help=f"Sign for a replay-safe hook: with {TIMESTAMP_HEADER} set to now.",
+    help="Sign for a replay-safe hook: with X-Cortexd-Timestamp set to now.",
 )
 @click.option("--url", "hook_url", metavar="URL", help="Print a complete curl command for URL.")
 def hook_sign(body: BinaryIO, secret: str, stamped: bool, hook_url: str | None) -> None:
@@ -89,6 +88,9 @@ def hook_sign(body: BinaryIO, secret: str, stamped: bool, hook_url: str | None) 
     The signature is sha256= and the hex HMAC-SHA256 of the exact bytes sent, keyed by the
     secret (with --timestamp, of "<timestamp>.<bytes>"): send the file as it is.
     """
+    # Here, not at the top: every other command stays as light as `token new` (no `core`).
+    from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature, signed_content
+
     raw = body.read()
     timestamp = str(int(time.time())) if stamped else None
     headers = {SIGNATURE_HEADER: signature(secret.encode(), signed_content(raw, timestamp))}

@@ -55,6 +55,11 @@ class RunStatusReport(BaseModel):
     progress: float
     current_node: str | None
     started_at: datetime | None
+    waiting_for: JSON | None = Field(
+        None,
+        description='What the run waits for without a slot: {"type": "timer", "until": ...}, '
+        '{"type": "subworkflow", "run_id": ...}, or {"type": "input"}; else null.',
+    )
     node_states: list[NodeState]
 
 
@@ -254,6 +259,11 @@ RUN_FILTERS = (
         "status",
         {"type": "string", "pattern": f"^({_STATUS_NAME})(,({_STATUS_NAME}))*$"},
         "Only runs in this status, or in any of a comma-separated list of them.",
+    ),
+    _query(
+        "parent_run_id",
+        {"type": "string", "pattern": RUN_ID_PATTERN},
+        "Only the sub-workflow runs this run started.",
     ),
     _query(
         "trigger",

@@ -97,6 +97,13 @@ def paged(request: web.Request, page: Page[Any]) -> web.Response:
     return response
 
 
+def _query_run_id(request: web.Request, name: str) -> str | None:
+    value = query_value(request, name)
+    if value is not None and not _RUN_ID.match(value):
+        raise BadRequest(f"query parameter {name!r} is not a run id (a UUID)")
+    return value
+
+
 def _page_params(request: web.Request) -> tuple[int, str | None]:
     return _query_int(request, "limit", MAX_PAGE, 1, MAX_PAGE), query_value(request, "cursor")
 
@@ -177,6 +184,7 @@ async def list_runs(request: web.Request) -> web.Response:
         workflow_id=workflow_id,
         statuses=query_statuses(request),
         trigger=query_trigger(request),
+        parent_run_id=_query_run_id(request, "parent_run_id"),
         created_after=query_time(request, "created_after"),
         created_before=query_time(request, "created_before"),
     )

@@ -37,15 +37,19 @@ def runs_query(
         conditions.append("workflow_id = ?")
         params.append(filters.workflow_id)
         index += "_graph"
+    if filters.parent_run_id is not None:  # the children of one run: few, read by their index
+        conditions.append("parent_run_id = ?")
+        params.append(filters.parent_run_id)
+        index = "runs_page_parent"
     statuses = filters.status_values
     if filters.trigger is not None:
         conditions.append("trigger_type = ?")
         params.append(filters.trigger)
         # With statuses, the status's index is read and the trigger filtered (documented).
-        index += "" if statuses else "_trigger"
+        index += "" if statuses or filters.parent_run_id else "_trigger"
     if statuses:
         conditions.append("status = ?")
-        index += "_status"
+        index += "" if filters.parent_run_id else "_status"
     after: list[Any] = []
     if filters.created_after is not None:
         conditions.append("created_us > ?")

@@ -21,6 +21,8 @@ from core.errors import LeaseLost, NotFound
 from core.idempotency import IdempotencyKey, KeyTaken
 from core.pages import micros
 from core.ports import Change, Claim, ClaimRequest, Lease, RunChange
+from core.states import TERMINAL
+from core.waits import Wait
 
 RUN_COLUMNS = "body, owner, epoch"
 
@@ -57,7 +59,7 @@ async def insert_run(
     seq = (await tx.emit(run_event(run, EventType.RUN_CREATED, run.created_at)))["seq"]
     await tx.execute(
         "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at, created_us, "
-        "trigger_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "trigger_type, parent_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             run.id,
             run.project_id,
@@ -67,6 +69,7 @@ async def insert_run(
             seq,
             micros(run.created_at),
             str(run.trigger.get("type", "api")),
+            run.parent_run_id,
         ),
     )
     if claim is None:
@@ -77,7 +80,9 @@ async def insert_run(
         f"SELECT EXISTS (SELECT 1 FROM runs {hint('runs_pending')} "
         "WHERE status = 'pending' AND id != ?) "
         f"OR EXISTS (SELECT 1 FROM runs {hint('runs_unowned')} "
-        "WHERE status = 'running' AND owner IS NULL)",
+        "WHERE status = 'running' AND owner IS NULL AND wake_at IS NULL) "
+        f"OR EXISTS (SELECT 1 FROM runs {hint('runs_waking')} WHERE wake_at IS NOT NULL "
+        f"AND wake_at <= {tx.dialect.now} AND status = 'running' AND owner IS NULL)",
         (run.id,),
     )
     if waiting[0]:
@@ -142,12 +147,13 @@ async def apply_change(tx: Tx, current: Run, result: RunChange) -> Run:
         run.status is RunStatus.RUNNING and current.status is RunStatus.PAUSED
     )
     release = result.release
+    wake_at = None if result.wait is None else await _wake_at(tx, result.wait)
     await tx.execute(
         "UPDATE runs SET status = ?, body = ?, recoveries = ?, "
         "queued_at = CASE WHEN ? THEN ? ELSE queued_at END, "
         "owner = CASE WHEN ? THEN NULL ELSE owner END, "
         "lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END, "
-        "epoch = epoch + ? WHERE id = ?",
+        "epoch = epoch + ?, wake_at = ? WHERE id = ?",
         (
             run.status.value,
             run.model_dump_json(),
@@ -157,9 +163,17 @@ async def apply_change(tx: Tx, current: Run, result: RunChange) -> Run:
             release,
             release,
             int(release),
+            wake_at,
             run.id,
         ),
     )
+    if run.parent_run_id is not None and run.status in TERMINAL:
+        # The parent waiting on it wakes (in this transaction: no wake-up is lost).
+        await tx.execute(
+            "UPDATE runs SET wake_at = CASE WHEN wake_at IS NOT NULL THEN 0 ELSE wake_at END "
+            "WHERE id = ?",
+            (run.parent_run_id,),
+        )
     if result.reset:
         await tx.execute("DELETE FROM checkpoints WHERE thread_id = ?", (run.id,))
         await tx.execute("DELETE FROM writes WHERE thread_id = ?", (run.id,))
@@ -180,6 +194,27 @@ async def apply_change(tx: Tx, current: Run, result: RunChange) -> Run:
     elif result.drop_answer:
         await tx.execute("DELETE FROM run_resumes WHERE run_id = ?", (run.id,))
     return run
+
+
+# The wake-up time of a run that waits only for a child: never by the clock (its child's end
+# sets it to 0, due at once).
+NEVER = 1e18
+
+
+async def _wake_at(tx: Tx, wait: Wait) -> float:
+    """When a parked run is due, in seconds since 1970: at once when a child it waits for has
+    already ended (read here, in the transaction that parks it), else at its timer, else when
+    a child's end wakes it."""
+    if wait.children:
+        marks = ", ".join("?" * len(wait.children))
+        ended = await tx.fetchone(
+            f"SELECT COUNT(*) FROM runs WHERE id IN ({marks}) "
+            "AND status IN ('completed', 'failed', 'cancelled')",
+            wait.children,
+        )
+        if ended[0]:
+            return 0.0
+    return wait.until.timestamp() if wait.until is not None else NEVER
 
 
 def encode_answer(value: Any) -> str:
@@ -244,9 +279,17 @@ async def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Chan
     hint = tx.dialect.indexed_by
     rows = await tx.fetchall(
         f"SELECT id, {RUN_COLUMNS} FROM runs {hint('runs_unowned')} "
-        "WHERE status = 'running' AND owner IS NULL ORDER BY queued_at LIMIT ?",
+        "WHERE status = 'running' AND owner IS NULL AND wake_at IS NULL "
+        "ORDER BY queued_at LIMIT ?",
         (limit,),
     )
+    if len(rows) < limit:  # parked runs whose wait is over, the earliest first
+        rows += await tx.fetchall(
+            f"SELECT id, {RUN_COLUMNS} FROM runs {hint('runs_waking')} "
+            f"WHERE wake_at IS NOT NULL AND wake_at <= {tx.dialect.now} "
+            "AND status = 'running' AND owner IS NULL ORDER BY wake_at LIMIT ?",
+            (limit - len(rows),),
+        )
     if len(rows) < limit:
         rows += await tx.fetchall(
             f"SELECT id, {RUN_COLUMNS} FROM runs {hint('runs_pending')} "
@@ -258,7 +301,8 @@ async def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Chan
         current = run_from(columns)
         epoch = int(columns[2]) + 1
         fresh = current.started_at is None  # never ran: no checkpoint or node state to read
-        if current.status is RunStatus.PENDING:
+        if current.status is RunStatus.PENDING or current.waiting_for is not None:
+            # Pending: it starts; parked: it wakes (its wait is over, or due again).
             result = start(current.model_copy(update={"owner": owner}))
             run = await apply_change(tx, current, result)
         else:

@@ -205,9 +205,19 @@ class SqlStore:
         )
         return {row[0] for row in rows}
 
+    async def next_wake(self) -> float | None:
+        row = await self._one(
+            f"SELECT wake_at - {self._dialect.now} FROM runs "
+            f"{self._dialect.indexed_by('runs_waking')} WHERE wake_at IS NOT NULL "
+            "ORDER BY wake_at LIMIT 1"
+        )
+        return None if row is None else float(row[0])
+
     async def queue_counts(self) -> QueueCounts:
         rows = await self._all(
-            "SELECT status, COUNT(*), SUM(CASE WHEN owner IS NULL THEN 1 ELSE 0 END) FROM runs "
+            # A parked run is claimable once its wake-up time came.
+            "SELECT status, COUNT(*), SUM(CASE WHEN owner IS NULL AND (wake_at IS NULL OR "
+            f"wake_at <= {self._dialect.now}) THEN 1 ELSE 0 END) FROM runs "
             "WHERE status IN ('pending', 'running', 'paused') GROUP BY status"
         )
         by_status = {status: (int(total), int(unowned or 0)) for status, total, unowned in rows}

@@ -43,7 +43,8 @@ from core.ports import (
     QueueCounts,
     RunChange,
 )
-from core.states import ACTIVE
+from core.states import ACTIVE, TERMINAL
+from core.waits import Wait
 
 T = TypeVar("T")
 
@@ -65,6 +66,7 @@ class _Row:
     epoch: int = 0
     lease_expires_at: float | None = None
     order: int = 0  # creation order: the real store's seq
+    wake_at: float | None = None  # parked: when it is due (the store's clock)
 
 
 class _Runs(MutableMapping[str, Run]):
@@ -259,6 +261,7 @@ class FakeStore:
                 and (f.workflow_id is None or row.run.workflow_id == f.workflow_id)
                 and (not f.statuses or row.run.status in f.statuses)
                 and (f.trigger is None or row.run.trigger.get("type") == f.trigger)
+                and (f.parent_run_id is None or row.run.parent_run_id == f.parent_run_id)
             ),
             key=lambda pair: pair[0],
             reverse=True,
@@ -292,6 +295,10 @@ class FakeStore:
             run = run.model_copy(update={"owner": None})
         seq = self._emit(_run_event(run, result.event, result.at))
         row.run = run
+        row.wake_at = None if result.wait is None else self._wake_at(result.wait)
+        parent = self.rows.get(run.parent_run_id or "")
+        if parent is not None and run.status in TERMINAL and parent.wake_at is not None:
+            parent.wake_at = 0.0  # the parent waiting on it wakes
         if run.status is RunStatus.PENDING or (
             run.status is RunStatus.RUNNING and current.status is RunStatus.PAUSED
         ):
@@ -317,6 +324,16 @@ class FakeStore:
             self.answers.pop(run.id, None)
         return run
 
+    def _wake_at(self, wait: Wait) -> float:
+        ended = [self.rows[c] for c in wait.children if c in self.rows]
+        if any(r.run.status in TERMINAL for r in ended):
+            return 0.0
+        return wait.until.timestamp() if wait.until is not None else 1e18
+
+    async def next_wake(self) -> float | None:
+        times = [r.wake_at for r in self.rows.values() if r.wake_at is not None]
+        return None if not times else min(times) - self.db_clock()
+
     def _fence(self, lease: Lease) -> None:
         row = self.rows.get(lease.run_id)
         if row is None or (row.owner, row.epoch) != (lease.owner, lease.epoch):
@@ -330,16 +347,21 @@ class FakeStore:
 
     async def _claim(self, owner: str, limit: int, lease_s: float, start: Change) -> list[Claim]:
         unowned = [
-            r for r in self.rows.values() if r.run.status is RunStatus.RUNNING and r.owner is None
+            r
+            for r in self.rows.values()
+            if r.run.status is RunStatus.RUNNING and r.owner is None and r.wake_at is None
         ]
+        now = self.db_clock()
+        due = [r for r in self.rows.values() if r.wake_at is not None and r.wake_at <= now]
         pending = [r for r in self.rows.values() if r.run.status is RunStatus.PENDING]
         chosen = sorted(unowned, key=lambda r: r.queued_at)[:limit]
+        chosen += sorted(due, key=lambda r: r.wake_at or 0.0)[: limit - len(chosen)]
         chosen += sorted(pending, key=lambda r: r.queued_at)[: limit - len(chosen)]
         claims = []
         for row in chosen:
             current = self._read(row)
             fresh = current.started_at is None  # never ran: no checkpoint or node state to read
-            if current.status is RunStatus.PENDING:
+            if current.status is RunStatus.PENDING or current.waiting_for is not None:
                 run = self._apply(row, current, start(current.model_copy(update={"owner": owner})))
             else:
                 run = current.model_copy(update={"owner": owner})
@@ -390,7 +412,11 @@ class FakeStore:
             pending=pending,
             running=len(running),
             paused=sum(r.run.status is RunStatus.PAUSED for r in runs),
-            claimable=pending + sum(r.owner is None for r in running),
+            claimable=pending
+            + sum(
+                r.owner is None and (r.wake_at is None or r.wake_at <= self.db_clock())
+                for r in running
+            ),
         )
 
     async def hold_singleton(
@@ -567,7 +593,8 @@ class FakeCheckpoints:
         return self._saver
 
     async def exists(self, thread_id: str) -> bool:
-        return thread_id in self._saver.storage and bool(self._saver.storage[thread_id])
+        # A read through the saver leaves an empty entry per namespace: those hold nothing.
+        return any(self._saver.storage.get(thread_id, {}).values())
 
     async def latest_id(self, thread_id: str) -> str | None:
         # Not through the saver's reads: they add empty entries to its defaultdicts.
