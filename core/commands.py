@@ -8,14 +8,20 @@ executes acts without waiting for the event to travel.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from core import changes
 from core.answers import Answers
-from core.domain import PauseReason, Run
+from core.domain import PauseReason, Run, RunStatus
 from core.driver import Execution, log_summary
-from core.errors import NotFound
+from core.errors import InvalidTransition, NotFound
+from core.pages import MAX_PAGE, RunFilter
 from core.ports import Clock, Store
+from core.states import ACTIVE
+
+_PAUSABLE = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
 
 
 class Executor(Protocol):
@@ -55,12 +61,26 @@ class Commands:
             log_summary(run, execution.scope, execution.started_at)
         else:
             log_summary(run, None, None)
+        await self._to_children(run, ACTIVE, self.cancel)
         return run
 
     async def pause(self, run: Run) -> Run:
         run = await self._store.change_run(run.project_id, run.id, changes.pause(self._clock.now()))
         self._executor.changed(run)  # the nodes in flight finish; no new step starts
+        await self._to_children(run, _PAUSABLE, self.pause)
         return run
+
+    async def _to_children(
+        self, run: Run, statuses: frozenset[RunStatus], command: Callable[[Run], Awaitable[Run]]
+    ) -> None:
+        """A cancel, pause or resume of a run reaches the children it started that are in
+        `statuses` (and theirs, through the same command)."""
+        children = await self._store.list_runs(
+            run.project_id, RunFilter(parent_run_id=run.id, statuses=statuses), limit=MAX_PAGE
+        )
+        for child in children.items:
+            with contextlib.suppress(InvalidTransition, NotFound):  # it moved meanwhile
+                await command(child)
 
     async def resume(self, run: Run, value: Any) -> Run:
         """Continue a paused run. An answer to a run waiting for input is stored with the
@@ -74,4 +94,10 @@ class Commands:
         change = changes.resume(self._clock.now(), answer)
         run = await self._store.change_run(run.project_id, run.id, change)
         self._executor.wake()
+        await self._to_children(run, frozenset({RunStatus.PAUSED}), self._resume_child)
         return run
+
+    async def _resume_child(self, child: Run) -> Run:
+        if child.pause_reason is not PauseReason.REQUESTED:
+            return child  # one waiting for input stays so: a resume would answer it
+        return await self.resume(child, None)

@@ -22,6 +22,7 @@ from langgraph.runtime import RunControl
 
 from core import changes
 from core.answers import Answers
+from core.children import Children
 from core.compiler import initial_state
 from core.domain import Graph, NodeState, NodeStatus, PauseReason, Run, RunStatus
 from core.errors import InvalidTransition, LeaseLost, StoreUnavailable
@@ -77,7 +78,9 @@ class Driver:
         answers: Answers,
         settings: DriveSettings,
         activity: NodeActivity | None = None,
+        children: Children | None = None,
     ) -> None:
+        self._children = children
         self._store = store
         self._checkpoints = checkpoints
         self._clock = clock
@@ -130,6 +133,7 @@ class Driver:
             node_timeout_s=self._settings.node_timeout_s,
             activity=self._activity,
             park_after_s=self._settings.park_after_s,
+            children=self._children,
         )
         execution.scope = scope
         try:

@@ -21,6 +21,7 @@ from langgraph.runtime import RunControl
 
 from core import changes
 from core.answers import Answers
+from core.children import Children
 from core.commands import Commands
 from core.domain import Run, RunStatus
 from core.driver import Driver, DriveSettings, Execution
@@ -88,6 +89,7 @@ class Engine:
                 settings.park_after_s,
             ),
             activity,
+            Children(store, clock, self.wake),
         )
         self.scheduler = Scheduler(
             store,

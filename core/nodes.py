@@ -54,6 +54,7 @@ class NodeContext:
     # A wait longer than this parks the run (None: never, e.g. in core.testing).
     park_after_s: float | None = None
     _now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _children: ChildRunner | None = None
 
     def report_progress(self, fraction: float, message: str | None = None) -> None:
         """Record progress (0..1, clamped) and an optional message; a plain call.
@@ -101,12 +102,28 @@ class NodeContext:
             marker = _interrupt(waits.timer(until))  # not due yet: wait again, same time
         raise RuntimeError(f"woken {waits.MAX_REWAITS} times before its time")
 
+    async def run_child(self, workflow_id: str, run_input: JSON | None = None) -> JSON:
+        """Run the graph `workflow_id` of this project as a child run and return its
+        `output`. The run gives its slot back while the child runs; a failed or cancelled
+        child raises (the node fails with the child's error and id), and the node's retry
+        executes that same child again. One child per node: the node running again finds it.
+        As with `interrupt`, code before this call runs again: keep it free of side effects."""
+        if self._children is None:
+            raise RuntimeError("this context cannot start child runs")
+        return await self._children.run(workflow_id, dict(run_input or {}))
+
     def interrupt(self, prompt: Any) -> Any:
         """Pause the run until a human answers; returns the value given to ``resume``.
 
         Code before this call runs again when the run resumes: keep it free of side effects.
         """
         return _interrupt(prompt)
+
+
+class ChildRunner(Protocol):
+    """Starts and awaits a node's sub-workflow run (`core.children.NodeChildren`)."""
+
+    async def run(self, workflow_id: str, run_input: JSON) -> JSON: ...
 
 
 class PluginState(Protocol):

@@ -15,6 +15,7 @@ import structlog
 import structlog.contextvars
 from langgraph.errors import GraphBubbleUp
 
+from core.children import Children, NodeChildren
 from core.compiler import JSON, RunState
 from core.domain import Node, NodeState, NodeStatus, Run
 from core.loopwatch import NodeActivity
@@ -37,6 +38,9 @@ def error_json(exc: BaseException, node_id: str | None = None, attempt: int | No
         error["node_id"] = node_id
     if attempt is not None:
         error["attempt"] = attempt
+    details = getattr(exc, "error_details", None)  # e.g. a failed child's id and error
+    if isinstance(details, dict):
+        error.update(details)
     return error
 
 
@@ -52,8 +56,10 @@ class RunScope:
         node_timeout_s: float,
         activity: NodeActivity | None = None,
         park_after_s: float | None = None,
+        children: Children | None = None,
     ) -> None:
         self.run = run
+        self._children = children
         self._park_after_s = park_after_s
         self.states = dict(states)
         self.closed = False
@@ -108,6 +114,9 @@ class RunScope:
             _on_progress=lambda f, m: self._progress(node.id, f, m),
             park_after_s=self._park_after_s,
             _now=self._clock.now,
+            _children=(
+                None if self._children is None else NodeChildren(self._children, self.run, node.id)
+            ),
         )
         try:
             if node_type is None:

@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 from uuid import uuid4
 
-from core.domain import Graph, NodeState, NodeStatus, PauseReason, Run, RunStatus
+from core.domain import Graph, GraphSpec, NodeState, NodeStatus, PauseReason, Run, RunStatus
 from core.engine import Engine
 from core.errors import Conflict, LimitExceeded, NotFound, Problem, ValidationFailed
 from core.idempotency import IdempotencyKey, KeyTaken
@@ -31,6 +31,40 @@ class ServiceLimits:
 
 # What an event carries besides the graph or the run input (ids, times, status, the envelope).
 EVENT_OVERHEAD_BYTES = 4096
+
+
+# How many graphs a cycle check reads at most (a deeper chain is left to the depth limit).
+MAX_CALLED_GRAPHS = 1000
+
+
+def subworkflows(graph: GraphSpec | Graph) -> list[str]:
+    """The graphs a graph's `subworkflow` nodes run."""
+    return [
+        str(n.config["workflow_id"])
+        for n in graph.nodes
+        if n.type == "subworkflow" and isinstance(n.config.get("workflow_id"), str)
+    ]
+
+
+def _calls_back(
+    graph_id: str, spec: GraphSpec, calls: dict[str, list[str]]
+) -> tuple[int, list[str]] | None:
+    """(the index of the node, the chain of graphs) of a sub-workflow leading back to
+    `graph_id`, or None."""
+    for index, node in enumerate(spec.nodes):
+        if node.type != "subworkflow" or not isinstance(node.config.get("workflow_id"), str):
+            continue
+        start = str(node.config["workflow_id"])
+        seen, stack = {start}, [[graph_id, start]]
+        while stack:
+            chain = stack.pop()
+            if chain[-1] == graph_id:
+                return index, chain
+            for nxt in calls.get(chain[-1], []):
+                if nxt not in seen or nxt == graph_id:
+                    seen.add(nxt)
+                    stack.append([*chain, nxt])
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +125,7 @@ class WorkflowService:
     async def create_graph(self, project_id: str, data: Any) -> Graph:
         spec = self._valid_spec(data)
         graph_id = spec.id or self._new_id()
+        await self._refuse_cycles(project_id, graph_id, spec)
         return await self._store.put_graph(
             project_id, graph_id, spec, self._clock.now(), create=True
         )
@@ -100,9 +135,39 @@ class WorkflowService:
         if spec.id is not None and spec.id != graph_id:
             problem = Problem("/id", f"{spec.id!r} does not match the graph in the URL")
             raise ValidationFailed("graph id mismatch", [problem])
+        await self._refuse_cycles(project_id, graph_id, spec)
         return await self._store.put_graph(
             project_id, graph_id, spec, self._clock.now(), create=False
         )
+
+    async def _refuse_cycles(self, project_id: str, graph_id: str, spec: GraphSpec) -> None:
+        """A graph whose sub-workflows lead back to it (through the graphs as stored) would
+        start runs of itself for ever: refused (DESIGN §11; at run time a depth limit bounds
+        what data-dependent nesting remains)."""
+        path = _calls_back(graph_id, spec, await self._called_graphs(project_id, graph_id, spec))
+        if path is not None:
+            index, chain = path
+            problem = Problem(
+                f"/nodes/{index}/config/workflow_id",
+                "sub-workflows lead back to this graph: " + " -> ".join(chain),
+            )
+            raise ValidationFailed("the graph calls itself through sub-workflows", [problem])
+
+    async def _called_graphs(
+        self, project_id: str, graph_id: str, spec: GraphSpec
+    ) -> dict[str, list[str]]:
+        """The graphs reachable from `spec` by sub-workflow nodes, each with the graphs it
+        calls (the stored current versions; at most MAX_CALLED_GRAPHS are read)."""
+        calls: dict[str, list[str]] = {graph_id: subworkflows(spec)}
+        queue = list(calls[graph_id])
+        while queue and len(calls) < MAX_CALLED_GRAPHS:
+            called = queue.pop()
+            if called in calls:
+                continue
+            stored = await self._store.get_graph(project_id, called)
+            calls[called] = [] if stored is None else subworkflows(stored)
+            queue.extend(calls[called])
+        return calls
 
     async def delete_graph(self, project_id: str, graph_id: str) -> None:
         await self._store.delete_graph(project_id, graph_id, self._clock.now())

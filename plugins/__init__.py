@@ -4,6 +4,7 @@ BUILTINS: tuple[str, ...] = (
     "plugins.basic",
     "plugins.transform",
     "plugins.approval",
+    "plugins.subworkflow",
     "plugins.http_request",
     "plugins.sinks",
     "plugins.webhook",
