@@ -149,6 +149,16 @@ def runs_table(runs: list[JSON]) -> RenderableType:
     return table
 
 
+def waiting_text(waiting: JSON) -> str:
+    """`a timer until 12:00:00`, `run 1f0c…`, `input`: what a run waits for (DESIGN §11)."""
+    kind = waiting.get("type")
+    if kind == "timer":
+        return f"a timer until {short_time(waiting.get('until'))}"
+    if kind == "subworkflow":
+        return f"its sub-workflow run {waiting.get('run_id')}"
+    return "input"
+
+
 def trigger_text(trigger: Any) -> str:
     """`api`, or the trigger's type and id (`schedule nightly`, `webhook github`)."""
     if not isinstance(trigger, dict):
@@ -205,6 +215,11 @@ def status_view(
         header.append(f"  at {status['current_node']}")
     if run is not None:
         header.append(f"  started by {trigger_text(run.get('trigger'))}")
+        if run.get("parent_run_id"):
+            header.append(f" (node {run.get('parent_node_id')} of run {run['parent_run_id']})")
+    waiting = status.get("waiting_for")
+    if isinstance(waiting, dict):
+        header.append(f"\nwaiting for {waiting_text(waiting)}")
     parts: list[RenderableType] = [header, nodes_table(status.get("node_states") or [], now)]
     if run is not None and run.get("error"):
         parts.append(Text(run_message(run), style="red"))

@@ -206,6 +206,10 @@ def status(run_id: str) -> None:
         return
     found = s.api.get_run(run_id)
     console().print(status_view(current, found, now=datetime.now(UTC)))
+    children = s.api.list_runs({"parent_run_id": run_id}, limit=50).items
+    if children:
+        click.echo("sub-workflow runs:")
+        console().print(runs_table(children))
     if found.get("pause_reason") == "input_required":
         _say_input_required(s, found, sys.stdout)
 

@@ -376,3 +376,50 @@ def test_schedule_new_list_disable_enable_delete(cortexd: Run, project: str) -> 
     assert "/cron: Value error, not a valid cron expression" in bad.stderr
     assert cortexd("schedule", "delete", "morning").returncode == 0
     assert "no schedules" in cortexd("schedule", "list").stdout
+
+
+def test_status_shows_what_a_run_waits_for_and_its_children(cortexd: Run, tmp_path: Path) -> None:
+    child = {
+        "id": "slow-child",
+        "name": "slow child",
+        "nodes": [{"id": "wait", "type": "delay", "config": {"seconds": 600}}],
+        "edges": [],
+    }
+    parent = {
+        "id": "calls-child",
+        "name": "calls child",
+        "nodes": [{"id": "call", "type": "subworkflow", "config": {"workflow_id": "slow-child"}}],
+        "edges": [],
+    }
+    for spec in (child, parent):
+        path = tmp_path / f"{spec['id']}.json"
+        path.write_text(json.dumps(spec))
+        assert cortexd("graph", "apply", str(path)).returncode == 0
+    parent_id = started_run_id(cortexd("run", "start", "calls-child"))
+    child_id = ""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until the child parks on its timer (bounded)
+        children = json.loads(cortexd("run", "list", "--trigger", "subworkflow", "--json").stdout)
+        mine = [c for c in children if c["parent_run_id"] == parent_id]
+        if (
+            mine
+            and json.loads(cortexd("run", "status", mine[0]["id"], "--json").stdout)["waiting_for"]
+        ):
+            child_id = mine[0]["id"]
+            break
+        time.sleep(0.2)
+    assert child_id, "the child did not park"
+    shown = cortexd("run", "status", parent_id).stdout
+    assert f"waiting for its sub-workflow run {child_id}" in shown
+    assert "sub-workflow runs:" in shown
+    assert child_id in shown.split("sub-workflow runs:")[1]
+    shown = cortexd("run", "status", child_id).stdout
+    assert "waiting for a timer until " in shown
+    assert f"(node call of run {parent_id})" in shown
+    assert cortexd("run", "cancel", parent_id).returncode == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the cancel reaches the child
+        if json.loads(cortexd("run", "status", child_id, "--json").stdout)["status"] == "cancelled":
+            break
+        time.sleep(0.1)
+    assert json.loads(cortexd("run", "status", child_id, "--json").stdout)["status"] == "cancelled"
