@@ -264,13 +264,12 @@ class Engine:
         event = item.event
         if event["type"].startswith("workflow.run.") and "run" in event:
             run = event["run"]
+            if run.get("parent_run_id") is not None and run["status"] in _ENDED:
+                self.wake()  # a child that ended woke its parent (parked, waiting for it)
             execution = self._active.get(run["id"])
             if execution is None:
-                joined = (
-                    run["status"] == "pending"
-                    or (run["status"] == "running" and run.get("owner") is None)
-                    # a child that ended woke its parent (parked, waiting for it)
-                    or (run.get("parent_run_id") is not None and run["status"] in _ENDED)
+                joined = run["status"] == "pending" or (
+                    run["status"] == "running" and run.get("owner") is None
                 )
                 # One being created here needs no claim: `submit` launches it or looks.
                 if joined and run["id"] not in self._reserved:

@@ -40,8 +40,11 @@ async def children(api: Api, run_id: str) -> list[dict[str, Any]]:
 
 
 async def test_a_child_is_a_run_of_its_own_and_its_output_the_nodes(make_api: ApiFactory) -> None:
-    # One slot: the parent gives it back while its child runs (no deadlock).
-    api = await make_api(CORTEXD_EXECUTION__MAX_CONCURRENT_RUNS="1")
+    # One slot: the parent gives it back while its child runs (no deadlock). A lease of an
+    # hour: no upkeep looks meanwhile, the child's end itself must wake the parent.
+    api = await make_api(
+        CORTEXD_EXECUTION__MAX_CONCURRENT_RUNS="1", CORTEXD_EXECUTION__LEASE_S="3600"
+    )
     await api.graph(linear("child", "count", "passthrough"))
     await api.graph(parent("parent", "child", input="{order: input.order}"))
     run_id = await api.start("parent", {"order": 7, "other": 1})
@@ -80,8 +83,10 @@ async def test_the_parent_waits_without_a_slot_and_says_for_what(
 
 
 async def test_a_failed_child_fails_the_node_and_an_execute_reruns_it_from_its_failure(
-    api: Api,
+    make_api: ApiFactory,
 ) -> None:
+    # Free slots and a lease of an hour: nothing but the child's end can wake the parent.
+    api = await make_api(CORTEXD_EXECUTION__LEASE_S="3600")
     await api.graph(linear("child", "count", "fail", n2={"fail_times": 1, "message": "flaky"}))
     await api.graph(parent("parent", "child"))
     run_id = await api.start("parent")
@@ -152,3 +157,22 @@ async def test_a_child_of_a_missing_graph_fails_the_node_without_retrying(api: A
     assert failed["status"] == "failed"
     assert "no graph 'nowhere'" in failed["error"]["message"]
     assert await children(api, run_id) == []
+
+
+async def test_nesting_deeper_than_the_limit_fails_the_deepest_node(api: Api) -> None:
+    from core.children import MAX_DEPTH
+
+    await api.graph(linear(f"g{MAX_DEPTH + 1}", "passthrough"))
+    for level in range(MAX_DEPTH, -1, -1):
+        await api.graph(linear(f"g{level}", "subworkflow", n1={"workflow_id": f"g{level + 1}"}))
+    top = await api.start("g0")
+    failed = await settled(api, top, {"completed", "failed"}, timeout_s=60)
+    assert failed["status"] == "failed"
+    # Down the chain: the run at the limit could not start its child.
+    run_id, depth = top, 0
+    while found := await children(api, run_id):
+        [run_id] = [c["id"] for c in found]
+        depth += 1
+    assert depth == MAX_DEPTH
+    deepest = await api.run(run_id)
+    assert f"nest {MAX_DEPTH + 1} deep here; at most {MAX_DEPTH}" in deepest["error"]["message"]

@@ -21,8 +21,11 @@ async def status(api: Any, run_id: str) -> dict[str, Any]:
 async def test_a_long_delay_gives_its_slot_back_and_continues_on_time(
     make_api: ApiFactory, store_sql: SQL
 ) -> None:
+    # A lease of an hour: no upkeep looks meanwhile, the daemon's own timer must wake it.
     api = await make_api(
-        CORTEXD_EXECUTION__MAX_CONCURRENT_RUNS="1", CORTEXD_EXECUTION__PARK_AFTER_S="0.2"
+        CORTEXD_EXECUTION__MAX_CONCURRENT_RUNS="1",
+        CORTEXD_EXECUTION__PARK_AFTER_S="0.2",
+        CORTEXD_EXECUTION__LEASE_S="3600",
     )
     await api.graph(linear("wait", "passthrough", "delay", "count", n2={"seconds": 4}))
     await api.graph(linear("quick", "count"))
