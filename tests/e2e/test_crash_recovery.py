@@ -137,7 +137,8 @@ def test_sigterm_drains_exits_0_and_the_next_start_finishes_the_runs(
 
 
 def test_a_second_sigterm_exits_at_once_and_nothing_is_lost(tmp_path: Path) -> None:
-    daemon = DaemonProcess(tmp_path, execution={"shutdown_grace_s": 60})
+    # Its 30 s delays are in flight at the signals (not parked).
+    daemon = DaemonProcess(tmp_path, execution={"shutdown_grace_s": 60, "park_after_s": 3600})
     daemon.start()
     try:
         status, _ = daemon.request("POST", f"{P}/graphs", five_delays(30))

@@ -62,7 +62,13 @@ def pair(tmp_path: Path, shared: Shared) -> Iterator[tuple[DaemonProcess, Daemon
             DaemonProcess(
                 workdir,
                 storage=shared.storage,
-                execution={"max_concurrent_runs": 12, "shutdown_grace_s": 2, "lease_s": LEASE_S},
+                # Delays execute in place (not parked): the tests are about runs in flight.
+                execution={
+                    "max_concurrent_runs": 12,
+                    "shutdown_grace_s": 2,
+                    "lease_s": LEASE_S,
+                    "park_after_s": 3600,
+                },
                 logging={"format": "json"},
             )
         )
@@ -509,7 +515,7 @@ def test_one_key_makes_one_run_across_daemons_and_a_wait_wakes_on_the_others_wor
     free slot is answered when the other daemon, which executes the run, finishes it."""
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-    execution = {"lease_s": LEASE_S, "shutdown_grace_s": 1}
+    execution = {"lease_s": LEASE_S, "shutdown_grace_s": 1, "park_after_s": 3600}
     a = DaemonProcess(
         tmp_path / "a", storage=shared.storage, execution={**execution, "max_concurrent_runs": 1}
     )

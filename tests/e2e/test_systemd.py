@@ -262,7 +262,8 @@ def test_sighup_reloads_the_log_level_and_the_concurrency_limit(
 ) -> None:
     daemon.write_config(
         logging={"level": "warning"},
-        execution={"max_concurrent_runs": 1, "shutdown_grace_s": 1},
+        # The 60 s delays hold their slots (not parked): what the counts are about.
+        execution={"max_concurrent_runs": 1, "shutdown_grace_s": 1, "park_after_s": 3600},
     )
     daemon.start()
     assert not logged(daemon, "ready")  # an info line, below the level
@@ -273,7 +274,7 @@ def test_sighup_reloads_the_log_level_and_the_concurrency_limit(
 
     daemon.write_config(
         logging={"level": "info"},
-        execution={"max_concurrent_runs": 3, "shutdown_grace_s": 1},
+        execution={"max_concurrent_runs": 3, "shutdown_grace_s": 1, "park_after_s": 3600},
         limits={"max_request_bytes": 4096},
     )
     before = monotonic_usec()
