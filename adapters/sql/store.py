@@ -91,10 +91,11 @@ class SqlStore:
                 updated_at=now,
             )
             body = graph.model_dump_json()
+            concurrency = graph.concurrency and graph.concurrency.model_dump_json()
             await tx.execute(
-                "INSERT INTO graph_versions (project_id, graph_id, version, body) "
-                "VALUES (?, ?, ?, ?)",
-                (project_id, graph_id, graph.version, body),
+                "INSERT INTO graph_versions (project_id, graph_id, version, body, concurrency) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (project_id, graph_id, graph.version, body, concurrency),
             )
             await tx.execute(
                 "INSERT INTO graphs (project_id, id, version, body) VALUES (?, ?, ?, ?) "
