@@ -31,6 +31,7 @@ from core.errors import InvalidCursor, InvalidTransition, LeaseLost, NotFound
 from core.idempotency import IdempotencyKey, KeyTaken
 from core.pages import RunFilter
 from core.ports import EXECUTION_KEY, Claim, ClaimRequest, Lease, PendingAnswer, Store
+from core.waits import Wait
 from tests.unit.fakes import FakeCheckpoints, FakeStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -849,3 +850,16 @@ async def test_a_run_keeps_the_limit_of_the_version_it_was_created_with(
     assert ids(await claim(b, "d1", limit=10)) == []  # one still runs: limit 1
     await finish(b, later)
     assert ids(await claim(b, "d1", limit=10)) == [before_edit.id]
+
+
+async def test_a_run_parked_on_a_timer_keeps_its_place_in_its_group(backend: Backend) -> None:
+    b = backend
+    await limited_graph(b, "g", 1)
+    parked, waiting = await run_of(b, "g"), await run_of(b, "g")
+    [taken] = await claim(b, "d1")
+    later = datetime(2100, 1, 1, tzinfo=UTC)
+    wait = Wait(until=later, shown={"type": "timer", "until": later.isoformat()})
+    await b.store.execution(taken).finish(changes.park(b.now(), wait))  # no slot, still running
+    assert await claim(b, "d1") == []  # its group is full: the parked run counts
+    await b.store.change_run("p", parked.id, changes.cancel(b.now()))
+    assert ids(await claim(b, "d1")) == [waiting.id]
