@@ -55,11 +55,15 @@ async def fence(tx: Tx, lease: Lease) -> None:
 
 
 async def insert_run(
-    tx: Tx, run: Run, claim: ClaimRequest | None = None, key: IdempotencyKey | None = None
+    tx: Tx,
+    run: Run,
+    claim: ClaimRequest | None = None,
+    key: IdempotencyKey | None = None,
+    versions: groups.VersionLimits | None = None,
 ) -> Claim | None:
     if key is not None:
         await take_key(tx, run, key)
-    group = await groups.group_of_new_run(tx, run)
+    group = await groups.group_of_new_run(tx, run, versions)
     held = group is not None and not await groups.has_room(tx, group)
     seq = (await tx.emit(run_event(run, EventType.RUN_CREATED, run.created_at)))["seq"]
     await tx.execute(
