@@ -78,6 +78,14 @@ class Edge(Model):
         return self
 
 
+class Concurrency(Model):
+    """At most `limit` runs of the graph execute at once; with `key` (a JMESPath expression on
+    the run's input), at most `limit` per value of it (DESIGN §11)."""
+
+    limit: int = Field(ge=1, le=10_000)
+    key: str | None = Field(default=None, max_length=1000)
+
+
 class GraphSpec(Model):
     """What a client sends to create or replace a graph."""
 
@@ -86,6 +94,7 @@ class GraphSpec(Model):
     description: str | None = None
     nodes: list[Node] = Field(default_factory=list)
     edges: list[Edge] = Field(default_factory=list)
+    concurrency: Concurrency | None = None
 
 
 class Graph(Model):
@@ -94,6 +103,7 @@ class Graph(Model):
     description: str | None = None
     nodes: list[Node]
     edges: list[Edge]
+    concurrency: Concurrency | None = None
     project_id: str
     version: int
     created_at: datetime

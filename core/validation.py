@@ -78,6 +78,7 @@ def validate_graph(
         return problems  # too large to look into further
     problems += _check_nodes(spec, node_types, limits)
     problems += _check_edges(spec, limits)
+    problems += _check_concurrency(spec)
     if not problems:
         problems += _check_cycles(spec)
     return problems
@@ -150,6 +151,16 @@ def _check_edges(spec: GraphSpec, limits: GraphLimits) -> list[Problem]:
             except ExpressionRejected as exc:
                 problems.append(Problem(f"{at}/condition", str(exc)))
     return problems
+
+
+def _check_concurrency(spec: GraphSpec) -> list[Problem]:
+    if spec.concurrency is None or spec.concurrency.key is None:
+        return []
+    try:
+        check_expression(spec.concurrency.key)
+    except ExpressionRejected as exc:
+        return [Problem("/concurrency/key", str(exc))]
+    return []
 
 
 def _check_cycles(spec: GraphSpec) -> list[Problem]:

@@ -15,6 +15,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from adapters.sql import groups
+from adapters.sql.groups import Membership
 from adapters.sql.tx import Tx
 from core.domain import Event, EventType, NodeState, NodeStatus, Run, RunStatus
 from core.errors import LeaseLost, NotFound
@@ -25,6 +27,7 @@ from core.states import TERMINAL
 from core.waits import Wait
 
 RUN_COLUMNS = "body, owner, epoch"
+_QUEUED = (RunStatus.PENDING, RunStatus.RUNNING)  # waiting for a slot, or holding one
 
 
 def run_from(row: Sequence[Any]) -> Run:
@@ -52,14 +55,21 @@ async def fence(tx: Tx, lease: Lease) -> None:
 
 
 async def insert_run(
-    tx: Tx, run: Run, claim: ClaimRequest | None = None, key: IdempotencyKey | None = None
+    tx: Tx,
+    run: Run,
+    claim: ClaimRequest | None = None,
+    key: IdempotencyKey | None = None,
+    versions: groups.VersionLimits | None = None,
 ) -> Claim | None:
     if key is not None:
         await take_key(tx, run, key)
+    group = await groups.group_of_new_run(tx, run, versions)
+    held = group is not None and not await groups.has_room(tx, group)
     seq = (await tx.emit(run_event(run, EventType.RUN_CREATED, run.created_at)))["seq"]
     await tx.execute(
         "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at, created_us, "
-        "trigger_type, parent_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "trigger_type, parent_run_id, concurrency_key, concurrency_limit, concurrency_held) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             run.id,
             run.project_id,
@@ -70,15 +80,19 @@ async def insert_run(
             micros(run.created_at),
             str(run.trigger.get("type", "api")),
             run.parent_run_id,
+            group and group.key,
+            group and group.limit,
+            int(held),
         ),
     )
-    if claim is None:
+    if claim is None or held:
         return None
-    # Taken at once only when it is first in the queue: nothing else waits for a slot.
+    # Taken at once only when it is first in the queue: nothing else waits for a slot (runs
+    # held for their group's limit do not count: they wait for their group, not for a slot).
     hint = tx.dialect.indexed_by
     waiting = await tx.fetchone(
-        f"SELECT EXISTS (SELECT 1 FROM runs {hint('runs_pending')} "
-        "WHERE status = 'pending' AND id != ?) "
+        f"SELECT EXISTS (SELECT 1 FROM runs {hint('runs_claimable')} "
+        "WHERE status = 'pending' AND concurrency_held = 0 AND id != ?) "
         f"OR EXISTS (SELECT 1 FROM runs {hint('runs_unowned')} "
         "WHERE status = 'running' AND owner IS NULL AND wake_at IS NULL) "
         f"OR EXISTS (SELECT 1 FROM runs {hint('runs_waking')} WHERE wake_at IS NOT NULL "
@@ -124,7 +138,7 @@ async def take_key(tx: Tx, run: Run, key: IdempotencyKey) -> None:
 async def change_run(
     tx: Tx, project_id: str | None, run_id: str, change: Change, lease: Lease | None
 ) -> Run:
-    sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
+    sql = f"SELECT {RUN_COLUMNS}, concurrency_key, concurrency_held FROM runs WHERE id = ?"
     params: tuple[str, ...] = (run_id,)
     if project_id is not None:
         sql, params = sql + " AND project_id = ?", (run_id, project_id)
@@ -135,10 +149,13 @@ async def change_run(
         raise LeaseLost(run_id)
     current = run_from(row)
     result = change(current)
-    return await apply_change(tx, current, result)
+    return await apply_change(tx, current, result, Membership(row[3], bool(row[4])))
 
 
-async def apply_change(tx: Tx, current: Run, result: RunChange) -> Run:
+async def apply_change(
+    tx: Tx, current: Run, result: RunChange, member: Membership | None = None
+) -> Run:
+    """`member`: the run's group as stored, if the caller read it (else read when needed)."""
     run = result.run
     if result.release and run.owner is not None:
         run = run.model_copy(update={"owner": None})
@@ -193,6 +210,7 @@ async def apply_change(tx: Tx, current: Run, result: RunChange) -> Run:
         )
     elif result.drop_answer:
         await tx.execute("DELETE FROM run_resumes WHERE run_id = ?", (run.id,))
+    await _pass_on_slot(tx, current, run, result.at, member)
     return run
 
 
@@ -215,6 +233,27 @@ async def _wake_at(tx: Tx, wait: Wait) -> float:
         if ended[0]:
             return 0.0
     return wait.until.timestamp() if wait.until is not None else NEVER
+
+
+async def _pass_on_slot(
+    tx: Tx, current: Run, run: Run, at: datetime, member: Membership | None
+) -> None:
+    """Per-graph concurrency: a run that leaves `running`, or leaves the queue without being
+    held, frees a place in its group, which goes to the group's oldest held run; that run is
+    announced (`workflow.run.updated`, still pending), so that every daemon looks for it."""
+    if run.status is RunStatus.PENDING and current.status is not RunStatus.PENDING:
+        await groups.requeue(tx, run.id)
+        return
+    left_running = current.status is RunStatus.RUNNING and run.status is not RunStatus.RUNNING
+    left_queue = current.status is RunStatus.PENDING and run.status not in _QUEUED
+    if not (left_running or left_queue):
+        return
+    member = member or await groups.membership(tx, run.id)
+    if member.key is None or (left_queue and member.held):
+        return
+    row = await groups.let_next_in(tx, member.key)
+    if row is not None:
+        await tx.emit(run_event(run_from(row), EventType.RUN_UPDATED, at))
 
 
 def encode_answer(value: Any) -> str:
@@ -290,12 +329,8 @@ async def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Chan
             "AND status = 'running' AND owner IS NULL ORDER BY wake_at LIMIT ?",
             (limit - len(rows),),
         )
-    if len(rows) < limit:
-        rows += await tx.fetchall(
-            f"SELECT id, {RUN_COLUMNS} FROM runs {hint('runs_pending')} "
-            "WHERE status = 'pending' ORDER BY queued_at LIMIT ?",
-            (limit - len(rows),),
-        )
+    if len(rows) < limit:  # pending ones, within their groups' limits
+        rows += await groups.claimable(tx, limit - len(rows))
     taken = []
     for run_id, *columns in rows:
         current = run_from(columns)

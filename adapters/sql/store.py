@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from adapters.sql import pages, runs
+from adapters.sql import groups, pages, runs
 from adapters.sql.execution import SqlExecution
 from adapters.sql.schedules import SqlSchedules
 from adapters.sql.tx import Dialect, Reads, Tx, Writes
@@ -31,6 +31,7 @@ class SqlStore:
         self._writer = writer
         self._reads = reads
         self._dialect = dialect
+        self._versions = groups.VersionLimits()
         self.schedules = SqlSchedules(writer, reads)
         self.webhooks = SqlWebhooks(writer, reads)
 
@@ -91,10 +92,11 @@ class SqlStore:
                 updated_at=now,
             )
             body = graph.model_dump_json()
+            concurrency = graph.concurrency and graph.concurrency.model_dump_json()
             await tx.execute(
-                "INSERT INTO graph_versions (project_id, graph_id, version, body) "
-                "VALUES (?, ?, ?, ?)",
-                (project_id, graph_id, graph.version, body),
+                "INSERT INTO graph_versions (project_id, graph_id, version, body, concurrency) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (project_id, graph_id, graph.version, body, concurrency),
             )
             await tx.execute(
                 "INSERT INTO graphs (project_id, id, version, body) VALUES (?, ?, ?, ?) "
@@ -140,7 +142,8 @@ class SqlStore:
         self, run: Run, claim: ClaimRequest | None = None, *, key: IdempotencyKey | None = None
     ) -> Claim | None:
         return await self._writer.write(
-            partial(runs.insert_run, run=run, claim=claim, key=key), small=True
+            partial(runs.insert_run, run=run, claim=claim, key=key, versions=self._versions),
+            small=True,
         )
 
     async def get_run(self, project_id: str | None, run_id: str) -> Run | None:

@@ -31,6 +31,7 @@ from core.errors import InvalidCursor, InvalidTransition, LeaseLost, NotFound
 from core.idempotency import IdempotencyKey, KeyTaken
 from core.pages import RunFilter
 from core.ports import EXECUTION_KEY, Claim, ClaimRequest, Lease, PendingAnswer, Store
+from core.waits import Wait
 from tests.unit.fakes import FakeCheckpoints, FakeStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -687,3 +688,178 @@ async def test_runs_are_filtered_by_trigger(backend: Backend) -> None:
     api = await b.store.list_runs("p", RunFilter(trigger="api", statuses=pending, workflow_id="g"))
     assert [r.id for r in api.items] == [by_api.id]
     assert (await b.store.list_runs("p", RunFilter(trigger="schedule"))).items == []
+
+
+# -- per-graph concurrency (DESIGN §11) ------------------------------------------------------
+
+
+async def limited_graph(
+    b: Backend, graph_id: str, limit: int, key: str | None = None, *, create: bool = True
+) -> int:
+    """A graph whose runs share `concurrency`; the version saved."""
+    concurrency: dict[str, Any] = {"limit": limit} if key is None else {"limit": limit, "key": key}
+    spec = GraphSpec.model_validate(
+        {"name": graph_id, "nodes": [{"id": "a"}], "concurrency": concurrency}
+    )
+    saved = await b.store.put_graph("p", graph_id, spec, b.now(), create=create)
+    version: int = saved.version
+    return version
+
+
+async def run_of(b: Backend, graph_id: str, run_input: Any = None, version: int = 1) -> Run:
+    run = Run(
+        id=str(uuid.uuid4()),
+        workflow_id=graph_id,
+        status=RunStatus.PENDING,
+        project_id="p",
+        graph_version=version,
+        input=run_input or {},
+        created_at=b.now(),
+    )
+    await b.store.create_run(run)
+    return run
+
+
+async def finish(b: Backend, taken: Claim) -> None:
+    done = changes.outcome(RunStatus.COMPLETED, b.now(), 1, {})
+    await b.store.execution(taken).finish(done)
+
+
+def ids(claims: list[Claim]) -> list[str]:
+    return [c.run.id for c in claims]
+
+
+async def test_a_group_runs_at_most_its_limit_per_key_value_first_in_first_out(
+    backend: Backend,
+) -> None:
+    b = backend
+    await limited_graph(b, "g", 2, "customer")
+    a = [await run_of(b, "g", {"customer": "a"}) for _ in range(4)]
+    other = await run_of(b, "g", {"customer": "b"})
+    no_value = await run_of(b, "g", {})  # a missing value is a group of its own: null
+    claimed = await claim(b, "d1", limit=10)
+    assert ids(claimed) == [a[0].id, a[1].id, other.id, no_value.id]
+    assert await claim(b, "d2", limit=10) == []
+    counts = await b.store.queue_counts()
+    assert (counts.running, counts.pending) == (4, 2)  # held runs are still pending
+    await finish(b, claimed[1])  # a slot of customer a frees: its oldest waiting run gets it
+    assert ids(await claim(b, "d2", limit=10)) == [a[2].id]
+    await finish(b, claimed[0])
+    assert ids(await claim(b, "d2", limit=10)) == [a[3].id]
+
+
+async def test_the_runs_of_a_full_group_hold_back_no_other_graph(backend: Backend) -> None:
+    b = backend
+    await limited_graph(b, "one", 1)
+    await graph(b, "free")
+    await run_of(b, "one")
+    [first] = await claim(b, "d1")
+    backlog = [await run_of(b, "one") for _ in range(200)]
+    behind = await run_of(b, "free")
+    assert ids(await claim(b, "d1", limit=1)) == [behind.id]
+    # One created on a daemon with a free slot is claimed at creation: the backlog does not wait
+    # for a slot, it waits for its group.
+    request = ClaimRequest("d1", LEASE_S, changes.start(b.now()))
+    at_once = Run(
+        id="at-once",
+        workflow_id="free",
+        status=RunStatus.PENDING,
+        project_id="p",
+        graph_version=1,
+        created_at=b.now(),
+    )
+    taken = await b.store.create_run(at_once, request)
+    assert taken is not None
+    assert taken.run.id == "at-once"
+    # ... and a run of the full group is not.
+    late = at_once.model_copy(update={"id": "late", "workflow_id": "one"})
+    assert await b.store.create_run(late, request) is None
+    await finish(b, first)
+    assert ids(await claim(b, "d2", limit=10)) == [backlog[0].id]
+
+
+async def test_a_freed_slot_is_announced_and_passed_on_by_a_waiting_run_that_leaves(
+    backend: Backend,
+) -> None:
+    b = backend
+    await limited_graph(b, "g", 1)
+    await run_of(b, "g")
+    [first] = await claim(b, "d1")
+    second, third = await run_of(b, "g"), await run_of(b, "g")
+    before = max(await seqs(b))
+    await finish(b, first)
+    events = await b.store.list_events("p", before)
+    assert [(e["type"], e["run_id"], e["run"]["status"]) for e in events] == [
+        ("workflow.run.completed", first.run.id, "completed"),
+        ("workflow.run.updated", second.id, "pending"),  # let go: every daemon looks for it
+    ]
+    await b.store.change_run("p", second.id, changes.cancel(b.now()))  # leaves before a claim
+    assert ids(await claim(b, "d1")) == [third.id]
+
+
+async def test_a_resumed_or_recovered_run_keeps_its_place_beyond_the_limit(
+    backend: Backend,
+) -> None:
+    b = backend
+    await limited_graph(b, "g", 1)
+    paused, waiting, last = await run_of(b, "g"), await run_of(b, "g"), await run_of(b, "g")
+    [taken] = await claim(b, "d1")
+    await b.store.change_run("p", paused.id, changes.pause(b.now()))  # paused: counts no more
+    await b.store.execution(taken).release(b.now())
+    [second] = await claim(b, "d2")
+    assert second.run.id == waiting.id
+    await b.store.change_run("p", paused.id, changes.resume(b.now(), None))
+    assert ids(await claim(b, "d1")) == [paused.id]  # resumed: never refused by the limit
+    now = b.now()
+    await b.store.recover_runs(["d2"], 3, changes.recover(now), changes.give_up(now, 3))
+    assert ids(await claim(b, "d3")) == [waiting.id]  # taken back: it holds its place too
+    assert (await b.store.get_run("p", last.id)).status is RunStatus.PENDING
+
+
+async def test_a_claim_counts_the_runs_it_took_earlier_in_its_batch(backend: Backend) -> None:
+    b = backend
+    await limited_graph(b, "g", 1)
+    first, second, third = await run_of(b, "g"), await run_of(b, "g"), await run_of(b, "g")
+    [taken] = await claim(b, "d1")
+    for run in (second, third):  # held: leaving the queue passes no place on
+        await b.store.change_run("p", run.id, changes.cancel(b.now()))
+    await finish(b, taken)
+    for run in (second, third):  # executed again: both wait, neither is held
+        await b.store.change_run(
+            "p", run.id, changes.execute(b.now(), new_input=None, from_start=False)
+        )
+    assert ids(await claim(b, "d1", limit=10)) == [second.id]
+    assert (await b.store.get_run("p", first.id)).status is RunStatus.COMPLETED
+
+
+async def test_a_run_keeps_the_limit_of_the_version_it_was_created_with(
+    backend: Backend,
+) -> None:
+    b = backend
+    await limited_graph(b, "g", 1)
+    await run_of(b, "g")
+    [taken] = await claim(b, "d1")
+    before_edit = await run_of(b, "g")
+    version = await limited_graph(b, "g", 2, create=False)  # the edit: limit 2 from now on
+    after_edit = await run_of(b, "g", version=version)
+    # The group is still the graph's: one runs, so the new run (limit 2) may start; the one
+    # created before the edit (limit 1) may not.
+    [later] = await claim(b, "d1", limit=10)
+    assert later.run.id == after_edit.id
+    await finish(b, taken)
+    assert ids(await claim(b, "d1", limit=10)) == []  # one still runs: limit 1
+    await finish(b, later)
+    assert ids(await claim(b, "d1", limit=10)) == [before_edit.id]
+
+
+async def test_a_run_parked_on_a_timer_keeps_its_place_in_its_group(backend: Backend) -> None:
+    b = backend
+    await limited_graph(b, "g", 1)
+    parked, waiting = await run_of(b, "g"), await run_of(b, "g")
+    [taken] = await claim(b, "d1")
+    later = datetime(2100, 1, 1, tzinfo=UTC)
+    wait = Wait(until=later, shown={"type": "timer", "until": later.isoformat()})
+    await b.store.execution(taken).finish(changes.park(b.now(), wait))  # no slot, still running
+    assert await claim(b, "d1") == []  # its group is full: the parked run counts
+    await b.store.change_run("p", parked.id, changes.cancel(b.now()))
+    assert ids(await claim(b, "d1")) == [waiting.id]

@@ -558,3 +558,48 @@ def test_one_key_makes_one_run_across_daemons_and_a_wait_wakes_on_the_others_wor
     finally:
         for daemon in (a, b):
             daemon.stop()
+
+
+def test_a_graphs_concurrency_limit_holds_across_two_daemons_per_key_in_order(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: Shared
+) -> None:
+    """At most `limit` runs of one customer execute at once on both daemons together, each
+    customer's runs start in the order they were created, and all of them complete."""
+    a, b = pair
+    a.start()
+    b.start()
+    graph = chain("orders", 0.05, ("n1", "n2")) | {"concurrency": {"limit": 2, "key": "customer"}}
+    assert a.request("POST", f"{P}/graphs", graph)[0] == 201
+    created: dict[str, list[str]] = {c: [] for c in "xyz"}
+    for i in range(24):  # through both daemons, customers interleaved
+        daemon, customer = (a, b)[i % 2], "xyz"[i % 3]
+        body = {"workflow_id": "orders", "input": {"customer": customer, "i": i}}
+        status, run = daemon.request("POST", f"{P}/runs", body)
+        assert status == 201, run
+        created[customer].append(run["id"])
+    every = [run_id for ids in created.values() for run_id in ids]
+    until(
+        lambda: all(status_of(a, r) == "completed" for r in every),
+        timeout=60,
+        what="every run completed",
+    )
+    customer_of = {run_id: c for c, ids in created.items() for run_id in ids}
+    running: dict[str, set[str]] = {c: set() for c in created}
+    most = dict.fromkeys(created, 0)
+    started: dict[str, list[str]] = {c: [] for c in created}
+    for _, _, event in shared.events():  # in commit order: what the store let run at once
+        run = event.get("run")
+        if run is None or run["id"] not in customer_of:
+            continue
+        customer = customer_of[run["id"]]
+        if run["status"] == "running" and run["id"] not in running[customer]:
+            running[customer].add(run["id"])
+            started[customer].append(run["id"])
+            most[customer] = max(most[customer], len(running[customer]))
+        elif run["status"] == "completed":
+            running[customer].discard(run["id"])
+    assert max(most.values()) <= 2, most
+    print(f"most runs of one customer at once: {most}")
+    assert started == created  # first in, first out within each customer
+    assert starters(shared) == {instance(a), instance(b)}, "both daemons executed runs"
+    assert_gap_free(shared)

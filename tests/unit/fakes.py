@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from langgraph.checkpoint.memory import InMemorySaver
 
+from core.concurrency import Group, group_of
 from core.domain import (
     Event,
     EventType,
@@ -67,6 +68,8 @@ class _Row:
     lease_expires_at: float | None = None
     order: int = 0  # creation order: the real store's seq
     wake_at: float | None = None  # parked: when it is due (the store's clock)
+    group: Group | None = None  # per-graph concurrency, fixed at creation
+    held: bool = False  # pending, with no room in its group (see adapters/sql/groups.py)
 
 
 class _Runs(MutableMapping[str, Run]):
@@ -222,15 +225,20 @@ class FakeStore:
                 raise KeyTaken(held[0], held[1])
             expires = now + round(key.ttl_s * 1_000_000)
             self.keys[(run.project_id, key.key)] = (run.id, key.fingerprint, expires)
+        version = await self.get_graph(run.project_id, run.workflow_id, run.graph_version)
+        group = version and group_of(
+            run.project_id, run.workflow_id, version.concurrency, run.input
+        )
+        held = group is not None and self._taken(group.key, waiting=True) >= group.limit
         seq = self._emit(_run_event(run, EventType.RUN_CREATED, run.created_at))
-        self.rows[run.id] = _Row(run, seq, order=next(self.order))
+        self.rows[run.id] = _Row(run, seq, order=next(self.order), group=group, held=held)
         waiting = any(
-            row.run.status is RunStatus.PENDING
+            (row.run.status is RunStatus.PENDING and not row.held)
             or (row.run.status is RunStatus.RUNNING and row.owner is None)
             for run_id, row in self.rows.items()
             if run_id != run.id
         )
-        if claim is None or waiting:
+        if claim is None or held or waiting:
             return None
         [taken] = await self._claim(claim.owner, 1, claim.lease_s, claim.start)
         return taken
@@ -322,6 +330,7 @@ class FakeStore:
             self.answers[run.id] = result.answer
         elif result.drop_answer:
             self.answers.pop(run.id, None)
+        self._pass_on_slot(row, current, result.at)
         return run
 
     def _wake_at(self, wait: Wait) -> float:
@@ -333,6 +342,40 @@ class FakeStore:
     async def next_wake(self) -> float | None:
         times = [r.wake_at for r in self.rows.values() if r.wake_at is not None]
         return None if not times else min(times) - self.db_clock()
+
+    def _taken(self, key: str, *, waiting: bool = False) -> int:
+        """The group's running runs (and, with `waiting`, its pending runs not held)."""
+        return sum(
+            r.group is not None
+            and r.group.key == key
+            and (
+                r.run.status is RunStatus.RUNNING
+                or (waiting and r.run.status is RunStatus.PENDING and not r.held)
+            )
+            for r in self.rows.values()
+        )
+
+    def _pass_on_slot(self, row: _Row, current: Run, at: datetime) -> None:
+        run = row.run
+        if run.status is RunStatus.PENDING and current.status is not RunStatus.PENDING:
+            row.held = False  # judged afresh by the next claim
+            return
+        left_running = current.status is RunStatus.RUNNING and run.status is not RunStatus.RUNNING
+        left_queue = current.status is RunStatus.PENDING and run.status not in (
+            RunStatus.PENDING,
+            RunStatus.RUNNING,
+        )
+        if row.group is None or not (left_running or (left_queue and not row.held)):
+            return
+        held = [
+            r
+            for r in self.rows.values()
+            if r.held and r.run.status is RunStatus.PENDING and _same_group(r, row)
+        ]
+        if held:
+            oldest = min(held, key=lambda r: r.queued_at)
+            oldest.held = False
+            self._emit(_run_event(self._read(oldest), EventType.RUN_UPDATED, at))
 
     def _fence(self, lease: Lease) -> None:
         row = self.rows.get(lease.run_id)
@@ -356,7 +399,20 @@ class FakeStore:
         pending = [r for r in self.rows.values() if r.run.status is RunStatus.PENDING]
         chosen = sorted(unowned, key=lambda r: r.queued_at)[:limit]
         chosen += sorted(due, key=lambda r: r.wake_at or 0.0)[: limit - len(chosen)]
-        chosen += sorted(pending, key=lambda r: r.queued_at)[: limit - len(chosen)]
+        running: dict[str, int] = {}
+        for row in sorted(pending, key=lambda r: r.queued_at):
+            if len(chosen) >= limit:
+                break
+            if row.held:
+                continue
+            if row.group is not None:
+                key = row.group.key
+                running.setdefault(key, self._taken(key))
+                if running[key] >= row.group.limit:
+                    row.held = True
+                    continue
+                running[key] += 1
+            chosen.append(row)
         claims = []
         for row in chosen:
             current = self._read(row)
@@ -607,6 +663,10 @@ class FakeCheckpoints:
         for namespace in self._saver.storage.get(thread_id, {}).values():
             for checkpoint_id in sorted(namespace)[:-keep]:
                 del namespace[checkpoint_id]
+
+
+def _same_group(a: _Row, b: _Row) -> bool:
+    return a.group is not None and b.group is not None and a.group.key == b.group.key
 
 
 def _run_event(run: Run, kind: EventType, now: datetime) -> Event:

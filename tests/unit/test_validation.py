@@ -452,3 +452,17 @@ def test_too_large_node_config_is_reported() -> None:
 
     assert problem.path == "/nodes/1/config"
     assert "at most 100" in problem.message
+
+
+def test_a_concurrency_key_must_be_a_cheap_valid_expression() -> None:
+    nodes = [node("a")]
+    assert check(graph(nodes, [], concurrency={"limit": 2, "key": "customer.id"})) == []
+    bad = check(graph(nodes, [], concurrency={"limit": 2, "key": "customer["}))
+    assert [p.path for p in bad] == ["/concurrency/key"]
+    costly = " | ".join(["[@, @][]"] * 7)
+    assert [p.path for p in check(graph(nodes, [], concurrency={"limit": 1, "key": costly}))] == [
+        "/concurrency/key"
+    ]
+    assert [p.path for p in check(graph(nodes, [], concurrency={"limit": 0}))] == [
+        "/concurrency/limit"
+    ]
