@@ -111,6 +111,11 @@ async def claimable(tx: Tx, limit: int) -> list[Sequence[Any]]:
     return taken
 
 
+async def over_limit(tx: Tx, key: str, limit: int) -> bool:
+    """Whether the group has more `running` runs than its limit (a run asking counts too)."""
+    return await _count_running(tx, key) > limit
+
+
 async def _count_running(tx: Tx, key: str) -> int:
     (count,) = await tx.fetchone(
         "SELECT COUNT(*) FROM (SELECT 1 FROM runs "

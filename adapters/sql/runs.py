@@ -316,12 +316,20 @@ async def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Chan
     # The index hints: without statistics SQLite's planner would take runs_by_status and sort,
     # a cost that grows with the backlog, inside the write lock every process waits for.
     hint = tx.dialect.indexed_by
-    rows = await tx.fetchall(
-        f"SELECT id, {RUN_COLUMNS} FROM runs {hint('runs_unowned')} "
-        "WHERE status = 'running' AND owner IS NULL AND wake_at IS NULL "
+    unowned = await tx.fetchall(
+        f"SELECT id, {RUN_COLUMNS}, concurrency_key, concurrency_limit FROM runs "
+        f"{hint('runs_unowned')} WHERE status = 'running' AND owner IS NULL AND wake_at IS NULL "
         "ORDER BY queued_at LIMIT ?",
         (limit,),
     )
+    rows: list[Sequence[Any]] = []
+    for row in unowned:
+        # One resumed before it ever started (paused while pending) counts in its group from
+        # the resume on, but starts only within the group's limit.
+        never_claimed = int(row[3]) == 0  # the epoch moves on at every claim and release
+        if never_claimed and row[4] is not None and await groups.over_limit(tx, row[4], row[5]):
+            continue
+        rows.append(row[:4])
     if len(rows) < limit:  # parked runs whose wait is over, the earliest first
         rows += await tx.fetchall(
             f"SELECT id, {RUN_COLUMNS} FROM runs {hint('runs_waking')} "

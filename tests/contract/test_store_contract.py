@@ -816,6 +816,21 @@ async def test_a_resumed_or_recovered_run_keeps_its_place_beyond_the_limit(
     assert (await b.store.get_run("p", last.id)).status is RunStatus.PENDING
 
 
+async def test_a_run_resumed_before_it_started_starts_only_within_the_limit(
+    backend: Backend,
+) -> None:
+    b = backend
+    await limited_graph(b, "g", 1)
+    first, early = await run_of(b, "g"), await run_of(b, "g")
+    [taken] = await claim(b, "d1")
+    assert taken.run.id == first.id
+    await b.store.change_run("p", early.id, changes.pause(b.now()))  # paused while pending
+    await b.store.change_run("p", early.id, changes.resume(b.now(), None))  # now "running"
+    assert await claim(b, "d2") == []  # its group is full: it waits, running but unowned
+    await finish(b, taken)
+    assert ids(await claim(b, "d2")) == [early.id]
+
+
 async def test_a_claim_counts_the_runs_it_took_earlier_in_its_batch(backend: Backend) -> None:
     b = backend
     await limited_graph(b, "g", 1)

@@ -392,7 +392,15 @@ class FakeStore:
         unowned = [
             r
             for r in self.rows.values()
-            if r.run.status is RunStatus.RUNNING and r.owner is None and r.wake_at is None
+            if r.run.status is RunStatus.RUNNING
+            and r.owner is None
+            and r.wake_at is None
+            # resumed before it ever started: only within its group's limit
+            and not (
+                r.epoch == 0  # never claimed
+                and r.group is not None
+                and self._taken(r.group.key) > r.group.limit
+            )
         ]
         now = self.db_clock()
         due = [r for r in self.rows.values() if r.wake_at is not None and r.wake_at <= now]
