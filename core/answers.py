@@ -69,7 +69,11 @@ class Answers:
                 await self._store.drop_answer(run.id, answer)
                 log.info("stale_answer_dropped", run_id=run.id, checkpoint_id=answer.checkpoint_id)
             elif answer.interrupt_id is None:
-                return Command(resume=answer.value)  # several questions: LangGraph's way
+                # Several questions: answered as LangGraph takes them, a map by interrupt id
+                # (kept with the waits' own markers), or one value.
+                if isinstance(answer.value, dict) and resume:
+                    return Command(resume={**resume, **answer.value})
+                return Command(resume=answer.value)
             else:
                 resume[answer.interrupt_id] = answer.value
         return Command(resume=resume) if resume else None

@@ -64,7 +64,10 @@ def park(now: datetime, wait: Wait) -> Change:
             raise InvalidTransition(run.id, run.status.value, "running", "park the run")
         shown = wait.shown or {}
         parked = run.model_copy(update={"waiting_for": shown, "last_message": waits.message(shown)})
-        return RunChange(parked, EventType.RUN_UPDATED, now, release=True, wait=wait)
+        # An answer it was given is in its checkpoints now (as when it asks again).
+        return RunChange(
+            parked, EventType.RUN_UPDATED, now, release=True, wait=wait, drop_answer=True
+        )
 
     return change
 

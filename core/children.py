@@ -23,14 +23,15 @@ import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from langgraph.types import interrupt as _interrupt
 
 from core import changes
 from core.domain import EventType, Run, RunStatus
-from core.errors import NotFound
-from core.ports import Clock, RunChange, Store
+from core.errors import InvalidTransition, NotFound
+from core.ports import Change, Clock, RunChange, Store
 from core.waits import MAX_REWAITS, child
 
 # How deep sub-workflows may nest at run time (a cycle through data, not through the graphs
@@ -40,16 +41,18 @@ _NAMESPACE = uuid.UUID("5b0f5f2a-6d62-4a8e-9a55-0d7f4cb1a001")
 ENDED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 
-def child_id(parent_run_id: str, node_id: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"{parent_run_id}/{node_id}"))
+def child_id(parent_run_id: str, node_id: str, task_id: str) -> str:
+    """The child of one execution of a node: LangGraph's task id stays the same wherever that
+    task runs again (a replay after the wait, a retry, a recovery, an execute from the failure
+    point) and changes for a new one (a loop's next pass, a run started over)."""
+    return str(uuid.uuid5(_NAMESPACE, f"{parent_run_id}/{node_id}/{task_id}"))
 
 
 class ChildFailed(Exception):
     """The child run failed or was cancelled: the node fails with its error and id."""
 
-    retryable = True
-
-    def __init__(self, child: Run) -> None:
+    def __init__(self, child: Run, *, retryable: bool = True) -> None:
+        self.retryable = retryable
         error = child.error or {}
         reason = error.get("message") or child.status.value
         super().__init__(f"sub-workflow run {child.id} {child.status.value}: {reason}")
@@ -74,10 +77,15 @@ class Children:
         self._max_depth = max_depth
 
     async def ensure(
-        self, parent: Run, node_id: str, workflow_id: str, run_input: dict[str, Any]
+        self,
+        parent: Run,
+        node_id: str,
+        task_id: str,
+        workflow_id: str,
+        run_input: dict[str, Any],
     ) -> Run:
-        """The node's child: the one it started before, else a new pending run."""
-        ident = child_id(parent.id, node_id)
+        """The node's child: the one this task started before, else a new pending run."""
+        ident = child_id(parent.id, node_id, task_id)
         found = await self._store.get_run(parent.project_id, ident)
         if found is not None:
             return found
@@ -106,6 +114,19 @@ class Children:
         )
         await self._store.create_run(child)
         self._wake()
+        # A cancel or pause of the parent that listed its children before this one existed
+        # must still reach it.
+        now_parent = await self._store.get_run(parent.project_id, parent.id)
+        if now_parent is None or now_parent.status is RunStatus.CANCELLED:
+            with contextlib.suppress(InvalidTransition, NotFound):
+                child = await self._store.change_run(
+                    child.project_id, child.id, changes.cancel(self._clock.now())
+                )
+        elif now_parent.status is RunStatus.PAUSED:
+            with contextlib.suppress(InvalidTransition, NotFound):
+                child = await self._store.change_run(
+                    child.project_id, child.id, changes.pause(self._clock.now())
+                )
         return child
 
     async def get(self, project_id: str, run_id: str) -> Run:
@@ -125,11 +146,13 @@ class Children:
             await self._store.change_run(child.project_id, child.id, mark)
 
     async def again(self, child: Run) -> Run:
-        """Execute a failed or cancelled child again (a failed one from its failure point)."""
+        """Execute a failed or cancelled child again (a failed one from its failure point),
+        counting it in the child's `trigger.reruns`."""
 
         def rerun(run: Run) -> RunChange:
             result = changes.execute(self._clock.now(), new_input=None, from_start=False)(run)
             trigger = {k: v for k, v in run.trigger.items() if k != "reported"}
+            trigger["reruns"] = int(run.trigger.get("reruns", 0)) + 1
             return replace(result, run=result.run.model_copy(update={"trigger": trigger}))
 
         run = await self._store.change_run(child.project_id, child.id, rerun)
@@ -137,20 +160,43 @@ class Children:
         return run
 
 
-class NodeChildren:
-    """One node's side of its child (what `NodeContext.run_child` calls)."""
+def rearm(now: datetime) -> Change:
+    """The parent was executed again: its failed child gets a fresh budget of reruns (its
+    node's `max_attempts`, as at the first failure, plus this execute's own)."""
 
-    def __init__(self, children: Children, parent: Run, node_id: str) -> None:
+    def change(run: Run) -> RunChange:
+        trigger = {**run.trigger, "reruns": -1}
+        return RunChange(run.model_copy(update={"trigger": trigger}), EventType.RUN_UPDATED, now)
+
+    return change
+
+
+class NodeChildren:
+    """One node's side of its child (what `NodeContext.run_child` calls). `max_attempts`: the
+    node's retry policy, which bounds how often the child is executed again for it."""
+
+    def __init__(
+        self, children: Children, parent: Run, node_id: str, task_id: str, max_attempts: int = 1
+    ) -> None:
         self._children = children
         self._parent = parent
         self._node_id = node_id
+        self._task_id = task_id
+        self._max_attempts = max_attempts
 
     async def run(self, workflow_id: str, run_input: dict[str, Any]) -> dict[str, Any]:
-        found = await self._children.ensure(self._parent, self._node_id, workflow_id, run_input)
+        found = await self._children.ensure(
+            self._parent, self._node_id, self._task_id, workflow_id, run_input
+        )
         if found.status in (RunStatus.FAILED, RunStatus.CANCELLED) and found.trigger.get(
             "reported"
         ):
-            found = await self._children.again(found)  # the node is tried again: so is it
+            # The node is tried again, so is its child: as often as the node's retry policy
+            # allows (counted in the child: a replay after a wait starts LangGraph's count
+            # over); an `execute` of the parent gives it a fresh budget (`rearm`).
+            if int(found.trigger.get("reruns", 0)) + 1 >= self._max_attempts:
+                raise ChildFailed(found, retryable=False)
+            found = await self._children.again(found)
         for _ in range(MAX_REWAITS):
             if found.status is RunStatus.COMPLETED:
                 return dict(found.output or {})

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from core import changes
 from core.answers import Answers
+from core.children import rearm
 from core.domain import PauseReason, Run, RunStatus
 from core.driver import Execution, log_summary
 from core.errors import InvalidTransition, NotFound
@@ -49,6 +50,13 @@ class Commands:
         await self._executor.wait_detached(run.id)
         change = changes.execute(self._clock.now(), new_input=new_input, from_start=from_start)
         run = await self._store.change_run(run.project_id, run.id, change)
+        ended = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
+        children = await self._store.list_runs(
+            run.project_id, RunFilter(parent_run_id=run.id, statuses=ended), limit=MAX_PAGE
+        )
+        for child in children.items:  # their nodes may execute them again, from now on
+            with contextlib.suppress(NotFound):
+                await self._store.change_run(child.project_id, child.id, rearm(self._clock.now()))
         self._executor.wake()
         return run
 

@@ -115,7 +115,15 @@ class RunScope:
             park_after_s=self._park_after_s,
             _now=self._clock.now,
             _children=(
-                None if self._children is None else NodeChildren(self._children, self.run, node.id)
+                None
+                if self._children is None
+                else NodeChildren(
+                    self._children,
+                    self.run,
+                    node.id,
+                    task_id,
+                    node.retry.max_attempts if node.retry else 1,
+                )
             ),
         )
         try:

@@ -164,13 +164,13 @@ async def apply_change(
         run.status is RunStatus.RUNNING and current.status is RunStatus.PAUSED
     )
     release = result.release
-    wake_at = None if result.wait is None else await _wake_at(tx, result.wait)
+    wake_in = None if result.wait is None else await _wake_in(tx, result.wait, result.at)
     await tx.execute(
         "UPDATE runs SET status = ?, body = ?, recoveries = ?, "
         "queued_at = CASE WHEN ? THEN ? ELSE queued_at END, "
         "owner = CASE WHEN ? THEN NULL ELSE owner END, "
         "lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END, "
-        "epoch = epoch + ?, wake_at = ? WHERE id = ?",
+        f"epoch = epoch + ?, wake_at = {tx.dialect.now} + ? WHERE id = ?",
         (
             run.status.value,
             run.model_dump_json(),
@@ -180,7 +180,7 @@ async def apply_change(
             release,
             release,
             int(release),
-            wake_at,
+            wake_in,
             run.id,
         ),
     )
@@ -219,10 +219,11 @@ async def apply_change(
 NEVER = 1e18
 
 
-async def _wake_at(tx: Tx, wait: Wait) -> float:
-    """When a parked run is due, in seconds since 1970: at once when a child it waits for has
-    already ended (read here, in the transaction that parks it), else at its timer, else when
-    a child's end wakes it."""
+async def _wake_in(tx: Tx, wait: Wait, now: datetime) -> float:
+    """In how many seconds a parked run is due, from the store's clock (`now` is the daemon's:
+    a timer's `until` is read against it, so a skew between the two clocks moves no wake-up):
+    at once when a child it waits for has already ended (read here, in the transaction that
+    parks it), else at its timer, else when a child's end wakes it."""
     if wait.children:
         marks = ", ".join("?" * len(wait.children))
         ended = await tx.fetchone(
@@ -232,7 +233,7 @@ async def _wake_at(tx: Tx, wait: Wait) -> float:
         )
         if ended[0]:
             return 0.0
-    return wait.until.timestamp() if wait.until is not None else NEVER
+    return (wait.until - now).total_seconds() if wait.until is not None else NEVER
 
 
 async def _pass_on_slot(

@@ -176,3 +176,82 @@ async def test_nesting_deeper_than_the_limit_fails_the_deepest_node(api: Api) ->
     assert depth == MAX_DEPTH
     deepest = await api.run(run_id)
     assert f"nest {MAX_DEPTH + 1} deep here; at most {MAX_DEPTH}" in deepest["error"]["message"]
+
+
+def looped(graph_id: str, child: str) -> dict[str, Any]:
+    """counter -> sub (the child, with the pass number as input) -> counter while < 3."""
+    nodes = [
+        {"id": "counter", "type": "count"},
+        {
+            "id": "sub",
+            "type": "subworkflow",
+            "config": {"workflow_id": child, "input": "{i: outputs.counter.count}"},
+        },
+        {"id": "done", "type": "passthrough"},
+    ]
+    edges = [
+        {"source": "counter", "target": "sub"},
+        {"source": "sub", "target": "counter", "condition": "outputs.counter.count < `3`"},
+        {"source": "sub", "target": "done", "condition": "outputs.counter.count >= `3`"},
+    ]
+    return {"id": graph_id, "name": graph_id, "nodes": nodes, "edges": edges}
+
+
+async def test_each_pass_of_a_loop_runs_a_child_of_its_own(api: Api) -> None:
+    await api.graph(linear("echo", "passthrough"))
+    await api.graph(looped("loop", "echo"))
+    run_id = await api.start("loop")
+    done = await settled(api, run_id, {"completed", "failed"})
+    assert done["status"] == "completed", done
+    found = await children(api, run_id)
+    assert sorted(c["input"]["i"] for c in found) == [1, 2, 3]
+    assert done["output"]["outputs"]["sub"]["outputs"]["n1"]["input"] == {"i": 3}
+
+
+async def test_a_parent_started_over_runs_new_children(api: Api) -> None:
+    await api.graph(linear("child", "count"))
+    spec = linear(
+        "parent", "passthrough", "subworkflow", "fail", n2={"workflow_id": "child"},
+        n3={"fail_times": 1},
+    )  # fmt: skip
+    await api.graph(spec)
+    run_id = await api.start("parent", {"v": 1})
+    assert (await settled(api, run_id, {"completed", "failed"}))["status"] == "failed"
+    await api.call(
+        "POST", f"{P}/runs/{run_id}/execute", {"from_start": True, "input": {"v": 2}}, status=200
+    )
+    assert (await settled(api, run_id, {"completed", "failed"}))["status"] == "completed"
+    found = await children(api, run_id)
+    assert sorted(c["input"]["v"] for c in found) == [1, 2]
+    # A cancelled parent started over (its child cancelled with it) completes too.
+    await api.graph(linear("slow", "gate"))
+    await api.graph(parent("waits", "slow"))
+    cancelled = await api.start("waits")
+    await api.arrived()
+    await api.call("POST", f"{P}/runs/{cancelled}/cancel", status=200)
+    api.kit.gate("default").set()
+    await api.call("POST", f"{P}/runs/{cancelled}/execute", {}, status=200)
+    done = await settled(api, cancelled, {"completed", "failed"})
+    assert done["status"] == "completed", done
+    statuses = sorted(c["status"] for c in await children(api, cancelled))
+    assert statuses == ["cancelled", "completed"]
+
+
+async def test_a_failing_child_is_executed_as_often_as_its_nodes_retry_policy_allows(
+    api: Api,
+) -> None:
+    await api.graph(linear("always", "fail"))
+    spec = parent("parent", "always")
+    spec["nodes"][1]["retry"] = {"max_attempts": 2, "backoff_s": 0}
+    await api.graph(spec)
+    run_id = await api.start("parent")
+    failed = await settled(api, run_id, {"completed", "failed"})
+    assert failed["status"] == "failed"
+    [child] = await children(api, run_id)
+    assert api.kit.count(child["id"], "n1") == 2  # the first execution and one retry
+    # An execute of the parent gives its child a fresh budget: two more.
+    await api.call("POST", f"{P}/runs/{run_id}/execute", {}, status=200)
+    assert (await settled(api, run_id, {"completed", "failed"}))["status"] == "failed"
+    await api.idle()
+    assert api.kit.count(child["id"], "n1") == 4
+    assert [c["id"] for c in await children(api, run_id)] == [child["id"]]

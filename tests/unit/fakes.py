@@ -303,7 +303,7 @@ class FakeStore:
             run = run.model_copy(update={"owner": None})
         seq = self._emit(_run_event(run, result.event, result.at))
         row.run = run
-        row.wake_at = None if result.wait is None else self._wake_at(result.wait)
+        row.wake_at = None if result.wait is None else self._wake_at(result.wait, result.at)
         parent = self.rows.get(run.parent_run_id or "")
         if parent is not None and run.status in TERMINAL and parent.wake_at is not None:
             parent.wake_at = 0.0  # the parent waiting on it wakes
@@ -333,11 +333,14 @@ class FakeStore:
         self._pass_on_slot(row, current, result.at)
         return run
 
-    def _wake_at(self, wait: Wait) -> float:
+    def _wake_at(self, wait: Wait, now: datetime) -> float:
+        """By the store's clock, as the SQL stores do (a timer's length kept, not its time)."""
         ended = [self.rows[c] for c in wait.children if c in self.rows]
         if any(r.run.status in TERMINAL for r in ended):
-            return 0.0
-        return wait.until.timestamp() if wait.until is not None else 1e18
+            return self.db_clock()
+        if wait.until is None:
+            return self.db_clock() + 1e18
+        return self.db_clock() + (wait.until - now).total_seconds()
 
     async def next_wake(self) -> float | None:
         times = [r.wake_at for r in self.rows.values() if r.wake_at is not None]

@@ -138,10 +138,12 @@ def check_invariants(world: World) -> None:
         ]
         assert history[0] is RunStatus.PENDING
         for previous, following in itertools.pairwise(history):
-            # running -> running: not a transition but a change of hands (released at a stop,
-            # for the next engine to claim), announced with the run as it stands.
-            ownership = previous is following is RunStatus.RUNNING
-            assert ownership or following in TRANSITIONS[previous], (run_id, history)
+            # The same status twice is not a transition but an update of the run as it stands:
+            # a change of hands (running, released at a stop for the next engine to claim, a
+            # park, a wake-up), or a note on a child (failed or cancelled: its failure seen,
+            # its reruns granted by an execute of its parent).
+            update = previous is following
+            assert update or following in TRANSITIONS[previous], (run_id, history)
 
         # Settled: every run ran to an end (nothing left running without a task).
         assert run.status in TERMINAL, (run_id, run.status)
@@ -164,10 +166,12 @@ def check_invariants(world: World) -> None:
                 counts = [world.kit.count(run_id, n) for n in counted]
                 assert counts == [1] * len(counted), (run_id, counts)
         if run.workflow_id == "parent" and run.status is RunStatus.COMPLETED:
-            [child] = [store.runs[c] for c in children if store.runs[c].parent_run_id == run_id]
-            assert child.status is RunStatus.COMPLETED
+            # One child per execution of its node (a start over makes another): the output
+            # is a completed one's.
+            mine = [store.runs[c] for c in children if store.runs[c].parent_run_id == run_id]
             assert run.output is not None
-            assert run.output["outputs"]["s"] == child.output
+            outputs = [c.output for c in mine if c.status is RunStatus.COMPLETED]
+            assert run.output["outputs"]["s"] in outputs, (run_id, mine)
 
     seqs = [e["seq"] for e in store.events]
     assert seqs == list(range(1, len(seqs) + 1))
