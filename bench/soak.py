@@ -194,7 +194,7 @@ class Fleet:
             await asyncio.sleep(0.2)
 
 
-async def drain(api: Api) -> int:
+async def drain(api: Api, world: World) -> int:
     """Let every run finish: answer waiting runs, resume paused ones; after DRAIN_S cancel what
     is left. Returns how many were cancelled here."""
     cancelled = 0
@@ -208,10 +208,14 @@ async def drain(api: Api) -> int:
             path = f"{P}/workflows/runs/{item['id']}"
             if late:
                 answer = await api.call("end_cancel", "POST", f"{path}/cancel", {})
-                cancelled += answer is not None and answer[0] == 200
+                if answer is not None and answer[0] == 200:
+                    cancelled += 1
+                    world.acked[(item["id"], "cancel")] += 1
             elif item["status"] == "paused":
                 value = {"value": "yes"} if item["pause_reason"] == "input_required" else {}
-                await api.call("end_resume", "POST", f"{path}/resume", value)
+                answer = await api.call("end_resume", "POST", f"{path}/resume", value)
+                if answer is not None and answer[0] == 200:
+                    world.acked[(item["id"], "resume")] += 1
         if late and time.monotonic() > deadline + 60:
             return cancelled
         await asyncio.sleep(0.5)
@@ -266,7 +270,7 @@ async def soak(args: argparse.Namespace, fleet: Fleet, storage: dict[str, str], 
             ]
             await asyncio.gather(*workers, chaos)
             load_s = time.monotonic() - started
-            cancelled_at_end = await drain(api)
+            cancelled_at_end = await drain(api, world)
             final_items = await api.pages(f"{P}/workflows/runs?limit=1000")
             stored: dict[str, Any] = {}
             for item in final_items:
@@ -303,6 +307,7 @@ async def soak(args: argparse.Namespace, fleet: Fleet, storage: dict[str, str], 
         tally_nodes={n["id"] for g in specs for n in g["nodes"] if n["type"] == "soak_step"},
         deaths=fleet.deaths,
         receipts=[c.receipt for c in clients],
+        acked=world.acked,
     )
     report = check(evidence)
     for exit_ in fleet.exits:
@@ -354,6 +359,7 @@ async def soak(args: argparse.Namespace, fleet: Fleet, storage: dict[str, str], 
                 "events_checked",
                 "frames_checked",
                 "executions_checked",
+                "commands_checked",
                 "reruns_of_killed_nodes",
                 "reruns_after_kill_before_commit",
                 "tolerated_cancel_overlaps",

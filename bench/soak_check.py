@@ -1,7 +1,8 @@
 """The soak's invariants, checked on what it gathered (no I/O here; tests feed it made-up logs).
 
 - the store's event log is gap-free (seq 1..N, each once);
-- every acknowledged run is stored, and every stored run is one the soak asked for;
+- every acknowledged run is stored, and every stored run is one the soak asked for; every
+  acknowledged command (pause, resume, answer, cancel, execute) is in its run's log;
 - at the end every run is finished, and none is `running` without a live owner;
 - from the tally written outside the daemons (bench/soak_nodes.py): no completed node ran
   again in the same fresh start of its run (`gen`), unless its process was killed right after
@@ -55,6 +56,7 @@ class Stored:
     gen: int | None = None  # run events: the run's input gen
     node_id: str | None = None  # node-state events
     node_status: str | None = None
+    status: str | None = None  # run events: the run's status
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,8 @@ class Evidence:
     tally_nodes: set[str]  # node ids whose executions the tally records
     deaths: dict[int, int]  # pid -> CLOCK_MONOTONIC ns taken just before its SIGKILL
     receipts: list[Receipt]
+    # (run, command) -> how many were acknowledged: pause, resume (answers too), cancel, execute
+    acked: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 @dataclass
@@ -116,6 +120,7 @@ def summarize(event: JSON) -> Stored:
         gen=gen,
         node_id=node.get("node_id") if isinstance(node, dict) else None,
         node_status=node.get("status") if isinstance(node, dict) else None,
+        status=run.get("status") if isinstance(run, dict) else None,
     )
 
 
@@ -133,6 +138,7 @@ def check(evidence: Evidence) -> Report:
     _runs(evidence, report)
     _executions(evidence, report)
     _completions_in_log(evidence, report)
+    _commands(evidence, report)
     _clients(evidence, report)
     return report
 
@@ -304,6 +310,38 @@ def _completions_in_log(evidence: Evidence, report: Report) -> None:
             completed.add(key)
             if event.node_id in evidence.tally_nodes and (run_id, *key) not in ended:
                 report.add("completed_without_ending", **detail)
+
+
+def _moves(event: Stored) -> str | None:
+    """The command an event of a run can record (a pause is also an approval asking)."""
+    if event.type == "workflow.run.updated" and event.status == "pending":
+        return "execute"
+    return {
+        "workflow.run.paused": "pause",
+        "workflow.run.resumed": "resume",
+        "workflow.run.cancelled": "cancel",
+    }.get(event.type)
+
+
+def _commands(evidence: Evidence, report: Report) -> None:
+    """Every acknowledged command is in the log: a run has at least as many events of each kind
+    of move as commands of that kind were acknowledged for it."""
+    in_log: Counter[tuple[str, str]] = Counter()
+    for run_id, events in evidence.stored.items():
+        for event in events:
+            move = _moves(event)
+            if move is not None:
+                in_log[(run_id, move)] += 1
+    report.figures["commands_checked"] = sum(evidence.acked.values())
+    for (run_id, command), count in sorted(evidence.acked.items()):
+        if in_log[(run_id, command)] < count:
+            report.add(
+                "acknowledged_command_not_in_log",
+                run_id=run_id,
+                command=command,
+                acknowledged=count,
+                in_log=in_log[(run_id, command)],
+            )
 
 
 def _clients(evidence: Evidence, report: Report) -> None:

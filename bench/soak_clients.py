@@ -115,6 +115,7 @@ class World:
     order: list[str] = field(default_factory=list)  # acknowledged run ids, in creation order
     keys_sent: set[str] = field(default_factory=set)
     state: dict[str, tuple[int, str, str | None]] = field(default_factory=dict)
+    acked: Counter[tuple[str, str]] = field(default_factory=Counter)  # (run, verb) -> 200s
 
     def seen(self, event: JSON) -> None:
         run = event.get("run")
@@ -178,7 +179,9 @@ async def command(api: Api, world: World, kind: str) -> None:
             body = {"input": {"gen": info.gen, "key": info.key}}
     if run_id is None:
         return
-    await api.call(kind, "POST", f"{P}/workflows/runs/{run_id}/{verb}", body)
+    answer = await api.call(kind, "POST", f"{P}/workflows/runs/{run_id}/{verb}", body)
+    if answer is not None and answer[0] == 200:
+        world.acked[(run_id, verb)] += 1
 
 
 WEIGHTS = {

@@ -180,3 +180,17 @@ def test_the_tally_and_events_are_read_as_the_soak_writes_them() -> None:
     event = {"seq": 3, "type": "workflow.run.updated", "run": {"input": {"gen": 4}}}
     assert summarize(event) == Stored(3, digest(event), "workflow.run.updated", gen=4)
     assert digest({"a": 1, "b": 2}) == digest({"b": 2, "a": 1})
+
+
+def test_an_acknowledged_command_missing_from_the_log_is_reported() -> None:
+    made = evidence()
+    cancelled = {"seq": 8, "type": "workflow.run.cancelled", "run": {"status": "cancelled"}}
+    made.stored[B].append(summarize(cancelled))
+    made.log_seqs.append(8)
+    made.receipts = []
+    made.acked[(B, "cancel")] = 1
+    assert "acknowledged_command_not_in_log" not in kinds(made)
+    made.acked[(A, "cancel")] = 1  # answered 200, yet run A's log has no cancellation
+    made.acked[(B, "execute")] = 1
+    missing = [v for v in check(made).violations if v["kind"] == "acknowledged_command_not_in_log"]
+    assert [(v["run_id"], v["command"]) for v in missing] == [(A, "cancel"), (B, "execute")]
