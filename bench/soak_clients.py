@@ -25,7 +25,7 @@ REQUEST_TIMEOUT_S = 15.0
 
 
 @dataclass
-class Tally:
+class Requests:
     """What the soak did, by kind: acknowledged (2xx), refused (4xx: a race with the run's
     state, expected), failed (never answered after every retry), retried (tries after a
     connection error or a 503)."""
@@ -43,10 +43,10 @@ class Api:
     """HTTP to whichever daemon answers; a connection error, timeout or 503 is tried again on
     the next daemon, a bounded number of times."""
 
-    def __init__(self, session: aiohttp.ClientSession, urls: list[str], tally: Tally) -> None:
+    def __init__(self, session: aiohttp.ClientSession, urls: list[str], requests: Requests) -> None:
         self.session = session
         self.urls = urls
-        self.tally = tally
+        self.requests = requests
         self._next = 0
 
     async def call(
@@ -63,13 +63,13 @@ class Api:
                     data = await response.json(content_type=None)
                     if response.status not in DOWN_STATUSES:
                         outcome = "acknowledged" if response.status < 300 else "refused"
-                        self.tally.note(kind, outcome)
+                        self.requests.note(kind, outcome)
                         return response.status, data
             except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError):
                 pass
-            self.tally.note(kind, "retried")
+            self.requests.note(kind, "retried")
             await asyncio.sleep(min(1.0, 0.05 * (attempt + 1)))
-        self.tally.note(kind, "failed")
+        self.requests.note(kind, "failed")
         return None
 
     async def pages(self, path: str) -> list[JSON]:
