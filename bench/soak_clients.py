@@ -50,7 +50,12 @@ class Api:
         self._next = 0
 
     async def call(
-        self, kind: str, method: str, path: str, body: Any = None
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any] | None:
         """(status, JSON body) of the first answer that is not "down", or None."""
         for attempt in range(CALL_TRIES):
@@ -58,7 +63,11 @@ class Api:
             self._next += 1
             try:
                 async with self.session.request(
-                    method, url, json=body, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+                    method,
+                    url,
+                    json=body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
                 ) as response:
                     data = await response.json(content_type=None)
                     if response.status not in DOWN_STATUSES:
@@ -116,6 +125,7 @@ class World:
     keys_sent: set[str] = field(default_factory=set)
     state: dict[str, tuple[int, str, str | None]] = field(default_factory=dict)
     acked: Counter[tuple[str, str]] = field(default_factory=Counter)  # (run, verb) -> 200s
+    replayed: int = 0  # creates answered 200: a retry given the run its first attempt made
 
     def seen(self, event: JSON) -> None:
         run = event.get("run")
@@ -138,6 +148,8 @@ class World:
 
 
 async def create(api: Api, world: World) -> None:
+    """A run of a random graph; its key is also its `Idempotency-Key`, so a create tried again
+    after a lost answer gets the run the first attempt made (200) rather than a second one."""
     graph = world.rng.choice(world.graphs)
     key = uuid.uuid4().hex
     world.keys_sent.add(key)
@@ -146,8 +158,11 @@ async def create(api: Api, world: World) -> None:
         "POST",
         f"{P}/workflows/runs",
         {"workflow_id": graph, "input": {"gen": 0, "key": key}},
+        headers={"Idempotency-Key": key},
     )
-    if answer is not None and answer[0] == 201:
+    if answer is not None and answer[0] in (200, 201):
+        if answer[0] == 200:
+            world.replayed += 1
         world.runs[answer[1]["id"]] = RunInfo(key, graph)
         world.order.append(answer[1]["id"])
 
