@@ -128,6 +128,25 @@ def graphs(tally: str, markers: str, subworkflow: bool = True) -> list[JSON]:
     return made if subworkflow else [g for g in made if g["id"] != "parent"]
 
 
+def clock() -> tuple[int, int]:
+    """CLOCK_MONOTONIC (the tally's clock) and how far the wall clock (the log's) is ahead."""
+    mono = time.monotonic_ns()
+    return mono, time.time_ns() - mono
+
+
+def final_run(item: JSON) -> FinalRun:
+    """A run as the checks see it; a completed parent also with the gen its child ran on."""
+    run_input = item.get("input") or {}
+    child_gen = None
+    child = ((item.get("output") or {}).get("outputs") or {}).get("child")
+    if item["status"] == "completed" and isinstance(child, dict):
+        gens = {v["gen"] for v in (child.get("outputs") or {}).values() if "gen" in v}
+        child_gen = max(gens) if gens else None
+    return FinalRun(
+        item["status"], item.get("owner"), run_input.get("key"), run_input.get("gen"), child_gen
+    )
+
+
 async def soak(args: argparse.Namespace, fleet: Fleet, storage: dict[str, str], tmp: Path) -> JSON:
     rng = random.Random(args.seed)
     tally_path, markers = tmp / "tally.log", tmp / "markers"
@@ -139,6 +158,7 @@ async def soak(args: argparse.Namespace, fleet: Fleet, storage: dict[str, str], 
     urls = [p.url for p in fleet.daemons]
     started = time.monotonic()
     until = started + args.minutes * 60
+    clock_at_start = clock()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         api = Api(session, urls, counts)
@@ -191,18 +211,14 @@ async def soak(args: argparse.Namespace, fleet: Fleet, storage: dict[str, str], 
         stored=stored,
         acknowledged=set(world.runs),
         keys_sent=world.keys_sent,
-        final={
-            item["id"]: FinalRun(
-                item["status"], item.get("owner"), (item.get("input") or {}).get("key")
-            )
-            for item in final_items
-        },
+        final={item["id"]: final_run(item) for item in final_items},
         live_owners=live,
         tally=parse_tally(tally_path.read_text() if tally_path.exists() else ""),
         tally_nodes={n["id"] for g in specs for n in g["nodes"] if n["type"] == "soak_step"},
         deaths=fleet.deaths,
         receipts=[c.receipt for c in clients],
         acked=world.acked,
+        clock=(clock_at_start, clock()),
     )
     report = check(evidence)
     for exit_ in fleet.exits:

@@ -4,10 +4,12 @@
 - every acknowledged run is stored, and every stored run is one the soak asked for; every
   acknowledged command (pause, resume, answer, cancel, execute) is in its run's log;
 - at the end every run is finished, and none is `running` without a live owner;
+- a completed parent's sub-workflow result was computed on the parent's own input;
 - from the tally written outside the daemons (bench/soak_nodes.py): no completed node ran
-  again in the same fresh start of its run (`gen`), unless its process was killed right after
-  it ended (its completion may not have committed: at-least-once); no run was executed by two
-  processes at once; every execution ended (or its process was killed);
+  again in the same fresh start of its run (from the log: an execute of a cancelled run),
+  unless its process was killed right after it ended (its completion may not have committed:
+  at-least-once); no run was executed by two processes at once; every execution ended (or its
+  process was killed);
 - from the log: no node is recorded `completed` twice in one fresh start of its run, nor
   `running` again after it completed, nor completed without its tally saying it ended;
 - what WebSocket clients received: a project-wide watcher's frames are the log itself, gap-free
@@ -18,10 +20,12 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 JSON = dict[str, Any]
@@ -57,6 +61,7 @@ class Stored:
     node_id: str | None = None  # node-state events
     node_status: str | None = None
     status: str | None = None  # run events: the run's status
+    at_ns: int = 0  # its timestamp (taken just before its commit), ns since 1970
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,8 @@ class FinalRun:
     status: str
     owner: str | None
     key: str | None  # the soak's key in the run's input
+    gen: int | None = None  # the gen of its input
+    child_gen: int | None = None  # completed parent: the gen its sub-workflow's result ran on
 
 
 @dataclass
@@ -91,6 +98,9 @@ class Evidence:
     receipts: list[Receipt]
     # (run, command) -> how many were acknowledged: pause, resume (answers too), cancel, execute
     acked: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # CLOCK_MONOTONIC ns and wall-clock minus monotonic, at the soak's start and end: the
+    # tally's times are put on the log's clock by interpolating between the two.
+    clock: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (1, 0))
 
 
 @dataclass
@@ -121,6 +131,9 @@ def summarize(event: JSON) -> Stored:
         node_id=node.get("node_id") if isinstance(node, dict) else None,
         node_status=node.get("status") if isinstance(node, dict) else None,
         status=run.get("status") if isinstance(run, dict) else None,
+        at_ns=int(datetime.fromisoformat(event["timestamp"]).timestamp() * 1e9)
+        if "timestamp" in event
+        else 0,
     )
 
 
@@ -132,8 +145,40 @@ def parse_tally(text: str) -> list[Line]:
     return lines
 
 
+def fresh_starts(events: list[Stored]) -> list[int]:
+    """When each fresh start after the first began: a run event going to `pending` from
+    `cancelled` (an execute of a cancelled run starts from scratch; of a failed one it does not).
+    For the soak's own runs this is where their input's gen moves on; a sub-workflow's child
+    is started afresh by its parent without a new input."""
+    starts, previous = [], None
+    for event in events:
+        if event.status is None:
+            continue
+        if event.status == "pending" and previous == "cancelled":
+            starts.append(event.at_ns)
+        previous = event.status
+    return starts
+
+
+def in_fresh_starts(evidence: Evidence) -> list[Line]:
+    """The tally with each line's `gen` replaced by the index of its run's fresh start (by the
+    log), the line's time put on the log's clock."""
+    (mono0, off0), (mono1, off1) = evidence.clock
+    starts = {run_id: fresh_starts(events) for run_id, events in evidence.stored.items()}
+
+    def wall(ns: int) -> int:
+        share = (ns - mono0) / (mono1 - mono0) if mono1 != mono0 else 0.0
+        return ns + off0 + int(share * (off1 - off0))
+
+    return [
+        replace(line, gen=bisect.bisect_right(starts.get(line.run_id, []), wall(line.ns)))
+        for line in evidence.tally
+    ]
+
+
 def check(evidence: Evidence) -> Report:
     report = Report()
+    evidence = replace(evidence, tally=in_fresh_starts(evidence))
     _log(evidence, report)
     _runs(evidence, report)
     _executions(evidence, report)
@@ -179,6 +224,13 @@ def _runs(evidence: Evidence, report: Report) -> None:
     for run_id, run in evidence.final.items():
         if run.key not in evidence.keys_sent:
             report.add("unknown_run", run_id=run_id)
+        if run.child_gen is not None and run.child_gen != run.gen:
+            report.add(
+                "sub_workflow_result_from_an_old_input",
+                run_id=run_id,
+                gen=run.gen,
+                child_gen=run.child_gen,
+            )
         if run.status == "running" and run.owner not in evidence.live_owners:
             report.add("running_without_owner", run_id=run_id, owner=run.owner)
         elif run.status not in TERMINAL:
@@ -288,15 +340,17 @@ def _overlaps(run_id: str, runs: list[_Execution], report: Report) -> None:
 
 
 def _completions_in_log(evidence: Evidence, report: Report) -> None:
-    """Within one fresh start of a run (its gen, from the run's own events), each node is
-    recorded completed at most once, and never recorded running again after that."""
+    """Within one fresh start of a run, each node is recorded completed at most once, and never
+    recorded running again after that."""
     ended = {(line.run_id, line.node_id, line.gen) for line in evidence.tally if line.kind == "end"}
     for run_id, events in evidence.stored.items():
-        gen = 0
+        gen, previous = 0, None
         completed: set[tuple[str, int]] = set()
         for event in events:
-            if event.gen is not None:
-                gen = event.gen
+            if event.status is not None:
+                if event.status == "pending" and previous == "cancelled":
+                    gen += 1
+                previous = event.status
             if event.node_id is None:
                 continue
             key = (event.node_id, gen)

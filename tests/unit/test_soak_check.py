@@ -3,6 +3,7 @@ passes, and each kind of fault planted in it is reported."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from bench.soak_check import (
@@ -126,9 +127,29 @@ def test_a_node_again_after_a_kill_right_after_it_ended_is_at_least_once() -> No
 
 
 def test_a_fresh_start_may_run_its_nodes_again() -> None:
+    """An execute of a cancelled run starts it from scratch (the log says when): its nodes run
+    again, with or without a new input (a sub-workflow's child is started afresh without)."""
     made = evidence()
-    made.tally += [Line("start", A, "s", 1, 100, 9 * MS), Line("end", A, "s", 1, 100, 10 * MS)]
-    assert kinds(made) == []
+    made.stored[A] += [
+        Stored(8, "c", "workflow.run.cancelled", status="cancelled", at_ns=7 * MS),
+        Stored(9, "p", "workflow.run.updated", status="pending", at_ns=8 * MS),
+        Stored(10, "r", "workflow.node_state.updated", node_id="s", node_status="running"),
+        Stored(11, "d", "workflow.node_state.updated", node_id="s", node_status="completed"),
+    ]
+    made.log_seqs += [8, 9, 10, 11]
+    made.receipts = []
+    made.tally += [Line("start", A, "s", 0, 100, 9 * MS), Line("end", A, "s", 0, 100, 10 * MS)]
+    assert all(kind == "never_delivered" for kind in kinds(made))
+    made.stored[A][-3] = replace(made.stored[A][-3], at_ns=9 * MS + 1)  # after the node began
+    assert "completed_node_ran_again" in kinds(made)
+
+
+def test_a_sub_workflow_result_from_an_old_input_is_reported() -> None:
+    final = {
+        A: FinalRun("completed", None, "ka", gen=2, child_gen=0),
+        B: FinalRun("completed", None, "kb", gen=1, child_gen=1),
+    }
+    assert kinds(evidence(final=final)) == ["sub_workflow_result_from_an_old_input"]
 
 
 def test_two_processes_executing_one_run_at_once_are_reported() -> None:
