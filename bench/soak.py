@@ -21,6 +21,7 @@ import random
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,7 @@ async def soak(args: argparse.Namespace, fleet: Fleet, storage: dict[str, str], 
             )
         },
         "violations": len(report.violations),
+        "violations_by_kind": dict(Counter(v["kind"] for v in report.violations)),
         "violation_list": report.violations[:100],
         "load_s": round(load_s, 1),
         "elapsed_s": round(time.monotonic() - started, 1),

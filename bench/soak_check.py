@@ -170,10 +170,14 @@ def in_fresh_starts(evidence: Evidence) -> list[Line]:
         share = (ns - mono0) / (mono1 - mono0) if mono1 != mono0 else 0.0
         return ns + off0 + int(share * (off1 - off0))
 
-    return [
-        replace(line, gen=bisect.bisect_right(starts.get(line.run_id, []), wall(line.ns)))
-        for line in evidence.tally
-    ]
+    made = []
+    of_start: dict[tuple[str, str, int], int] = {}  # an outcome is of its start's fresh start
+    for line in sorted(evidence.tally, key=lambda line: line.ns):
+        key = (line.run_id, line.node_id, line.pid)
+        if line.kind == "start" or key not in of_start:
+            of_start[key] = bisect.bisect_right(starts.get(line.run_id, []), wall(line.ns))
+        made.append(replace(line, gen=of_start[key]))
+    return made
 
 
 def check(evidence: Evidence) -> Report:

@@ -215,3 +215,17 @@ def test_an_acknowledged_command_missing_from_the_log_is_reported() -> None:
     made.acked[(B, "execute")] = 1
     missing = [v for v in check(made).violations if v["kind"] == "acknowledged_command_not_in_log"]
     assert [(v["run_id"], v["command"]) for v in missing] == [(A, "cancel"), (B, "execute")]
+
+
+def test_an_outcome_after_the_next_fresh_start_belongs_to_its_own_start() -> None:
+    """A node cancelled with its run writes its line after the cancel, and the next execute may
+    commit before that: the line is still its execution's, not the next start's."""
+    made = evidence()
+    made.stored[A] += [
+        Stored(8, "c", "workflow.run.cancelled", status="cancelled", at_ns=7 * MS),
+        Stored(9, "p", "workflow.run.updated", status="pending", at_ns=8 * MS),
+    ]
+    made.log_seqs += [8, 9]
+    made.receipts = []
+    made.tally += [Line("start", A, "t", 0, 100, 6 * MS), Line("cancel", A, "t", 0, 100, 9 * MS)]
+    assert all(kind == "never_delivered" for kind in kinds(made))
