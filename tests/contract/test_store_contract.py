@@ -878,3 +878,20 @@ async def test_a_run_parked_on_a_timer_keeps_its_place_in_its_group(backend: Bac
     assert await claim(b, "d1") == []  # its group is full: the parked run counts
     await b.store.change_run("p", parked.id, changes.cancel(b.now()))
     assert ids(await claim(b, "d1")) == [waiting.id]
+
+
+async def test_a_run_parked_until_later_does_not_keep_a_new_run_from_its_slot(
+    backend: Backend,
+) -> None:
+    b = backend
+    parked = await new_run(b, "g")
+    [taken] = await claim(b, "d1")
+    until = b.now() + timedelta(hours=1)
+    await b.store.execution(taken).finish(changes.park(b.now(), Wait(until=until)))
+    fresh = keyed_run(b)
+    request = ClaimRequest("d1", LEASE_S, changes.start(b.now()))
+    claimed = await b.store.create_run(fresh, request)
+    assert claimed is not None  # nothing due waits: taken as it is created
+    assert claimed.run.id == fresh.id
+    assert (await b.store.get_run("p", parked.id)).waiting_for is not None
+    assert 0 < (await b.store.next_wake()) <= 3600

@@ -234,7 +234,12 @@ class FakeStore:
         self.rows[run.id] = _Row(run, seq, order=next(self.order), group=group, held=held)
         waiting = any(
             (row.run.status is RunStatus.PENDING and not row.held)
-            or (row.run.status is RunStatus.RUNNING and row.owner is None)
+            or (
+                row.run.status is RunStatus.RUNNING
+                and row.owner is None
+                # a parked run waits for its time, not for a slot, until it is due
+                and (row.wake_at is None or row.wake_at <= self.db_clock())
+            )
             for run_id, row in self.rows.items()
             if run_id != run.id
         )
