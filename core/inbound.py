@@ -13,13 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
 
 from core.errors import NotFound, Problem, ValidationFailed
 from core.idempotency import IdempotencyKey
 from core.ports import Clock, Store, WebhookStore
 from core.service import Started, WorkflowService
-from core.validation import problems_from_pydantic
+from core.validation import parse_body
 from core.webhooks import BadSignature, Webhook, WebhookSpec, new_secret, verify
 
 log = structlog.get_logger("cortexd.webhooks")
@@ -51,14 +50,7 @@ class WebhookService:
 
     async def create(self, project_id: str, data: Any) -> Webhook:
         """The hook with its secret: the only time the secret is shown."""
-        if not isinstance(data, dict):
-            raise ValidationFailed("a webhook is a JSON object", [Problem("", "not an object")])
-        try:
-            spec = WebhookSpec.model_validate(data, strict=True)
-        except ValidationError as exc:
-            raise ValidationFailed(
-                "the webhook is not valid", problems_from_pydantic(exc)
-            ) from None
+        spec = parse_body(WebhookSpec, data, "a webhook")
         if await self._store.get_graph(project_id, spec.workflow_id) is None:
             problem = Problem("/workflow_id", f"no graph {spec.workflow_id!r} in this project")
             raise ValidationFailed(f"graph {spec.workflow_id!r} not found", [problem])

@@ -15,14 +15,13 @@ from functools import partial
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
 
 from core.background import Background
 from core.domain import Graph, Run
 from core.errors import LimitExceeded, NotFound, Problem, ValidationFailed
 from core.ports import Clock, ScheduleStore, Store
 from core.schedules import Firing, Schedule, ScheduleSpec, ScheduleState, next_time, plan
-from core.validation import problems_from_pydantic
+from core.validation import parse_body
 
 log = structlog.get_logger("cortexd.schedules")
 TICK_S = 1.0
@@ -73,14 +72,7 @@ class ScheduleService:
         await self._schedules.delete_schedule(project_id, schedule_id)
 
     async def _valid(self, project_id: str, data: Any) -> ScheduleSpec:
-        if not isinstance(data, dict):
-            raise ValidationFailed("a schedule is a JSON object", [Problem("", "not an object")])
-        try:
-            spec = ScheduleSpec.model_validate(data, strict=True)
-        except ValidationError as exc:
-            raise ValidationFailed(
-                "the schedule is not valid", problems_from_pydantic(exc)
-            ) from None
+        spec = parse_body(ScheduleSpec, data, "a schedule")
         size = len(json.dumps(spec.input))
         if size > self._max_input_bytes:
             raise LimitExceeded(

@@ -7,15 +7,15 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
 from jsonschema.exceptions import ValidationError as JsonSchemaError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from core.domain import END, ID_PATTERN, RESERVED_IDS, START, GraphSpec
-from core.errors import Problem
+from core.errors import Problem, ValidationFailed
 from core.expressions import ExpressionRejected, check_expression
 from core.nodes import NodeType
 
@@ -45,6 +45,19 @@ def pointer(loc: tuple[int | str, ...] | list[int | str]) -> str:
     """A pydantic/jsonschema location as an RFC 6901 JSON pointer."""
     parts = (str(p).replace("~", "~0").replace("/", "~1") for p in loc)
     return "/" + "/".join(parts) if loc else ""
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse_body(model: type[ModelT], data: Any, what: str) -> ModelT:
+    """`data` as `model`, validated strictly; ValidationFailed (422) with every problem."""
+    if not isinstance(data, dict):
+        raise ValidationFailed(f"{what} is a JSON object", [Problem("", "not an object")])
+    try:
+        return model.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise ValidationFailed(f"{what} is not valid", problems_from_pydantic(exc)) from None
 
 
 def problems_from_pydantic(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[Problem]:
