@@ -533,13 +533,15 @@ def test_one_key_makes_one_run_across_daemons_and_a_wait_wakes_on_the_others_wor
 
         def post(daemon: DaemonProcess) -> None:
             headers = {"Idempotency-Key": "order-7"}
-            answers.append(daemon.request("POST", f"{P}/runs", body, headers=headers))
+            # A long timeout: on a loaded machine 16 racing requests take a while.
+            answers.append(daemon.request("POST", f"{P}/runs", body, headers=headers, timeout=60))
 
         threads = [threading.Thread(target=post, args=(d,)) for d in (a, b) * 8]
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(30)
+            thread.join(90)
+        assert len(answers) == 16, "a request got no answer"
         assert sorted(status for status, _ in answers) == [200] * 15 + [201]
         assert len({run["id"] for _, run in answers}) == 1
         assert shared.query("SELECT COUNT(*) FROM runs WHERE workflow_id = 'quick'") == [(1,)]
