@@ -96,6 +96,26 @@ async def graph(b: Backend, graph_id: str = "g") -> None:
     await b.store.put_graph("p", graph_id, spec, b.now(), create=True)
 
 
+def a_run(
+    b: Backend,
+    workflow_id: str = "g",
+    project_id: str = "p",
+    *,
+    status: RunStatus = RunStatus.PENDING,
+    created_at: datetime | None = None,
+    run_id: str | None = None,
+) -> Run:
+    """A run of version 1 of a graph, not stored yet."""
+    return Run(
+        id=run_id or str(uuid.uuid4()),
+        workflow_id=workflow_id,
+        status=status,
+        project_id=project_id,
+        graph_version=1,
+        created_at=created_at or b.now(),
+    )
+
+
 async def new_run(
     b: Backend,
     workflow_id: str = "g",
@@ -104,14 +124,7 @@ async def new_run(
     status: RunStatus = RunStatus.PENDING,
     created_at: datetime | None = None,
 ) -> Run:
-    run = Run(
-        id=str(uuid.uuid4()),
-        workflow_id=workflow_id,
-        status=status,
-        project_id=project_id,
-        graph_version=1,
-        created_at=created_at or b.now(),
-    )
+    run = a_run(b, workflow_id, project_id, status=status, created_at=created_at)
     await b.store.create_run(run)
     return run
 
@@ -609,14 +622,7 @@ async def test_a_new_run_is_claimed_as_it_is_created_only_when_it_is_first_in_th
 ) -> None:
     b = backend
     request = ClaimRequest("d1", LEASE_S, changes.start(b.now()))
-    run = Run(
-        id="first",
-        workflow_id="g",
-        status=RunStatus.PENDING,
-        project_id="p",
-        graph_version=1,
-        created_at=b.now(),
-    )
+    run = a_run(b, run_id="first")
     taken = await b.store.create_run(run, request)
     assert taken is not None
     assert (taken.run.id, taken.run.status, taken.run.owner, taken.fresh) == (
@@ -632,37 +638,26 @@ async def test_a_new_run_is_claimed_as_it_is_created_only_when_it_is_first_in_th
     assert [c.run.id for c in await claim(b, "d2")] == [waiting.id, "second"]
 
 
-def keyed_run(b: Backend, project_id: str = "p", at: datetime | None = None) -> Run:
-    return Run(
-        id=str(uuid.uuid4()),
-        workflow_id="g",
-        status=RunStatus.PENDING,
-        project_id=project_id,
-        graph_version=1,
-        created_at=at or b.now(),
-    )
-
-
 async def test_an_idempotency_key_names_one_run_per_project_until_it_expires(
     backend: Backend,
 ) -> None:
     b = backend
     key = IdempotencyKey("k", "print-1", ttl_s=60)
-    first = keyed_run(b)
+    first = a_run(b)
     await b.store.create_run(first, key=key)
     # Taken, whatever the fingerprint: the store says by which run; nothing else is stored.
     for fingerprint in ("print-1", "print-2"):
         with pytest.raises(KeyTaken) as taken:
-            await b.store.create_run(keyed_run(b), key=IdempotencyKey("k", fingerprint, 60))
+            await b.store.create_run(a_run(b), key=IdempotencyKey("k", fingerprint, 60))
         assert (taken.value.run_id, taken.value.fingerprint) == (first.id, "print-1")
     assert [r.id for r in (await b.store.list_runs("p")).items] == [first.id]
     # Another project has keys of its own.
-    await b.store.create_run(keyed_run(b, "other"), key=key)
+    await b.store.create_run(a_run(b, "g", "other"), key=key)
     # Past its time to live (by the new run's creation time) the key names the new run.
-    later = keyed_run(b, at=first.created_at + timedelta(seconds=61))
+    later = a_run(b, created_at=first.created_at + timedelta(seconds=61))
     await b.store.create_run(later, key=IdempotencyKey("k", "print-3", 60))
     with pytest.raises(KeyTaken) as taken:
-        await b.store.create_run(keyed_run(b, at=later.created_at), key=key)
+        await b.store.create_run(a_run(b, created_at=later.created_at), key=key)
     assert (taken.value.run_id, taken.value.fingerprint) == (later.id, "print-3")
 
 
@@ -670,7 +665,7 @@ async def test_concurrent_creations_with_one_key_store_one_run(backend: Backend)
     b = backend
     key = IdempotencyKey("burst", "same", ttl_s=60)
     results = await asyncio.gather(
-        *(b.store.create_run(keyed_run(b), key=key) for _ in range(10)), return_exceptions=True
+        *(b.store.create_run(a_run(b), key=key) for _ in range(10)), return_exceptions=True
     )
     assert sum(isinstance(r, KeyTaken) for r in results) == 9
     assert len((await b.store.list_runs("p")).items) == 1
@@ -678,8 +673,8 @@ async def test_concurrent_creations_with_one_key_store_one_run(backend: Backend)
 
 async def test_runs_are_filtered_by_trigger(backend: Backend) -> None:
     b = backend
-    by_api = keyed_run(b)
-    by_hook = keyed_run(b).model_copy(update={"trigger": {"type": "webhook", "id": "h"}})
+    by_api = a_run(b)
+    by_hook = a_run(b).model_copy(update={"trigger": {"type": "webhook", "id": "h"}})
     for run in (by_api, by_hook):
         await b.store.create_run(run)
     hooked = await b.store.list_runs("p", RunFilter(trigger="webhook"))
@@ -707,15 +702,7 @@ async def limited_graph(
 
 
 async def run_of(b: Backend, graph_id: str, run_input: Any = None, version: int = 1) -> Run:
-    run = Run(
-        id=str(uuid.uuid4()),
-        workflow_id=graph_id,
-        status=RunStatus.PENDING,
-        project_id="p",
-        graph_version=version,
-        input=run_input or {},
-        created_at=b.now(),
-    )
+    run = a_run(b, graph_id).model_copy(update={"graph_version": version, "input": run_input or {}})
     await b.store.create_run(run)
     return run
 
@@ -760,14 +747,7 @@ async def test_the_runs_of_a_full_group_hold_back_no_other_graph(backend: Backen
     # One created on a daemon with a free slot is claimed at creation: the backlog does not wait
     # for a slot, it waits for its group.
     request = ClaimRequest("d1", LEASE_S, changes.start(b.now()))
-    at_once = Run(
-        id="at-once",
-        workflow_id="free",
-        status=RunStatus.PENDING,
-        project_id="p",
-        graph_version=1,
-        created_at=b.now(),
-    )
+    at_once = a_run(b, "free", run_id="at-once")
     taken = await b.store.create_run(at_once, request)
     assert taken is not None
     assert taken.run.id == "at-once"
@@ -888,7 +868,7 @@ async def test_a_run_parked_until_later_does_not_keep_a_new_run_from_its_slot(
     [taken] = await claim(b, "d1")
     until = b.now() + timedelta(hours=1)
     await b.store.execution(taken).finish(changes.park(b.now(), Wait(until=until)))
-    fresh = keyed_run(b)
+    fresh = a_run(b)
     request = ClaimRequest("d1", LEASE_S, changes.start(b.now()))
     claimed = await b.store.create_run(fresh, request)
     assert claimed is not None  # nothing due waits: taken as it is created
