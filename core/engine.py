@@ -266,6 +266,8 @@ class Engine:
             run = event["run"]
             if run.get("parent_run_id") is not None and run["status"] in _ENDED:
                 self.wake()  # a child that ended woke its parent (parked, waiting for it)
+            if run.get("waiting_for") is not None and run["status"] == "running":
+                self.scheduler.parked()  # a park, here or on another daemon
             execution = self._active.get(run["id"])
             if execution is None:
                 joined = run["status"] == "pending" or (

@@ -90,6 +90,9 @@ class Scheduler:
         self.in_flight = 0  # slots a claim under way may fill
         self.settled = True  # nothing to take, as far as this daemon knows
         self._timer: asyncio.TimerHandle | None = None  # the next parked run's wake-up
+        # Whether runs may be parked (a park seen since the store last said none is): only
+        # then does a claim look for the next wake-up; the upkeep always does.
+        self._parked = True
 
     async def start(self) -> int:
         """Take back what dead daemons held (this one's previous life included), claim a first
@@ -146,7 +149,13 @@ class Scheduler:
             self._backlog = False  # as of that transaction, the queue had nothing more
             self.settled = True
             self._launcher.queue_settled()
-            await self.arm_wake()
+            if self._parked:
+                await self.arm_wake()
+
+    def parked(self) -> None:
+        """A run was parked (by any daemon): its wake-up must be armed."""
+        self._parked = True
+        self.hint()
 
     async def arm_wake(self) -> None:
         """Look again when the earliest parked run is due (a timer's end): every daemon arms
@@ -154,6 +163,7 @@ class Scheduler:
         at each upkeep, so a run parked by another daemon is seen within lease_s/4 at worst
         (its event usually wakes this one at once)."""
         delay = await self._store.next_wake()
+        self._parked = delay is not None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
