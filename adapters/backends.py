@@ -165,7 +165,12 @@ async def _open_postgres(
     session = Session(url, instance, lambda: feed.wake(), grace_s=_grace_s(settings))
     await session.start()
     opened.push_async_callback(session.stop)
-    writer = PgWriter(url, batch_max=settings.storage.batch_max, available=session.is_up)
+    writer = PgWriter(
+        url,
+        batch_max=settings.storage.batch_max,
+        available=session.is_up,
+        stall_s=max(5.0, settings.execution.lease_s / 2),
+    )
     session.own_writer = writer.backend_pid
     store = PgStore(writer, pool, session.is_up)
     feed = EventFeed(bus, store)

@@ -4,27 +4,25 @@ connection, each transaction pipelined.
 **The event log's order.** DESIGN §8 asks `seq` to be gap-free and strictly increasing in
 commit order across every daemon. A PostgreSQL sequence is neither (a rolled-back nextval
 leaves a gap; a transaction that drew a smaller number can commit after one that drew a
-larger). So a write transaction begins by locking the one row of `event_head`
-(`SELECT ... FOR UPDATE`) and numbers its events after the head it read; it stores them and
-the new head just before COMMIT, and the lock is let go only once that commit is visible. Two
-transactions that record events can therefore never overlap: seqs are handed out in commit
-order with no gap, and a reader that has seen N never later finds a smaller one. The price:
-the write transactions of all daemons are serialised, as SQLite's are (BEGIN IMMEDIATE). Group
-commit is what makes that cheap: each daemon's transaction carries every write it had waiting.
-What keeps the lock's time short (docs/performance.md measured it): the statements are sent in
-psycopg's pipeline mode, waited for only where an operation reads; the fences of the batch's
-operations come with the head, in its round trip, and are remembered (`PgTx.fences`). Taking
-the lock first, before any row lock, also means two writers never deadlock, and every
-operation decides on rows no other writer is changing (the run operations in
-`adapters/sql/runs.py` rely on that, on both databases).
+larger). So the last statement of a write transaction, sent with its COMMIT, locks the one
+row of `event_head`, numbers the transaction's events after it, stores them and the new head
+(`_FLUSH`); the lock is let go only once that commit is visible. Seqs are therefore handed out
+in commit order with no gap, and a reader that has seen N never later finds a smaller one.
+The head is held only while the server stores the events and commits (the WAL flush), not
+while the daemon works: the transactions of several daemons overlap up to their last
+statement, and are serialised only there.
 
-**Failures.** The batch runs without a savepoint per operation (a savepoint and its release are
-two more round trips each, inside the lock): when an operation fails, the transaction is rolled
-back and the batch is done again without it; it failed on a state that was stored, and keeps
-that outcome. In the pipeline, a statement's failure surfaces where the pipeline is next read,
-maybe in another operation: that batch is rolled back and done again without the pipeline,
-which names the operation. A connection that breaks fails the batch (the callers hear
-`StoreUnavailable`) and is opened again for the next one.
+**Overlapping transactions.** What two daemons' transactions could both change is locked
+row by row instead (`adapters/sql/runs.py`, `adapters/sql/groups.py`): a run read to be
+changed is locked as it is read; claims pass over the runs another transaction holds; the
+leases of a batch's fenced writes are read, and held against a change of owner, in its first
+round trip (`_FENCES`), so a takeover waits for the write, which lands before it or is
+refused. Two transactions can still wait on each other's rows (a cancel from one daemon of a
+run whose child another is finishing): the server breaks such a deadlock by rolling one back,
+and that batch is done again (`RETRIES`). A daemon stopped in the middle of a transaction
+holds its rows until the server ends it (`stall_s`). What keeps a transaction short: its
+statements are sent in psycopg's pipeline mode, waited for only where an operation reads (the
+fences, a claim, a finishing run), and a fence read once is remembered (`PgTx.fences`).
 
 **Waking the other daemons.** The commit carries one `NOTIFY cortexd_events, '<last seq>'`
 (delivered at commit; a seq, never a payload that could pass NOTIFY's 8000 bytes): the other
@@ -38,7 +36,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -52,6 +50,7 @@ from adapters.sql.tx import JSON, Dialect, Op
 from core.domain import Event
 from core.errors import StoreUnavailable
 from core.events import Published
+from core.ports import Claim
 
 log = structlog.get_logger("cortexd.postgres")
 CHANNEL = "cortexd_events"
@@ -62,7 +61,14 @@ POSTGRES = Dialect(
     same=lambda a, b: f"{a} IS NOT DISTINCT FROM {b}",
     row_order="position",
     next_seq="(SELECT seq + 1 FROM event_head)",
+    lock=" FOR UPDATE",
+    take=" FOR UPDATE SKIP LOCKED",
+    queue_position="nextval('runs_queue')",
 )
+# How often a batch is done again when the server ended its transaction to break a deadlock
+# (or a serialisation failure) between the row locks of two daemons' transactions.
+RETRIES = 20
+_ROLLED_BACK = ("40001", "40P01")  # serialization_failure, deadlock_detected
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,27 +99,38 @@ def pg_sql(sql: str) -> str:
     return _statement(sql).sql
 
 
-# The events of a transaction, the new head and the wake-up of the other daemons: one round trip.
+# The events of a transaction numbered after the head, the new head and the wake-up of the
+# other daemons: one statement, the transaction's last before COMMIT (sent with it).
 _FLUSH = (
-    "WITH stored AS (INSERT INTO events (seq, project_id, run_id, type, timestamp, body) "
-    "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
-    "%s::text[])), "
-    "head AS (UPDATE event_head SET seq = %s) "
-    f"SELECT pg_notify('{CHANNEL}', %s)"
+    "WITH head AS (UPDATE event_head SET seq = seq + %s RETURNING seq), "
+    "stored AS (INSERT INTO events (seq, project_id, run_id, type, timestamp, body) "
+    "SELECT head.seq - %s + e.n, e.project_id, e.run_id, e.type, e.timestamp, e.body "
+    "FROM head, unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+    "WITH ORDINALITY AS e(project_id, run_id, type, timestamp, body, n)) "
+    f"SELECT seq, pg_notify('{CHANNEL}', seq::text) FROM head"
 )
-
-
-_FENCES = "SELECT id, owner, epoch FROM runs WHERE id = ANY(%s)"
+# A transaction that records no event but asked for the head (a claim of a run already
+# running): read after its row locks are taken, so every event of those runs is at or before it.
+_HEAD = "SELECT seq FROM event_head"
+# The leases of a batch, locked against a change of owner until the transaction ends (a
+# takeover waits for it, so a fenced write lands before the takeover or is refused).
+_FENCES = "SELECT id, owner, epoch FROM runs WHERE id = ANY(%s) ORDER BY id FOR SHARE"
+_FENCE = pg_sql(FENCE) + " FOR SHARE"
+# Advisory locks of `Tx.lock`: cortexd's class (the two-key form, apart from the session's).
+_LOCK = "SELECT pg_advisory_xact_lock(1668248180, hashtext(%s))"  # 1668248180: "cort"
 
 
 class PgTx:
     dialect = POSTGRES
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], head: int) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
-        self.head = head
-        self.events: list[Published] = []
-        self.rows: list[tuple[int, str, str | None, str, str, str]] = []
+        # The events, numbered 1, 2, ... in the transaction until the flush numbers them in
+        # the log: (project_id, run_id, type, timestamp, body without seq).
+        self.rows: list[tuple[str, str | None, str, str, str]] = []
+        self.payloads: list[JSON] = []
+        self.wants_head = False
+        self.head: psycopg.AsyncCursor[Any] | None = None  # the flush's, read after COMMIT
         # What `runs.FENCE` read of a run, until a statement of this transaction writes it:
         # a step's writes, its checkpoint and its node records, fenced each, cost one read.
         self.fences: dict[str, Any] = {}
@@ -147,7 +164,7 @@ class PgTx:
             if run_id in self.fences:
                 return self.fences[run_id]
             self.fence_reads += 1
-            row = await (await self._run(sql, (run_id,))).fetchone()
+            row = await (await self.conn.execute(_FENCE, (run_id,))).fetchone()
             self.fences[run_id] = row
             return row
         return await (await self._run(sql, params)).fetchone()
@@ -156,32 +173,72 @@ class PgTx:
         return await (await self._run(sql, params)).fetchall()
 
     async def emit(self, event: Event) -> JSON:
+        """The event with its place in this transaction as `seq`: the log's seq is known at
+        the flush (nothing here orders by it: runs join the queue by `queue_position`)."""
         payload = event.to_json()
         del payload["seq"]
         body = json.dumps(payload, separators=(",", ":"))
-        self.head += 1
-        seq = self.head
         self.rows.append(
-            (seq, event.project_id, event.run_id, event.type.value, payload["timestamp"], body)
+            (event.project_id, event.run_id, event.type.value, payload["timestamp"], body)
         )
-        published = {"seq": seq, **payload}
-        self.events.append(Published(published, f'{{"seq":{seq},{body[1:]}'))
-        return published
+        self.payloads.append(payload)
+        return {"seq": len(self.rows), **payload}
 
     async def last_seq(self) -> int:
-        return self.head
+        """The events so far, counted in this transaction: `PgWriter` adds the head they were
+        numbered after to what the operation returns."""
+        self.wants_head = True
+        return len(self.rows)
+
+    async def lock(self, *name: str) -> None:
+        await self.conn.execute(_LOCK, ("\x1f".join(name),))
 
     async def flush(self) -> None:
-        if not self.rows:
-            return
-        columns = [list(column) for column in zip(*self.rows, strict=True)]
-        await self.conn.execute(_FLUSH, (*columns, self.head, str(self.head)))
+        """Number the events after the log's head, taking its lock: the last statement before
+        COMMIT, so the head is held only while the server stores them and commits."""
+        if self.rows:
+            columns = [list(column) for column in zip(*self.rows, strict=True)]
+            count = len(self.rows)
+            self.head = await self.conn.execute(_FLUSH, (count, count, *columns))
+        elif self.wants_head:
+            self.head = await self.conn.execute(_HEAD)
+
+    async def numbered(self) -> tuple[int, list[Published]]:
+        """After COMMIT: the head the events were numbered after, and the events."""
+        if self.head is None:
+            return 0, []
+        row = await self.head.fetchone()
+        assert row is not None  # the migration stores the head's one row
+        base = int(row[0]) - len(self.rows)
+        events = []
+        for n, ((*_, body), payload) in enumerate(zip(self.rows, self.payloads, strict=True)):
+            seq = base + n + 1
+            events.append(Published({"seq": seq, **payload}, f'{{"seq":{seq},{body[1:]}'))
+        return base, events
+
+
+def _numbered(result: Any, base: int) -> Any:
+    """What an operation returned, with a claim's seq counted in its transaction made the
+    log's (`PgTx.last_seq`)."""
+    if isinstance(result, Claim):
+        return replace(result, seq=base + result.seq)
+    if isinstance(result, list) and result and isinstance(result[0], Claim):
+        return [replace(claim, seq=base + claim.seq) for claim in result]
+    return result
 
 
 class _OpFailed(Exception):
     def __init__(self, index: int, error: Exception) -> None:
         self.index = index
         self.error = error
+
+
+class _Deadlocked(Exception):
+    """The server rolled the transaction back to break a deadlock with another's row locks
+    (or a serialisation failure): the whole batch is done again."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
 class _Refused(Exception):
@@ -198,9 +255,13 @@ class PgWriter(GroupCommit):
         lazy_window_s: float = 0.005,
         on_commit: Callable[[list[Published]], None] = lambda events: None,
         available: Callable[[], bool] = lambda: True,
+        stall_s: float = 5.0,
     ) -> None:
         """`available`: whether the server is there as far as this daemon knows (its session):
-        while it says no, a batch fails at once instead of waiting for a connection."""
+        while it says no, a batch fails at once instead of waiting for a connection.
+        `stall_s`: how long the server waits on this writer inside a transaction before it
+        ends it (`idle_in_transaction_session_timeout`): a stopped or stalled daemon holds the
+        row locks of its runs no longer than that, so the others can take them over."""
         super().__init__(
             name="postgres-writer",
             batch_max=batch_max,
@@ -209,12 +270,23 @@ class PgWriter(GroupCommit):
         )
         self._url = url
         self._available = available
+        self._stall_ms = max(1, round(stall_s * 1000))
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self.reconnects = 0
+        self.deadlocks = 0  # batches the server rolled back to break a deadlock, done again
 
     async def start(self) -> None:
-        self._conn = await connect(self._url)
+        self._conn = await self._open()
         self._start()
+
+    async def _open(self) -> psycopg.AsyncConnection[Any]:
+        conn = await connect(self._url, application_name="cortexd-writer")
+        try:  # a SET, not a startup option: pgbouncer passes it on in session mode
+            await conn.execute(f"SET idle_in_transaction_session_timeout = {self._stall_ms}")
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def close(self) -> None:
         await self._stop()
@@ -240,7 +312,7 @@ class PgWriter(GroupCommit):
         if not self._available():
             raise StoreUnavailable("the database is unavailable: this daemon lost its session")
         try:
-            self._conn = await connect(self._url)
+            self._conn = await self._open()
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"the database is unavailable: {reason(exc)}") from exc
         self.reconnects += 1
@@ -249,20 +321,44 @@ class PgWriter(GroupCommit):
 
     async def apply(self, batch: Sequence[Item]) -> tuple[list[Outcome], list[Published]]:
         outcomes: dict[int, Outcome] = {}
+        committed: list[Published] = []
+        todo = list(range(len(batch)))
+        # Operations that failed after others in their transaction: those were rolled back
+        # with it, and may not do the same again (another daemon's commit came in between),
+        # so the failure is decided again, alone, once the others are committed (a refused
+        # Idempotency-Key must name the run that was stored, not a neighbour's that was not).
+        later: list[int] = []
         pipelined = True
-        while True:
-            todo = [i for i in range(len(batch)) if i not in outcomes]
+        retries = 0
+        while todo or later:
+            if not todo:
+                todo = [later.pop(0)]  # alone: first in its transaction, its failure stands
             try:
                 results, events = await self._attempt([batch[i].op for i in todo], pipelined)
             except _OpFailed as failed:
-                outcomes[todo[failed.index]] = (None, failed.error)
+                failing = todo.pop(failed.index)
+                if failed.index == 0:  # decided on what was committed: it stands
+                    outcomes[failing] = (None, failed.error)
+                else:
+                    later.append(failing)
                 continue
             except _Refused:
                 pipelined = False  # one statement at a time: the failing operation is named
                 continue
+            except _Deadlocked as deadlocked:
+                self.deadlocks += 1
+                retries += 1
+                if retries > RETRIES:
+                    raise StoreUnavailable(
+                        f"the database is unavailable: {deadlocked.reason}"
+                    ) from None
+                log.info("store_batch_retried", reason=deadlocked.reason, retries=retries)
+                continue
             for i, result in zip(todo, results, strict=True):
                 outcomes[i] = (result, None)
-            return [outcomes[i] for i in range(len(batch))], events
+            committed += events
+            todo = []
+        return [outcomes[i] for i in range(len(batch))], committed
 
     async def _attempt(self, ops: list[Op], pipelined: bool) -> tuple[list[Any], list[Published]]:
         """One transaction of `ops`; _OpFailed or _Refused (all rolled back) when one of
@@ -280,6 +376,9 @@ class PgWriter(GroupCommit):
             await self._roll_back(conn)
             raise
         except psycopg.Error as exc:
+            if exc.sqlstate in _ROLLED_BACK:
+                await self._roll_back(conn)
+                raise _Deadlocked(reason(exc)) from exc
             if conn.broken or conn.closed or isinstance(exc, psycopg.InterfaceError):
                 await self._discard(conn)
                 raise StoreUnavailable(f"the database is unavailable: {reason(exc)}") from exc
@@ -303,15 +402,12 @@ class PgWriter(GroupCommit):
         self, conn: psycopg.AsyncConnection[Any], ops: list[Op], pipelined: bool
     ) -> tuple[list[Any], list[Published]]:
         await conn.execute("BEGIN")
-        head = await conn.execute("SELECT seq FROM event_head FOR UPDATE")
-        # The leases the batch's operations are fenced by, read once, under the head's lock
-        # (nothing but this transaction changes them until it commits).
+        tx = PgTx(conn)
+        # The leases the batch's operations are fenced by, read and locked at once, with
+        # BEGIN in one round trip (no other transaction changes them until this one ends).
         leased = list({op.lease.run_id for op in ops if isinstance(op, Fenced)})
-        fences = await conn.execute(_FENCES, (leased,)) if leased else None
-        row = await head.fetchone()  # BEGIN, the head and the fences: one round trip
-        assert row is not None  # the migration stores the head's one row
-        tx = PgTx(conn, int(row[0]))
-        if fences is not None:
+        if leased:
+            fences = await conn.execute(_FENCES, (leased,))
             tx.fences = dict.fromkeys(leased)
             for run_id, owner, epoch in await fences.fetchall():
                 tx.fences[run_id] = (owner, epoch)
@@ -326,8 +422,11 @@ class PgWriter(GroupCommit):
             except Exception as exc:
                 raise _OpFailed(index, exc) from exc
         await tx.flush()
-        await conn.execute("COMMIT")  # pipelined: its answer is awaited as the pipeline ends
-        return results, tx.events
+        await conn.execute("COMMIT")  # pipelined: sent with the flush, no round trip between
+        base, events = await tx.numbered()
+        if tx.wants_head:
+            results = [_numbered(result, base) for result in results]
+        return results, events
 
     async def _roll_back(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """End the failed transaction; a connection that cannot is not used again."""

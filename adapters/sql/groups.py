@@ -6,7 +6,10 @@ is *held* (`concurrency_held`): claims read the queue without the held runs (`ru
 so a backlog that waits costs them nothing, and other graphs' runs are never stuck behind it.
 A held run is let go, oldest of its group first, when a run of the group leaves `running` or
 a waiting (not held) one leaves the queue: one slot, one run let go. Everything is decided in
-the store's write transaction, which every daemon takes in turn, so the counts are exact.
+the store's write transaction, and a decision on a group's count holds the group's lock
+(`Tx.lock`; on SQLite the transactions never overlap anyway) from its count to the end of the
+transaction, so the counts are exact with several daemons deciding at once. A transaction
+holding a group's lock never waits for a run's row (it passes over those another holds).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class VersionLimits:
     """The `concurrency` of graph versions, each read from the store once: a version is never
     rewritten (nor its number given again), so what was read stays true for every daemon. (A
     run is made of a version its creator read committed.) It saves a creation's transaction a
-    read, a round trip inside the lock on PostgreSQL."""
+    read, a round trip on PostgreSQL."""
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
@@ -65,8 +68,13 @@ async def group_of_new_run(tx: Tx, run: Run, versions: VersionLimits | None = No
     return group_of(run.project_id, run.workflow_id, concurrency, run.input)
 
 
+async def _lock(tx: Tx, key: str) -> None:
+    await tx.lock("group", key)
+
+
 async def has_room(tx: Tx, group: Group) -> bool:
     """Whether a new run of `group` may wait unheld: fewer than its limit run or wait so."""
+    await _lock(tx, group.key)
     hint = tx.dialect.indexed_by
     (taken,) = await tx.fetchone(
         "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM runs "
@@ -92,13 +100,15 @@ async def claimable(tx: Tx, limit: int) -> list[Sequence[Any]]:
         rows = await tx.fetchall(
             "SELECT id, body, owner, epoch, queued_at, concurrency_key, concurrency_limit "
             f"FROM runs {hint('runs_claimable')} WHERE status = 'pending' "
-            "AND concurrency_held = 0 AND queued_at > ? ORDER BY queued_at LIMIT ?",
+            "AND concurrency_held = 0 AND queued_at > ? ORDER BY queued_at LIMIT ?"
+            f"{tx.dialect.take}",
             (after, asked),
         )
         for row in rows:
             key, cap = row[5], row[6]
             if key is not None:
                 if key not in running:
+                    await _lock(tx, key)
                     running[key] = await _count_running(tx, key)
                 if running[key] >= cap:
                     await tx.execute("UPDATE runs SET concurrency_held = 1 WHERE id = ?", (row[0],))
@@ -113,6 +123,7 @@ async def claimable(tx: Tx, limit: int) -> list[Sequence[Any]]:
 
 async def over_limit(tx: Tx, key: str, limit: int) -> bool:
     """Whether the group has more `running` runs than its limit (a run asking counts too)."""
+    await _lock(tx, key)
     return await _count_running(tx, key) > limit
 
 
@@ -134,11 +145,15 @@ async def membership(tx: Tx, run_id: str) -> Membership:
 
 
 async def let_next_in(tx: Tx, key: str) -> Sequence[Any] | None:
-    """A slot of the group freed: its oldest held run is let go, (body, owner, epoch), if any."""
+    """A slot of the group freed: its oldest held run is let go, (body, owner, epoch), if any
+    (one another transaction is changing is passed over: it is leaving the queue, or will be
+    judged by the next claim)."""
+    await _lock(tx, key)
     row = await tx.fetchone(
         "SELECT id, body, owner, epoch FROM runs "
         f"{tx.dialect.indexed_by('runs_group_pending')} WHERE concurrency_key = ? "
-        "AND status = 'pending' AND concurrency_held = 1 ORDER BY queued_at LIMIT 1",
+        f"AND status = 'pending' AND concurrency_held = 1 ORDER BY queued_at LIMIT 1"
+        f"{tx.dialect.take}",
         (key,),
     )
     if row is None:

@@ -62,9 +62,11 @@ async def prune_resumable_checkpoints(tx: Tx, after: int, keep: int) -> tuple[in
     """Of the failed and cancelled runs after `after` (a seq), a batch: cancelled ones lose
     every checkpoint, failed ones keep the newest `keep` (0: all). Returns (the last seq
     looked at, 0 when none was; how many runs lost checkpoints)."""
+    # Locked as read: a run executed again meanwhile is not failed or cancelled any more, and
+    # one executed again after waits for this (its new checkpoints are never pruned).
     rows = await tx.fetchall(
         "SELECT seq, id, status FROM runs WHERE status IN ('failed', 'cancelled') AND seq > ? "
-        "ORDER BY seq LIMIT ?",
+        f"ORDER BY seq LIMIT ?{tx.dialect.lock}",
         (after, BATCH),
     )
     pruned = 0
@@ -119,6 +121,20 @@ async def delete_finished_runs(tx: Tx, after: int, cutoff: datetime) -> tuple[in
 async def _delete(tx: Tx, run_ids: Sequence[str]) -> int:
     if not run_ids:
         return 0
+    # Decided on the rows as they stand, locked: a run executed again since it was read is
+    # kept with everything it has (and one executed again after waits for this).
+    placeholders = ",".join("?" * len(FINISHED))
+    marks = ",".join("?" * len(run_ids))
+    run_ids = [
+        row[0]
+        for row in await tx.fetchall(
+            f"SELECT id FROM runs WHERE id IN ({marks}) AND status IN ({placeholders})"
+            f"{tx.dialect.lock}",
+            (*run_ids, *FINISHED),
+        )
+    ]
+    if not run_ids:
+        return 0
     marks = ",".join("?" * len(run_ids))
     for sql in (
         f"DELETE FROM checkpoints WHERE thread_id IN ({marks})",
@@ -127,8 +143,6 @@ async def _delete(tx: Tx, run_ids: Sequence[str]) -> int:
         f"DELETE FROM run_resumes WHERE run_id IN ({marks})",
     ):
         await tx.execute(sql, tuple(run_ids))
-    # Decided on the row as it stands: a run executed again since it was read is kept.
-    placeholders = ",".join("?" * len(FINISHED))
     return await _count(
         tx,
         f"DELETE FROM runs WHERE id IN ({marks}) AND status IN ({placeholders}) RETURNING 1",

@@ -1,10 +1,15 @@
 """The write operations on runs: changes decided on the stored row, claims, leases, recovery.
 
-Each function here runs inside one of a writer's transactions (`Tx`), which the store serialises
-across every daemon on it (SQLite: BEGIN IMMEDIATE; PostgreSQL: the lock on the event log's
-head, taken first): a change is decided on the row as it is at that moment, and two daemons can
-never both claim one run. Times of leases are the database's clock (`dialect.now`), never a
-daemon's.
+Each function here runs inside one of a writer's transactions (`Tx`). A change is decided on
+the row as it is at that moment, and two daemons can never both claim one run. On SQLite the
+transactions of every daemon on the file never overlap (BEGIN IMMEDIATE). On PostgreSQL those
+of different daemons do: a row read to be changed is locked as it is read (`dialect.lock`:
+the transaction waits for another that is changing it, and reads it as that one left it); a
+claim passes over the rows another holds (`dialect.take`: two claimers never wait on each
+other, nor take one run); a fenced write holds its run's row against a change of owner
+(`adapters/postgres/writer.py`); decisions on more than one row (a concurrency group's count)
+take the lock of what they count (`Tx.lock`). Times of leases are the database's clock
+(`dialect.now`), never a daemon's.
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ def run_event(run: Run, kind: EventType, now: datetime) -> Event:
 
 
 # What a fence reads. Inside one transaction nothing but the transaction itself changes a run's
-# owner and epoch (every writer holds the store's write lock), so a transaction may remember
-# what this read until one of its own statements writes the run (`adapters.postgres.writer`).
+# owner and epoch (SQLite: the writer holds the file's write lock; PostgreSQL: the fence holds
+# the run's row, FOR SHARE), so a transaction may remember what this read until one of its own
+# statements writes the run (`adapters.postgres.writer`).
 FENCE = "SELECT owner, epoch FROM runs WHERE id = ?"
 
 
@@ -66,17 +72,18 @@ async def insert_run(
     group = await groups.group_of_new_run(tx, run, versions)
     held = group is not None and not await groups.has_room(tx, group)
     seq = (await tx.emit(run_event(run, EventType.RUN_CREATED, run.created_at)))["seq"]
+    position, at = queue_position(tx, seq)
     await tx.execute(
         "INSERT INTO runs (id, project_id, workflow_id, status, body, queued_at, created_us, "
         "trigger_type, parent_run_id, concurrency_key, concurrency_limit, concurrency_held) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"VALUES (?, ?, ?, ?, ?, {position}, ?, ?, ?, ?, ?, ?)",
         (
             run.id,
             run.project_id,
             run.workflow_id,
             run.status.value,
             run.model_dump_json(),
-            seq,
+            *at,
             micros(run.created_at),
             str(run.trigger.get("type", "api")),
             run.parent_run_id,
@@ -105,34 +112,46 @@ async def insert_run(
     return taken
 
 
+def queue_position(tx: Tx, seq: int) -> tuple[str, tuple[int, ...]]:
+    """The SQL of a run's place in the queue as it joins it (its event's `seq` on SQLite, see
+    `Dialect.queue_position`), and its parameters."""
+    position = tx.dialect.queue_position
+    return ("?", (seq,)) if position is None else (position, ())
+
+
 async def take_key(tx: Tx, run: Run, key: IdempotencyKey) -> None:
     """Record `key` as `run`'s, or raise KeyTaken when it already names a run that exists and
-    the key has not expired. One statement: with two transactions racing on one key, the second
-    waits on the first's row (PostgreSQL) or on its write lock (SQLite) and then sees it."""
+    the key has not expired. With two transactions racing on one key, the second's INSERT
+    waits on the first's row (PostgreSQL) or on its write lock (SQLite) and then finds it.
+    Whether the run it names still exists is read by a statement of its own, once the key's
+    row is locked: a subquery of the INSERT (or of the lock's SELECT) would read the runs as
+    they were before the wait (PostgreSQL takes a statement's snapshot as it starts), without
+    the run the other transaction stored."""
     now = micros(run.created_at)
-    taken = await tx.fetchall(
+    expires = now + round(key.ttl_s * 1_000_000)
+    upsert = (
         "INSERT INTO idempotency_keys (project_id, idem_key, fingerprint, run_id, expires_us) "
         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (project_id, idem_key) DO UPDATE SET "
         "fingerprint = excluded.fingerprint, run_id = excluded.run_id, "
         "expires_us = excluded.expires_us WHERE idempotency_keys.expires_us <= ? "
-        "OR NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = idempotency_keys.run_id) "
-        "RETURNING run_id",
-        (
-            run.project_id,
-            key.key,
-            key.fingerprint,
-            run.id,
-            now + round(key.ttl_s * 1_000_000),
-            now,
-        ),
+        "RETURNING run_id"
     )
-    if taken:
+    values = (run.project_id, key.key, key.fingerprint, run.id, expires)
+    if await tx.fetchall(upsert, (*values, now)):
         return
     row = await tx.fetchone(
-        "SELECT run_id, fingerprint FROM idempotency_keys WHERE project_id = ? AND idem_key = ?",
+        "SELECT run_id, fingerprint FROM idempotency_keys WHERE project_id = ? AND idem_key = ?"
+        f"{tx.dialect.lock}",
         (run.project_id, key.key),
     )
-    raise KeyTaken(row[0], row[1])
+    if await tx.fetchone("SELECT 1 FROM runs WHERE id = ?", (row[0],)):
+        raise KeyTaken(row[0], row[1])
+    # The run it named is gone (deleted with its history): the key is this run's now.
+    await tx.execute(
+        "UPDATE idempotency_keys SET fingerprint = ?, run_id = ?, expires_us = ? "
+        "WHERE project_id = ? AND idem_key = ?",
+        (key.fingerprint, run.id, expires, run.project_id, key.key),
+    )
 
 
 async def change_run(
@@ -142,7 +161,7 @@ async def change_run(
     params: tuple[str, ...] = (run_id,)
     if project_id is not None:
         sql, params = sql + " AND project_id = ?", (run_id, project_id)
-    row = await tx.fetchone(sql, params)
+    row = await tx.fetchone(sql + tx.dialect.lock, params)
     if row is None:
         raise NotFound("run", run_id)
     if lease is not None and (row[1], row[2]) != (lease.owner, lease.epoch):
@@ -165,9 +184,10 @@ async def apply_change(
     )
     release = result.release
     wake_in = None if result.wait is None else await _wake_in(tx, result.wait, result.at)
+    position, at = queue_position(tx, seq) if joins_queue else ("queued_at", ())
     await tx.execute(
         "UPDATE runs SET status = ?, body = ?, recoveries = ?, "
-        "queued_at = CASE WHEN ? THEN ? ELSE queued_at END, "
+        f"queued_at = {position}, "
         "owner = CASE WHEN ? THEN NULL ELSE owner END, "
         "lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END, "
         f"epoch = epoch + ?, wake_at = {tx.dialect.now} + ? WHERE id = ?",
@@ -175,8 +195,7 @@ async def apply_change(
             run.status.value,
             run.model_dump_json(),
             run.recoveries,
-            joins_queue,
-            seq,
+            *at,
             release,
             release,
             int(release),
@@ -320,7 +339,7 @@ async def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Chan
     unowned = await tx.fetchall(
         f"SELECT id, {RUN_COLUMNS}, concurrency_key, concurrency_limit FROM runs "
         f"{hint('runs_unowned')} WHERE status = 'running' AND owner IS NULL AND wake_at IS NULL "
-        "ORDER BY queued_at LIMIT ?",
+        f"ORDER BY queued_at LIMIT ?{tx.dialect.take}",
         (limit,),
     )
     rows: list[Sequence[Any]] = []
@@ -335,7 +354,7 @@ async def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Chan
         rows += await tx.fetchall(
             f"SELECT id, {RUN_COLUMNS} FROM runs {hint('runs_waking')} "
             f"WHERE wake_at IS NOT NULL AND wake_at <= {tx.dialect.now} "
-            "AND status = 'running' AND owner IS NULL ORDER BY wake_at LIMIT ?",
+            f"AND status = 'running' AND owner IS NULL ORDER BY wake_at LIMIT ?{tx.dialect.take}",
             (limit - len(rows),),
         )
     if len(rows) < limit:  # pending ones, within their groups' limits
@@ -377,7 +396,11 @@ async def recover_runs(
     dead_clause = f" OR owner IN ({marks})" if dead else ""
     rows = await tx.fetchall(
         f"SELECT id, {RUN_COLUMNS}, recoveries FROM runs {tx.dialect.indexed_by('runs_owned')} "
-        f"WHERE owner IS NOT NULL AND (lease_expires_at < {tx.dialect.now}{dead_clause})",
+        f"WHERE owner IS NOT NULL AND (lease_expires_at < {tx.dialect.now}{dead_clause}) "
+        # Waits for a write of its owner that is under way (fenced: it lands first), so
+        # every run a dead owner left is taken back at once (its runs are ordered: two
+        # recoveries at once lock them in one order).
+        f"ORDER BY id{tx.dialect.lock}",
         tuple(dead),
     )
     changed = []
@@ -412,7 +435,9 @@ async def _let_go(tx: Tx, run_id: str) -> None:
 async def release_run(tx: Tx, lease: Lease, now: datetime) -> None:
     """The execution under `lease` ends without finishing the run (if the lease still holds):
     a run left `running` is announced, so that a daemon with a free slot claims it at once."""
-    row = await tx.fetchone(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (lease.run_id,))
+    row = await tx.fetchone(
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?{tx.dialect.lock}", (lease.run_id,)
+    )
     if row is None or (row[1], row[2]) != (lease.owner, lease.epoch):
         return
     await _release(tx, run_from(row), now)
@@ -427,7 +452,8 @@ async def release_runs(
                 await release_run(tx, lease, now)
         return
     rows = await tx.fetchall(
-        f"SELECT {RUN_COLUMNS} FROM runs {tx.dialect.indexed_by('runs_owned')} WHERE owner = ?",
+        f"SELECT {RUN_COLUMNS} FROM runs {tx.dialect.indexed_by('runs_owned')} WHERE owner = ?"
+        f"{tx.dialect.lock}",
         (owner,),
     )
     for row in rows:

@@ -64,6 +64,8 @@ class SqlSchedules:
         the stored `last_run_at` and `created_at`."""
 
         async def op(tx: Tx) -> Schedule:
+            # One change of a schedule at a time, also while it does not exist yet.
+            await tx.lock("schedule", schedule.project_id, schedule.id)
             row = await tx.fetchone(
                 f"SELECT {COLUMNS} FROM schedules WHERE project_id = ? AND id = ?",
                 (schedule.project_id, schedule.id),
@@ -125,6 +127,7 @@ class SqlSchedules:
         already has one). NotFound if the schedule is gone."""
 
         async def op(tx: Tx) -> list[Run]:
+            await tx.lock("schedule", project_id, schedule_id)
             row = await tx.fetchone(
                 f"SELECT {COLUMNS} FROM schedules WHERE project_id = ? AND id = ?",
                 (project_id, schedule_id),

@@ -70,6 +70,9 @@ class SqlStore:
         self, project_id: str, graph_id: str, spec: GraphSpec, now: datetime, *, create: bool
     ) -> Graph:
         async def op(tx: Tx) -> Graph:
+            # One change of a graph at a time (its versions are numbered from the last),
+            # also while it does not exist yet (two creations: the second is refused).
+            await tx.lock("graph", project_id, graph_id)
             row = await tx.fetchone(
                 "SELECT body FROM graphs WHERE project_id = ? AND id = ?", (project_id, graph_id)
             )
@@ -112,6 +115,7 @@ class SqlStore:
 
     async def delete_graph(self, project_id: str, graph_id: str, now: datetime) -> None:
         async def op(tx: Tx) -> None:
+            await tx.lock("graph", project_id, graph_id)
             row = await tx.fetchone(
                 "SELECT body FROM graphs WHERE project_id = ? AND id = ?", (project_id, graph_id)
             )

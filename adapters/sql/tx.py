@@ -40,6 +40,16 @@ class Dialect:
     row_order: str
     # The seq the event log gives next (it stays known after every event is pruned).
     next_seq: str
+    # What follows a SELECT of rows the transaction goes on to change: `lock` waits for them
+    # (a row another transaction is changing is read as that one leaves it), `take` passes
+    # over those another transaction holds (a claim). Empty on SQLite, whose transactions
+    # never overlap (BEGIN IMMEDIATE).
+    lock: str = ""
+    take: str = ""
+    # Where a run joins the queue (`runs.queued_at`): None, at the seq of the event that says
+    # so (SQLite: the transactions commit one at a time, so seqs are handed out as they
+    # begin); else this SQL (PostgreSQL numbers a transaction's events only as it commits).
+    queue_position: str | None = None
 
     def differs(self, a: str, b: str) -> str:
         return f"NOT ({self.same(a, b)})"
@@ -67,7 +77,15 @@ class Tx(Protocol):
         ...
 
     async def last_seq(self) -> int:
-        """The newest `seq` of the log as this transaction leaves it (0 when none is)."""
+        """The newest `seq` of the log as this transaction leaves it so far (0 when none is).
+        On PostgreSQL it is known only once the transaction committed: a writer there makes
+        what an operation returns right (a `Claim`'s seq, `adapters.postgres.writer`)."""
+        ...
+
+    async def lock(self, *name: str) -> None:
+        """Hold the lock of `name` (say, a concurrency group) until the transaction ends:
+        transactions that take it decide one after the other. Nothing on SQLite, whose write
+        transactions never overlap."""
         ...
 
 

@@ -109,6 +109,9 @@ class Tx:
         (seq,) = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
         return int(seq)
 
+    async def lock(self, *name: str) -> None:
+        """Nothing to take: the transaction holds the file's write lock (BEGIN IMMEDIATE)."""
+
 
 class Writer(GroupCommit):
     def __init__(

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
@@ -215,3 +216,71 @@ async def test_a_fence_sees_every_owner_change_made_earlier_in_its_own_transacti
         results = await asyncio.gather(*(writer.submit(op) for op in ops), return_exceptions=True)
         assert results[1] == 0
         assert [i for i, r in enumerate(results) if isinstance(r, LeaseLost)] == [3, 4]
+
+
+async def test_a_daemons_open_transaction_holds_no_other_back_and_the_log_is_in_commit_order(
+    postgres_url: str,
+) -> None:
+    """The head is taken by a transaction's last statement: another daemon's transaction
+    commits while this one is open (its events numbered before this one's, which commits
+    later), rather than waiting for it."""
+    await pg_db.prepare_database(postgres_url)
+    async with daemon_store(postgres_url) as (a, a_writer), daemon_store(postgres_url) as (_, b):
+        opened, other_done = asyncio.Event(), asyncio.Event()
+
+        async def slow(tx: Tx) -> None:
+            await tx.emit(
+                Event(type=EventType.RUN_UPDATED, project_id="p", run_id="a", timestamp=NOW)
+            )
+            opened.set()
+            await asyncio.wait_for(other_done.wait(), 30)
+
+        async def quick(tx: Tx) -> None:
+            await tx.emit(
+                Event(type=EventType.RUN_UPDATED, project_id="p", run_id="b", timestamp=NOW)
+            )
+
+        slow_write = asyncio.create_task(a_writer.write(slow))
+        await asyncio.wait_for(opened.wait(), 30)
+        await asyncio.wait_for(b.write(quick), 20)  # not behind the open transaction
+        other_done.set()
+        await slow_write
+        logged = [(item.seq, item.event["run_id"]) for item in await a.events_after(0)]
+        assert logged == [(1, "b"), (2, "a")]
+
+
+async def test_a_deadlock_between_two_daemons_is_broken_and_both_batches_land(
+    postgres_url: str,
+) -> None:
+    """Two daemons' transactions each wait for a row the other holds: the server rolls one
+    back, and its writer does the batch again, which then waits for the other and lands."""
+    await pg_db.prepare_database(postgres_url)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE rows_of_test (id INTEGER PRIMARY KEY, n INTEGER)")
+        await conn.execute("INSERT INTO rows_of_test VALUES (1, 0), (2, 0)")
+    async with daemon_store(postgres_url) as (_, a), daemon_store(postgres_url) as (_, b):
+        holding = {1: asyncio.Event(), 2: asyncio.Event()}
+        bump = "UPDATE rows_of_test SET n = n + 1 WHERE id = ? RETURNING n"
+
+        def crossing(first: int, then: int) -> Callable[[Tx], Awaitable[None]]:
+            async def op(tx: Tx) -> None:
+                await tx.fetchone(bump, (first,))
+                holding[first].set()
+                await asyncio.wait_for(holding[then].wait(), 30)  # set already when done again
+                await tx.fetchone(bump, (then,))
+                await tx.emit(
+                    Event(
+                        type=EventType.RUN_UPDATED,
+                        project_id="p",
+                        run_id=f"r{first}",
+                        timestamp=NOW,
+                    )
+                )
+
+            return op
+
+        await asyncio.wait_for(asyncio.gather(a.write(crossing(1, 2)), b.write(crossing(2, 1))), 60)
+        assert a.deadlocks + b.deadlocks == 1
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        rows = await (await conn.execute("SELECT id, n FROM rows_of_test ORDER BY id")).fetchall()
+    assert rows == [(1, 2), (2, 2)]  # each bumped once by each batch that landed
