@@ -94,6 +94,7 @@ async def claimable(tx: Tx, limit: int) -> list[Sequence[Any]]:
     hint = tx.dialect.indexed_by
     taken: list[Sequence[Any]] = []
     running: dict[str, int] = {}
+    mine: dict[str, list[str]] = {}  # the runs of each group taken here
     after = -1
     while len(taken) < limit:
         asked = limit - len(taken)
@@ -113,12 +114,30 @@ async def claimable(tx: Tx, limit: int) -> list[Sequence[Any]]:
                 if running[key] >= cap:
                     await tx.execute("UPDATE runs SET concurrency_held = 1 WHERE id = ?", (row[0],))
                     continue
+                if tx.dialect.take and await _behind(tx, key, row[4], mine.get(key, [])):
+                    continue
                 running[key] += 1
+                mine.setdefault(key, []).append(row[0])
             taken.append(row[:4])
         if len(rows) < asked:
             break
         after = rows[-1][4]
     return taken
+
+
+async def _behind(tx: Tx, key: str, queued_at: int, mine: list[str]) -> bool:
+    """Whether an older waiting run of the group is held by another transaction (where
+    transactions overlap: a claim passes over the runs another claim holds). That claim
+    decides on it first, once this one lets the group's lock go: first in, first out within
+    the group, whichever claim takes the group's lock first."""
+    marks = "".join(", ?" * len(mine))
+    row = await tx.fetchone(
+        f"SELECT 1 FROM runs {tx.dialect.indexed_by('runs_group_pending')} "
+        "WHERE concurrency_key = ? AND status = 'pending' AND concurrency_held = 0 "
+        f"AND queued_at < ? AND id NOT IN (''{marks}) LIMIT 1",
+        (key, queued_at, *mine),
+    )
+    return row is not None
 
 
 async def over_limit(tx: Tx, key: str, limit: int) -> bool:
