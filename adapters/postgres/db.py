@@ -83,6 +83,15 @@ async def connect(url: str, **extra: Any) -> psycopg.AsyncConnection[Any]:
     return await psycopg.AsyncConnection.connect(conninfo(url, **extra), autocommit=True)
 
 
+# The server's side of a connection that holds what others wait for (the session's instance
+# lock, the writer's row locks): its keepalives, so that the server ends the session of a
+# daemon whose host vanished within ~20 s, not the operating system's two hours (libpq's
+# `keepalives_*` set only the daemon's side). Users may set these (no superuser needed).
+SERVER_KEEPALIVES = (
+    "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 3; SET tcp_keepalives_count = 3"
+)
+
+
 def migrations() -> list[tuple[int, str, str]]:
     return numbered_migrations("adapters.postgres")
 

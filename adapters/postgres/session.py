@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 import structlog
 
-from adapters.postgres.db import StoreUnreachable, connect, describe, reason
+from adapters.postgres.db import SERVER_KEEPALIVES, StoreUnreachable, connect, describe, reason
 from adapters.postgres.store import Pool, unavailable
 from adapters.postgres.writer import CHANNEL
 from core.background import Background
@@ -111,6 +111,7 @@ class Session:
                     break
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RETRY_MAX_S)
+            await conn.execute(SERVER_KEEPALIVES.encode())  # several statements: simple protocol
             await conn.execute(f"LISTEN {CHANNEL}")
         except BaseException:
             await conn.close()

@@ -20,9 +20,11 @@ round trip (`_FENCES`), so a takeover waits for the write, which lands before it
 refused. Two transactions can still wait on each other's rows (a cancel from one daemon of a
 run whose child another is finishing): the server breaks such a deadlock by rolling one back,
 and that batch is done again (`RETRIES`). A daemon stopped in the middle of a transaction
-holds its rows until the server ends it (`stall_s`). What keeps a transaction short: its
-statements are sent in psycopg's pipeline mode, waited for only where an operation reads (the
-fences, a claim, a finishing run), and a fence read once is remembered (`PgTx.fences`).
+holds its rows until it goes on or its session ends (never the head: the flush and COMMIT go
+together); the others pass over them, and a write that needs one fails after `stall_s`.
+What keeps a transaction short: its statements are sent in psycopg's pipeline mode, waited
+for only where an operation reads (the fences, a claim, a finishing run), and a fence read
+once is remembered (`PgTx.fences`).
 
 **Waking the other daemons.** The commit carries one `NOTIFY cortexd_events, '<last seq>'`
 (delivered at commit; a seq, never a payload that could pass NOTIFY's 8000 bytes): the other
@@ -42,7 +44,7 @@ from typing import Any
 import psycopg
 import structlog
 
-from adapters.postgres.db import connect, reason
+from adapters.postgres.db import SERVER_KEEPALIVES, connect, reason
 from adapters.sql.batching import GroupCommit, Item, Outcome
 from adapters.sql.execution import Fenced
 from adapters.sql.runs import FENCE
@@ -69,6 +71,7 @@ POSTGRES = Dialect(
 # (or a serialisation failure) between the row locks of two daemons' transactions.
 RETRIES = 20
 _ROLLED_BACK = ("40001", "40P01")  # serialization_failure, deadlock_detected
+_LOCK_TIMEOUT = "55P03"  # lock_not_available: a row held longer than `stall_s`
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,9 +262,12 @@ class PgWriter(GroupCommit):
     ) -> None:
         """`available`: whether the server is there as far as this daemon knows (its session):
         while it says no, a batch fails at once instead of waiting for a connection.
-        `stall_s`: how long the server waits on this writer inside a transaction before it
-        ends it (`idle_in_transaction_session_timeout`): a stopped or stalled daemon holds the
-        row locks of its runs no longer than that, so the others can take them over."""
+        `stall_s`: how long a statement of this writer waits for a row another transaction
+        holds (`lock_timeout`) before its operation fails with StoreUnavailable (a daemon
+        stopped in the middle of a transaction holds its rows until it goes on or its
+        session ends), and how long the server waits on this writer between two
+        transactions' statements outside the pipeline
+        (`idle_in_transaction_session_timeout`)."""
         super().__init__(
             name="postgres-writer",
             batch_max=batch_max,
@@ -282,6 +288,8 @@ class PgWriter(GroupCommit):
     async def _open(self) -> psycopg.AsyncConnection[Any]:
         conn = await connect(self._url, application_name="cortexd-writer")
         try:  # a SET, not a startup option: pgbouncer passes it on in session mode
+            await conn.execute(SERVER_KEEPALIVES.encode())  # several statements: simple protocol
+            await conn.execute(f"SET lock_timeout = {self._stall_ms}")
             await conn.execute(f"SET idle_in_transaction_session_timeout = {self._stall_ms}")
         except BaseException:
             await conn.close()
@@ -416,6 +424,12 @@ class PgWriter(GroupCommit):
             try:
                 results.append(await op(tx))
             except psycopg.Error as exc:
+                if exc.sqlstate == _LOCK_TIMEOUT and not pipelined:
+                    busy = StoreUnavailable(
+                        "the database is unavailable: a row this write needs is held by "
+                        f"another transaction that has not ended ({reason(exc)}); try again"
+                    )
+                    raise _OpFailed(index, busy) from exc
                 if pipelined or isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
                     raise  # maybe another operation's statement; or the connection
                 raise _OpFailed(index, exc) from exc

@@ -396,11 +396,10 @@ async def recover_runs(
     dead_clause = f" OR owner IN ({marks})" if dead else ""
     rows = await tx.fetchall(
         f"SELECT id, {RUN_COLUMNS}, recoveries FROM runs {tx.dialect.indexed_by('runs_owned')} "
-        f"WHERE owner IS NOT NULL AND (lease_expires_at < {tx.dialect.now}{dead_clause}) "
-        # Waits for a write of its owner that is under way (fenced: it lands first), so
-        # every run a dead owner left is taken back at once (its runs are ordered: two
-        # recoveries at once lock them in one order).
-        f"ORDER BY id{tx.dialect.lock}",
+        f"WHERE owner IS NOT NULL AND (lease_expires_at < {tx.dialect.now}{dead_clause})"
+        # A run whose owner's write is under way is passed over (that owner is not dead: a
+        # dead one's transactions ended with its session), and taken at a later recovery.
+        f"{tx.dialect.take}",
         tuple(dead),
     )
     changed = []

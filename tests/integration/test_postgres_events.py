@@ -25,7 +25,7 @@ from adapters.sql import runs
 from adapters.sql.execution import Fenced
 from adapters.sql.tx import Tx
 from core.domain import Event, EventType
-from core.errors import LeaseLost
+from core.errors import LeaseLost, StoreUnavailable
 from core.ports import Lease
 
 pytestmark = pytest.mark.postgres
@@ -36,14 +36,16 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @contextlib.asynccontextmanager
-async def daemon_store(url: str, batch_max: int = 8) -> AsyncIterator[tuple[PgStore, PgWriter]]:
+async def daemon_store(
+    url: str, batch_max: int = 8, stall_s: float = 5.0
+) -> AsyncIterator[tuple[PgStore, PgWriter]]:
     """One daemon's store: its own writer connection and read pool; small batches by default
     (many transactions, all concurrent)."""
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
     )
     await pool.open()
-    writer = PgWriter(url, batch_max=batch_max)
+    writer = PgWriter(url, batch_max=batch_max, stall_s=stall_s)
     await writer.start()
     try:
         yield PgStore(writer, pool), writer
@@ -284,3 +286,50 @@ async def test_a_deadlock_between_two_daemons_is_broken_and_both_batches_land(
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
         rows = await (await conn.execute("SELECT id, n FROM rows_of_test ORDER BY id")).fetchall()
     assert rows == [(1, 2), (2, 2)]  # each bumped once by each batch that landed
+
+
+async def test_a_row_held_by_a_stalled_daemon_fails_only_the_write_that_needs_it(
+    postgres_url: str,
+) -> None:
+    """A writer that stops in the middle of a transaction (a stopped process, a stuck loop)
+    holds the rows it locked until it goes on. Another daemon's write that needs one of them
+    waits `stall_s` and fails (503, nothing written), the writes beside it land, and nothing
+    of the stalled one is lost once it goes on."""
+    await pg_db.prepare_database(postgres_url)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE rows_of_test (id INTEGER PRIMARY KEY, n INTEGER)")
+        await conn.execute("INSERT INTO rows_of_test VALUES (1, 0), (2, 0)")
+    async with (
+        daemon_store(postgres_url) as (_, a),
+        daemon_store(postgres_url, stall_s=1) as (
+            _,
+            b,
+        ),
+    ):
+        locked, go_on = asyncio.Event(), asyncio.Event()
+        bump = "UPDATE rows_of_test SET n = n + 1 WHERE id = ? RETURNING n"
+
+        async def stalled(tx: Tx) -> None:
+            await tx.fetchone(bump, (1,))
+            locked.set()
+            await asyncio.wait_for(go_on.wait(), 60)  # the stall: no next statement
+
+        def bumping(row: int) -> Callable[[Tx], Awaitable[None]]:
+            async def op(tx: Tx) -> None:
+                await tx.fetchone(bump, (row,))
+
+            return op
+
+        stalled_write = asyncio.create_task(a.write(stalled))
+        await asyncio.wait_for(locked.wait(), 30)
+        blocked, beside = await asyncio.wait_for(
+            asyncio.gather(b.write(bumping(1)), b.write(bumping(2)), return_exceptions=True), 30
+        )
+        assert isinstance(blocked, StoreUnavailable), blocked
+        assert "held by another transaction" in str(blocked)
+        assert beside is None
+        go_on.set()
+        await asyncio.wait_for(stalled_write, 30)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        rows = await (await conn.execute("SELECT id, n FROM rows_of_test ORDER BY id")).fetchall()
+    assert rows == [(1, 1), (2, 1)]  # the stalled one's bump, and the write beside the refused
