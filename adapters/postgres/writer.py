@@ -72,6 +72,7 @@ POSTGRES = Dialect(
 RETRIES = 20
 _ROLLED_BACK = ("40001", "40P01")  # serialization_failure, deadlock_detected
 _LOCK_TIMEOUT = "55P03"  # lock_not_available: a row held longer than `stall_s`
+BRIEF_WAIT_MS = 500  # how long a row is waited for once one was held `stall_s`
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,7 @@ class PgTx:
         self.rows: list[tuple[str, str | None, str, str, str]] = []
         self.payloads: list[JSON] = []
         self.wants_head = False
+        self.locks: set[str] = set()  # the advisory locks taken (`lock`)
         self.head: psycopg.AsyncCursor[Any] | None = None  # the flush's, read after COMMIT
         # What `runs.FENCE` read of a run, until a statement of this transaction writes it:
         # a step's writes, its checkpoint and its node records, fenced each, cost one read.
@@ -194,7 +196,10 @@ class PgTx:
         return len(self.rows)
 
     async def lock(self, *name: str) -> None:
-        await self.conn.execute(_LOCK, ("\x1f".join(name),))
+        key = "\x1f".join(name)
+        if key not in self.locks:  # held to the transaction's end: once is enough
+            self.locks.add(key)
+            await self.conn.execute(_LOCK, (key,))
 
     async def flush(self) -> None:
         """Number the events after the log's head, taking its lock: the last statement before
@@ -231,9 +236,10 @@ def _numbered(result: Any, base: int) -> Any:
 
 
 class _OpFailed(Exception):
-    def __init__(self, index: int, error: Exception) -> None:
+    def __init__(self, index: int, error: Exception, *, final: bool = False) -> None:
         self.index = index
         self.error = error
+        self.final = final  # not to be decided again (it could not wait for a row)
 
 
 class _Deadlocked(Exception):
@@ -247,6 +253,9 @@ class _Deadlocked(Exception):
 class _Refused(Exception):
     """The server refused a statement of a pipelined transaction: which operation sent it is
     not known (its error surfaces where the pipeline is next read)."""
+
+    def __init__(self, *, busy: bool = False) -> None:
+        self.busy = busy  # it waited `stall_s` for a row: another transaction holds one
 
 
 class PgWriter(GroupCommit):
@@ -337,21 +346,27 @@ class PgWriter(GroupCommit):
         # Idempotency-Key must name the run that was stored, not a neighbour's that was not).
         later: list[int] = []
         pipelined = True
+        # Once a statement waited `stall_s` for a row (another daemon stopped in the middle
+        # of a transaction holds it), the next attempts wait for rows only briefly: the
+        # operation that needs that row fails alone, without costing its neighbours (and
+        # the renewal of leases queued behind them) `stall_s` again.
+        brief = False
         retries = 0
         while todo or later:
             if not todo:
                 todo = [later.pop(0)]  # alone: first in its transaction, its failure stands
             try:
-                results, events = await self._attempt([batch[i].op for i in todo], pipelined)
+                results, events = await self._attempt([batch[i].op for i in todo], pipelined, brief)
             except _OpFailed as failed:
                 failing = todo.pop(failed.index)
-                if failed.index == 0:  # decided on what was committed: it stands
+                if failed.index == 0 or failed.final:  # decided on what was committed
                     outcomes[failing] = (None, failed.error)
                 else:
                     later.append(failing)
                 continue
-            except _Refused:
+            except _Refused as refused:
                 pipelined = False  # one statement at a time: the failing operation is named
+                brief = brief or refused.busy
                 continue
             except _Deadlocked as deadlocked:
                 self.deadlocks += 1
@@ -368,7 +383,9 @@ class PgWriter(GroupCommit):
             todo = []
         return [outcomes[i] for i in range(len(batch))], committed
 
-    async def _attempt(self, ops: list[Op], pipelined: bool) -> tuple[list[Any], list[Published]]:
+    async def _attempt(
+        self, ops: list[Op], pipelined: bool, brief: bool = False
+    ) -> tuple[list[Any], list[Published]]:
         """One transaction of `ops`; _OpFailed or _Refused (all rolled back) when one of
         them fails. Pipelined, a statement is sent without waiting for the one before: the
         transaction waits on the server only where an operation reads (and at the head and
@@ -378,8 +395,8 @@ class PgWriter(GroupCommit):
         try:
             if pipelined:
                 async with conn.pipeline():
-                    return await self._transaction(conn, ops, pipelined)
-            return await self._transaction(conn, ops, pipelined)
+                    return await self._transaction(conn, ops, pipelined, brief)
+            return await self._transaction(conn, ops, pipelined, brief)
         except _OpFailed:
             await self._roll_back(conn)
             raise
@@ -392,7 +409,7 @@ class PgWriter(GroupCommit):
                 raise StoreUnavailable(f"the database is unavailable: {reason(exc)}") from exc
             if pipelined:
                 await self._roll_back(conn)
-                raise _Refused() from exc
+                raise _Refused(busy=exc.sqlstate == _LOCK_TIMEOUT) from exc
             # Not pipelined, outside any operation (BEGIN, the events, COMMIT), or a server
             # error of the kind that says the server, not the statement, failed.
             await self._discard(conn)
@@ -407,9 +424,11 @@ class PgWriter(GroupCommit):
             raise
 
     async def _transaction(
-        self, conn: psycopg.AsyncConnection[Any], ops: list[Op], pipelined: bool
+        self, conn: psycopg.AsyncConnection[Any], ops: list[Op], pipelined: bool, brief: bool
     ) -> tuple[list[Any], list[Published]]:
         await conn.execute("BEGIN")
+        if brief:
+            await conn.execute(f"SET LOCAL lock_timeout = {BRIEF_WAIT_MS}")
         tx = PgTx(conn)
         # The leases the batch's operations are fenced by, read and locked at once, with
         # BEGIN in one round trip (no other transaction changes them until this one ends).
@@ -429,7 +448,7 @@ class PgWriter(GroupCommit):
                         "the database is unavailable: a row this write needs is held by "
                         f"another transaction that has not ended ({reason(exc)}); try again"
                     )
-                    raise _OpFailed(index, busy) from exc
+                    raise _OpFailed(index, busy, final=True) from exc
                 if pipelined or isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
                     raise  # maybe another operation's statement; or the connection
                 raise _OpFailed(index, exc) from exc

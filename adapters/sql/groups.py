@@ -8,8 +8,7 @@ A held run is let go, oldest of its group first, when a run of the group leaves 
 a waiting (not held) one leaves the queue: one slot, one run let go. Everything is decided in
 the store's write transaction, and a decision on a group's count holds the group's lock
 (`Tx.lock`; on SQLite the transactions never overlap anyway) from its count to the end of the
-transaction, so the counts are exact with several daemons deciding at once. A transaction
-holding a group's lock never waits for a run's row (it passes over those another holds).
+transaction, so the counts are exact with several daemons deciding at once.
 """
 
 from __future__ import annotations
@@ -69,7 +68,12 @@ async def group_of_new_run(tx: Tx, run: Run, versions: VersionLimits | None = No
 
 
 async def _lock(tx: Tx, key: str) -> None:
-    await tx.lock("group", key)
+    """One lock for the decisions of every group, not one per group: a batch decides on
+    several groups in whatever order its operations come, and per-group locks taken in two
+    orders by two daemons' batches would deadlock (found in review). What it serialises is
+    only the transactions that decide on a group."""
+    del key
+    await tx.lock("groups")
 
 
 async def has_room(tx: Tx, group: Group) -> bool:
@@ -164,15 +168,16 @@ async def membership(tx: Tx, run_id: str) -> Membership:
 
 
 async def let_next_in(tx: Tx, key: str) -> Sequence[Any] | None:
-    """A slot of the group freed: its oldest held run is let go, (body, owner, epoch), if any
-    (one another transaction is changing is passed over: it is leaving the queue, or will be
-    judged by the next claim)."""
+    """A slot of the group freed: its oldest held run is let go, (body, owner, epoch), if any.
+    A held run another transaction has locked is waited for, not passed over: a claim that
+    read it and found it held keeps its lock to its commit, and passing over it would lose the
+    slot (found in review)."""
     await _lock(tx, key)
     row = await tx.fetchone(
         "SELECT id, body, owner, epoch FROM runs "
         f"{tx.dialect.indexed_by('runs_group_pending')} WHERE concurrency_key = ? "
         f"AND status = 'pending' AND concurrency_held = 1 ORDER BY queued_at LIMIT 1"
-        f"{tx.dialect.take}",
+        f"{tx.dialect.lock}",
         (key,),
     )
     if row is None:

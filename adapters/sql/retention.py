@@ -50,11 +50,15 @@ class Pass:
 async def delete_expired_keys(tx: Tx, now_us: int) -> int:
     """A batch of the Idempotency-Keys that expired by `now_us` (an expired key already
     counts as absent: this only keeps the table to the keys alive)."""
+    # The expiry again on the row deleted: the subquery reads the keys as they were when the
+    # statement began, and a key another daemon took again meanwhile (its run made, its
+    # expiry moved on) must stay.
     return await _count(
         tx,
         "DELETE FROM idempotency_keys WHERE (project_id, idem_key) IN (SELECT project_id, "
-        "idem_key FROM idempotency_keys WHERE expires_us <= ? LIMIT ?) RETURNING 1",
-        (now_us, BATCH),
+        "idem_key FROM idempotency_keys WHERE expires_us <= ? LIMIT ?) AND expires_us <= ? "
+        "RETURNING 1",
+        (now_us, BATCH, now_us),
     )
 
 
@@ -110,28 +114,31 @@ async def delete_finished_runs(tx: Tx, after: int, cutoff: datetime) -> tuple[in
     for seq, run_id, status, body in rows:
         run = json.loads(body)
         if _at(run.get("created_at")) >= cutoff:
-            return 0, await _delete(tx, doomed)  # none created later can have finished before
+            # None created later can have finished before.
+            return 0, await _delete(tx, doomed, cutoff)
         last = int(seq)
         finished = _at(run.get("finished_at"))
         if status in FINISHED and finished < cutoff:
             doomed.append(run_id)
-    return last, await _delete(tx, doomed)
+    return last, await _delete(tx, doomed, cutoff)
 
 
-async def _delete(tx: Tx, run_ids: Sequence[str]) -> int:
+async def _delete(tx: Tx, run_ids: Sequence[str], cutoff: datetime) -> int:
     if not run_ids:
         return 0
-    # Decided on the rows as they stand, locked: a run executed again since it was read is
-    # kept with everything it has (and one executed again after waits for this).
+    # Decided on the rows as they stand, locked: a run executed again since it was read (and
+    # maybe finished again since) is kept with everything it has, and one executed again
+    # after waits for this.
     placeholders = ",".join("?" * len(FINISHED))
     marks = ",".join("?" * len(run_ids))
     run_ids = [
         row[0]
         for row in await tx.fetchall(
-            f"SELECT id FROM runs WHERE id IN ({marks}) AND status IN ({placeholders})"
+            f"SELECT id, body FROM runs WHERE id IN ({marks}) AND status IN ({placeholders})"
             f"{tx.dialect.lock}",
             (*run_ids, *FINISHED),
         )
+        if _at(json.loads(row[1]).get("finished_at")) < cutoff
     ]
     if not run_ids:
         return 0

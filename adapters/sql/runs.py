@@ -381,6 +381,17 @@ async def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Chan
 
 
 async def renew_leases(tx: Tx, owner: str, lease_s: float) -> dict[str, int]:
+    if tx.dialect.take:
+        # A run whose row another transaction holds (a cancel under way, or one of a daemon
+        # stopped in the middle of it) is not renewed this time, and not waited for: the
+        # renewal of every other run must not wait on it. It is still this owner's.
+        await tx.execute(
+            f"UPDATE runs SET lease_expires_at = {tx.dialect.now} + ? WHERE id IN "
+            f"(SELECT id FROM runs WHERE owner = ?{tx.dialect.take})",
+            (lease_s, owner),
+        )
+        held = await tx.fetchall("SELECT id, epoch FROM runs WHERE owner = ?", (owner,))
+        return {run_id: int(epoch) for run_id, epoch in held}
     rows = await tx.fetchall(
         f"UPDATE runs {tx.dialect.indexed_by('runs_owned')} "
         f"SET lease_expires_at = {tx.dialect.now} + ? WHERE owner = ? RETURNING id, epoch",

@@ -100,6 +100,7 @@ class SqlSchedules:
 
     async def delete_schedule(self, project_id: str, schedule_id: str) -> None:
         async def op(tx: Tx) -> None:
+            await tx.lock("schedule", project_id, schedule_id)  # not while it fires
             gone = await tx.fetchall(
                 "DELETE FROM schedules WHERE project_id = ? AND id = ? RETURNING id",
                 (project_id, schedule_id),

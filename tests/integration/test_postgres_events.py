@@ -21,11 +21,13 @@ from psycopg_pool import AsyncConnectionPool
 from adapters.postgres import db as pg_db
 from adapters.postgres.store import PgStore
 from adapters.postgres.writer import PgTx, PgWriter
-from adapters.sql import runs
+from adapters.sql import retention, runs
 from adapters.sql.execution import Fenced
 from adapters.sql.tx import Tx
-from core.domain import Event, EventType
+from core.domain import Event, EventType, Run, RunStatus
 from core.errors import LeaseLost, StoreUnavailable
+from core.idempotency import IdempotencyKey
+from core.pages import micros
 from core.ports import Lease
 
 pytestmark = pytest.mark.postgres
@@ -333,3 +335,60 @@ async def test_a_row_held_by_a_stalled_daemon_fails_only_the_write_that_needs_it
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
         rows = await (await conn.execute("SELECT id, n FROM rows_of_test ORDER BY id")).fetchall()
     assert rows == [(1, 1), (2, 1)]  # the stalled one's bump, and the write beside the refused
+
+
+async def someone_waits_for_a_lock(url: str) -> None:
+    """Until a statement of another connection waits for a lock (bounded)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for _ in range(2000):
+            cursor = await conn.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted)")
+            row = await cursor.fetchone()
+            if row is not None and row[0]:
+                return
+            await asyncio.sleep(0.005)
+    raise AssertionError("no statement came to wait for a lock")
+
+
+async def test_retention_keeps_an_expired_key_another_daemon_took_again_meanwhile(
+    postgres_url: str,
+) -> None:
+    """Found in review: retention's DELETE chose the expired keys in a subquery (read as the
+    statement began) and deleted a key a creation had taken again meanwhile, leaving the new
+    run without its key (a retry would have made a second run)."""
+    await pg_db.prepare_database(postgres_url)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO idempotency_keys (project_id, idem_key, fingerprint, run_id, expires_us) "
+            "VALUES ('p', 'K', 'f', 'old', %s)",
+            (micros(NOW) - 1,),
+        )
+    run = Run(
+        id="new",
+        workflow_id="g",
+        status=RunStatus.PENDING,
+        project_id="p",
+        graph_version=1,
+        created_at=NOW,
+        last_message="queued",
+    )
+    async with daemon_store(postgres_url) as (_, a), daemon_store(postgres_url) as (_, b):
+        taken, go_on = asyncio.Event(), asyncio.Event()
+
+        async def create(tx: Tx) -> None:
+            await runs.insert_run(tx, run, key=IdempotencyKey("K", "f", 3600))
+            taken.set()
+            await asyncio.wait_for(go_on.wait(), 30)
+
+        async def expire(tx: Tx) -> int:
+            return await retention.delete_expired_keys(tx, micros(NOW))
+
+        creating = asyncio.create_task(b.write(create))
+        await asyncio.wait_for(taken.wait(), 30)
+        deleting = asyncio.create_task(a.write(expire))
+        await someone_waits_for_a_lock(postgres_url)  # the DELETE, on the key's row
+        go_on.set()
+        await asyncio.wait_for(creating, 30)
+        assert await asyncio.wait_for(deleting, 30) == 0
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        cursor = await conn.execute("SELECT run_id, expires_us FROM idempotency_keys")
+        assert await cursor.fetchall() == [("new", micros(NOW) + 3600 * 1_000_000)]
