@@ -144,10 +144,20 @@ async def _behind(tx: Tx, key: str, queued_at: int, mine: list[str]) -> bool:
     return row is not None
 
 
-async def over_limit(tx: Tx, key: str, limit: int) -> bool:
-    """Whether the group has more `running` runs than its limit (a run asking counts too)."""
+async def full(tx: Tx, key: str, limit: int, queued_at: int) -> bool:
+    """Whether a `running` run that never started (resumed while pending) must wait: as many
+    of its group's `running` runs as its limit are ahead of it, those that started and those
+    that never did but joined the queue before it. (Counting every running run, itself and
+    a later one included, kept two such runs of a group of one both waiting for good.)"""
     await _lock(tx, key)
-    return await _count_running(tx, key) > limit
+    (count,) = await tx.fetchone(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM runs "
+        f"{tx.dialect.indexed_by('runs_group_running')} "
+        "WHERE concurrency_key = ? AND status = 'running' AND (epoch > 0 OR queued_at < ?) "
+        "LIMIT ?) AS r",
+        (key, queued_at, _MAX_COUNT),
+    )
+    return int(count) >= limit
 
 
 async def _count_running(tx: Tx, key: str) -> int:

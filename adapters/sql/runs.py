@@ -337,7 +337,7 @@ async def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Chan
     # a cost that grows with the backlog, inside the write lock every process waits for.
     hint = tx.dialect.indexed_by
     unowned = await tx.fetchall(
-        f"SELECT id, {RUN_COLUMNS}, concurrency_key, concurrency_limit FROM runs "
+        f"SELECT id, {RUN_COLUMNS}, concurrency_key, concurrency_limit, queued_at FROM runs "
         f"{hint('runs_unowned')} WHERE status = 'running' AND owner IS NULL AND wake_at IS NULL "
         f"ORDER BY queued_at LIMIT ?{tx.dialect.take}",
         (limit,),
@@ -347,7 +347,7 @@ async def claim_runs(tx: Tx, owner: str, limit: int, lease_s: float, start: Chan
         # One resumed before it ever started (paused while pending) counts in its group from
         # the resume on, but starts only within the group's limit.
         never_claimed = int(row[3]) == 0  # the epoch moves on at every claim and release
-        if never_claimed and row[4] is not None and await groups.over_limit(tx, row[4], row[5]):
+        if never_claimed and row[4] is not None and await groups.full(tx, row[4], row[5], row[6]):
             continue
         rows.append(row[:4])
     if len(rows) < limit:  # parked runs whose wait is over, the earliest first

@@ -811,6 +811,26 @@ async def test_a_run_resumed_before_it_started_starts_only_within_the_limit(
     assert ids(await claim(b, "d2")) == [early.id]
 
 
+async def test_runs_resumed_before_they_started_start_one_by_one_within_the_limit(
+    backend: Backend,
+) -> None:
+    """Two runs of a group of one, both paused while pending and resumed: the first to join
+    the queue again starts, the other once it finished (neither waits for the other for
+    good)."""
+    b = backend
+    await limited_graph(b, "g", 1)
+    first, second = await run_of(b, "g"), await run_of(b, "g")
+    for run in (first, second):
+        await b.store.change_run("p", run.id, changes.pause(b.now()))
+    for run in (second, first):  # the second joins the queue again first
+        await b.store.change_run("p", run.id, changes.resume(b.now(), None))
+    [taken] = await claim(b, "d1")
+    assert taken.run.id == second.id
+    assert await claim(b, "d2") == []
+    await finish(b, taken)
+    assert ids(await claim(b, "d2")) == [first.id]
+
+
 async def test_a_claim_counts_the_runs_it_took_earlier_in_its_batch(backend: Backend) -> None:
     b = backend
     await limited_graph(b, "g", 1)

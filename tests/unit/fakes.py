@@ -351,6 +351,18 @@ class FakeStore:
         times = [r.wake_at for r in self.rows.values() if r.wake_at is not None]
         return None if not times else min(times) - self.db_clock()
 
+    def _ahead(self, row: _Row) -> int:
+        """The running runs of the group of a run that never started (resumed while pending)
+        ahead of it: those that started, and those that never did but joined before it."""
+        assert row.group is not None
+        return sum(
+            r.group is not None
+            and r.group.key == row.group.key
+            and r.run.status is RunStatus.RUNNING
+            and (r.epoch > 0 or r.queued_at < row.queued_at)
+            for r in self.rows.values()
+        )
+
     def _taken(self, key: str, *, waiting: bool = False) -> int:
         """The group's running runs (and, with `waiting`, its pending runs not held)."""
         return sum(
@@ -404,11 +416,7 @@ class FakeStore:
             and r.owner is None
             and r.wake_at is None
             # resumed before it ever started: only within its group's limit
-            and not (
-                r.epoch == 0  # never claimed
-                and r.group is not None
-                and self._taken(r.group.key) > r.group.limit
-            )
+            and not (r.epoch == 0 and r.group is not None and self._ahead(r) >= r.group.limit)
         ]
         now = self.db_clock()
         due = [r for r in self.rows.values() if r.wake_at is not None and r.wake_at <= now]
