@@ -50,15 +50,20 @@ class EventFeed:
         self._local.append(subscriber)
 
     def committed(self, items: Sequence[Published]) -> None:
-        """This daemon's writer committed these (in seq order): never blocks."""
+        """This daemon's writer committed these (in seq order, maybe in more than one
+        transaction, with other daemons' commits between them): never blocks."""
         if not items:
             return
         for subscriber in self._local:
             for item in items:
                 subscriber.offer(item)
         if not self._held and items[0].seq == self.last_seq + 1:
-            self._publish(items)
-        else:
+            contiguous = 1
+            while contiguous < len(items) and items[contiguous].seq == items[0].seq + contiguous:
+                contiguous += 1
+            self._publish(items[:contiguous])
+            items = items[contiguous:]  # past a gap: held until the tail has read it
+        if items:
             self._held.extend(items)
             self._wake.set()
 

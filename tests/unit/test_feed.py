@@ -61,6 +61,29 @@ async def test_own_commits_past_a_gap_wait_for_the_tail_to_read_it() -> None:
         await feed.stop()
 
 
+async def test_own_commits_with_another_daemons_between_them_wait_for_the_tail() -> None:
+    """One hand-over of the writer's can hold two of its transactions, and another daemon's
+    commit between them (PostgreSQL: a failed operation decided again alone): what follows
+    the gap waits for the tail, which reads the other daemon's events first."""
+    log, bus, seen = Log(), EventBus(), Seen()
+    bus.subscribe(seen)
+    feed = EventFeed(bus, log, poll_s=3600)
+    await feed.start()
+    try:
+        first = log.append()  # this daemon's (1), another daemon's (2), this daemon's (3)
+        log.append()
+        feed.committed([first, log.append()])
+        assert seen.seqs == [1]  # 3 held: 2 is not published yet
+        for _ in range(100):  # bounded: the tail runs as soon as the loop lets it
+            if seen.seqs == [1, 2, 3]:
+                break
+            await asyncio.sleep(0)
+        assert seen.seqs == [1, 2, 3]
+        assert feed.tailed == 1
+    finally:
+        await feed.stop()
+
+
 async def test_other_daemons_events_arrive_on_a_wake_up_or_the_next_poll() -> None:
     log, bus, seen = Log(), EventBus(), Seen()
     bus.subscribe(seen)
