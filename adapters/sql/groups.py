@@ -99,19 +99,27 @@ async def claimable(tx: Tx, limit: int) -> list[Sequence[Any]]:
     taken: list[Sequence[Any]] = []
     running: dict[str, int] = {}
     mine: dict[str, list[str]] = {}  # the runs of each group taken here
+    # Groups left to another claim, which holds an older run of theirs: not read further.
+    left: list[str] = []
     after = -1
     while len(taken) < limit:
         asked = limit - len(taken)
+        marks = ", ".join("?" * len(left))
+        others = (
+            f"AND (concurrency_key IS NULL OR concurrency_key NOT IN ({marks})) " if left else ""
+        )
         rows = await tx.fetchall(
             "SELECT id, body, owner, epoch, queued_at, concurrency_key, concurrency_limit "
             f"FROM runs {hint('runs_claimable')} WHERE status = 'pending' "
-            "AND concurrency_held = 0 AND queued_at > ? ORDER BY queued_at LIMIT ?"
+            f"AND concurrency_held = 0 AND queued_at > ? {others}ORDER BY queued_at LIMIT ?"
             f"{tx.dialect.take}",
-            (after, asked),
+            (after, *left, asked),
         )
         for row in rows:
             key, cap = row[5], row[6]
             if key is not None:
+                if key in left:
+                    continue
                 if key not in running:
                     await _lock(tx, key)
                     running[key] = await _count_running(tx, key)
@@ -119,6 +127,7 @@ async def claimable(tx: Tx, limit: int) -> list[Sequence[Any]]:
                     await tx.execute("UPDATE runs SET concurrency_held = 1 WHERE id = ?", (row[0],))
                     continue
                 if tx.dialect.take and await _behind(tx, key, row[4], mine.get(key, [])):
+                    left.append(key)
                     continue
                 running[key] += 1
                 mine.setdefault(key, []).append(row[0])
