@@ -59,6 +59,7 @@ def serve(config_path: Path | None) -> None:
     from adapters.serve import StartupError
     from adapters.serve import serve as run_daemon
     from adapters.sql.batching import WriterDied
+    from adapters.sql.migrations import SchemaTooNew
     from core.errors import PluginError
 
     try:
@@ -76,6 +77,10 @@ def serve(config_path: Path | None) -> None:
     except PluginError as exc:
         click.echo(f"cortexd: {exc}", err=True)
         sys.exit(3)
+    except SchemaTooNew as exc:
+        # Not to be retried by systemd: this release cannot serve that database.
+        click.echo(f"cortexd: cannot start: {exc}", err=True)
+        sys.exit(2)
     except StoreUnreachable as exc:
         # Not a setting to change, maybe: a database not up yet. systemd tries again.
         click.echo(f"cortexd: cannot start: {exc}", err=True)

@@ -17,7 +17,7 @@ import psycopg
 import structlog
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from adapters.sql.migrations import numbered_migrations
+from adapters.sql.migrations import numbered_migrations, refuse_newer
 
 log = structlog.get_logger("cortexd.postgres")
 
@@ -122,6 +122,7 @@ async def _migrate(conn: psycopg.AsyncConnection[Any]) -> list[str]:
     )
     cursor = await conn.execute("SELECT version FROM schema_migrations")
     done = {row[0] for row in await cursor.fetchall()}
+    refuse_newer(done, migrations(), "the database")
     applied = []
     for version, name, sql in migrations():
         if version in done:

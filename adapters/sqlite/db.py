@@ -12,7 +12,7 @@ from typing import Any
 import aiosqlite
 import structlog
 
-from adapters.sql.migrations import numbered_migrations
+from adapters.sql.migrations import numbered_migrations, refuse_newer
 
 log = structlog.get_logger("cortexd.sqlite")
 
@@ -58,6 +58,7 @@ async def migrate(conn: aiosqlite.Connection) -> list[str]:
     )
     async with conn.execute("SELECT version FROM schema_migrations") as cursor:
         done = {row[0] for row in await cursor.fetchall()}
+    refuse_newer(done, migrations(), "the database file")
     applied = []
     for version, name, sql in migrations():
         if version in done:

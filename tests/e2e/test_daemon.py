@@ -330,6 +330,36 @@ async def test_the_event_loop_is_uvloop_unless_the_config_says_asyncio(
     await completed_run(api)  # the standard library's loop runs everything too
 
 
+def test_a_database_of_a_newer_release_stops_the_daemon_with_status_2(tmp_path: Path) -> None:
+    """Exit 2, which the unit does not restart on (`RestartPreventExitStatus=2`)."""
+    import sqlite3
+
+    daemon = Daemon(tmp_path)
+    asyncio.run(_prepared(daemon.db_path))
+    with sqlite3.connect(daemon.db_path) as db:
+        db.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) "
+            "VALUES (9999, '9999_later.sql', 'now')"
+        )
+    result = subprocess.run(
+        [str(CORTEXD), "serve", "--config", str(daemon.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=daemon_env(),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "migrated by a newer cortexd (migration 9999" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+async def _prepared(path: Path) -> None:
+    from adapters.sqlite.db import prepare_database
+
+    await prepare_database(path)
+
+
 # -- cortexd check-config -----------------------------------------------------------------------
 
 

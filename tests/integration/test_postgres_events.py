@@ -23,6 +23,7 @@ from adapters.postgres.store import PgStore
 from adapters.postgres.writer import PgTx, PgWriter
 from adapters.sql import retention, runs
 from adapters.sql.execution import Fenced
+from adapters.sql.migrations import SchemaTooNew
 from adapters.sql.tx import Tx
 from core.domain import Event, EventType, Run, RunStatus
 from core.errors import LeaseLost, StoreUnavailable
@@ -392,3 +393,15 @@ async def test_retention_keeps_an_expired_key_another_daemon_took_again_meanwhil
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
         cursor = await conn.execute("SELECT run_id, expires_us FROM idempotency_keys")
         assert await cursor.fetchall() == [("new", micros(NOW) + 3600 * 1_000_000)]
+
+
+async def test_a_database_migrated_by_a_newer_release_is_refused(postgres_url: str) -> None:
+    """A daemon of an older release must not run beside newer ones: it does not start."""
+    await pg_db.prepare_database(postgres_url)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) "
+            "VALUES (9999, '9999_later.sql', now())"
+        )
+    with pytest.raises(SchemaTooNew, match="migration 9999"):
+        await pg_db.prepare_database(postgres_url)

@@ -14,6 +14,7 @@ from typing import Any
 import aiosqlite
 import pytest
 
+from adapters.sql.migrations import SchemaTooNew
 from adapters.sqlite.db import connect, migrate, migrations, prepare_database
 from adapters.sqlite.store import SqliteStore
 from adapters.sqlite.writer import Tx, Writer
@@ -212,3 +213,18 @@ async def test_the_writer_checkpoints_the_wal_so_it_does_not_grow_with_every_com
         assert wal.stat().st_size < 200 * 4096
     finally:
         await writer.close()
+
+
+async def test_a_database_migrated_by_a_newer_release_is_refused(tmp_path: Path) -> None:
+    conn = await connect(tmp_path / "c.db")
+    try:
+        await migrate(conn)
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) "
+            "VALUES (9999, '9999_later.sql', 'now')"
+        )
+        await conn.commit()
+        with pytest.raises(SchemaTooNew, match=r"migration 9999.*upgrade this daemon"):
+            await migrate(conn)
+    finally:
+        await conn.close()
