@@ -33,7 +33,7 @@ import structlog
 
 from adapters.postgres.db import SERVER_KEEPALIVES, StoreUnreachable, connect, describe, reason
 from adapters.postgres.store import Pool, unavailable
-from adapters.postgres.writer import CHANNEL
+from adapters.postgres.tx import CHANNEL
 from core.background import Background
 
 log = structlog.get_logger("cortexd.postgres")

@@ -13,7 +13,8 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from adapters.postgres.db import reason
-from adapters.postgres.writer import POSTGRES, PgWriter, pg_sql
+from adapters.postgres.tx import POSTGRES, pg_sql
+from adapters.postgres.writer import PgWriter
 from adapters.sql.checkpoints import GroupCommitSaver, SqlCheckpoints
 from adapters.sql.store import SqlStore
 from core.domain import Run

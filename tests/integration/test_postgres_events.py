@@ -20,7 +20,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from adapters.postgres import db as pg_db
 from adapters.postgres.store import PgStore
-from adapters.postgres.writer import PgTx, PgWriter
+from adapters.postgres.tx import PgTx
+from adapters.postgres.writer import PgWriter
 from adapters.sql import retention, runs
 from adapters.sql.execution import Fenced
 from adapters.sql.migrations import SchemaTooNew
