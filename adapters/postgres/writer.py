@@ -210,11 +210,10 @@ class PgWriter(GroupCommit):
     async def _attempt(
         self, ops: list[Op], pipelined: bool, brief: bool = False
     ) -> tuple[list[Any], list[Published]]:
-        """One transaction of `ops`; _OpFailed or _Refused (all rolled back) when one of
-        them fails. Pipelined, a statement is sent without waiting for the one before: the
-        transaction waits on the server only where an operation reads (and at the head and
-        the COMMIT), so the event log's head is held for a few round trips, not one per
-        statement."""
+        """One transaction of `ops`; _OpFailed, _Refused or _Deadlocked (all rolled back)
+        when it fails. Pipelined, a statement is sent without waiting for the one before: the
+        transaction waits on the server only where an operation reads and at the COMMIT.
+        `brief`: rows are waited for `BRIEF_WAIT_MS` at most (one was held `stall_s`)."""
         conn = await self._connection()
         try:
             if pipelined:

@@ -6,7 +6,7 @@ is *held* (`concurrency_held`): claims read the queue without the held runs (`ru
 so a backlog that waits costs them nothing, and other graphs' runs are never stuck behind it.
 A held run is let go, oldest of its group first, when a run of the group leaves `running` or
 a waiting (not held) one leaves the queue: one slot, one run let go. Everything is decided in
-the store's write transaction, and a decision on a group's count holds the group's lock
+the store's write transaction, and a decision on a group's count holds the groups' lock
 (`Tx.lock`; on SQLite the transactions never overlap anyway) from its count to the end of the
 transaction, so the counts are exact with several daemons deciding at once.
 """
@@ -67,18 +67,17 @@ async def group_of_new_run(tx: Tx, run: Run, versions: VersionLimits | None = No
     return group_of(run.project_id, run.workflow_id, concurrency, run.input)
 
 
-async def _lock(tx: Tx, key: str) -> None:
+async def _lock(tx: Tx) -> None:
     """One lock for the decisions of every group, not one per group: a batch decides on
     several groups in whatever order its operations come, and per-group locks taken in two
     orders by two daemons' batches would deadlock (found in review). What it serialises is
     only the transactions that decide on a group."""
-    del key
     await tx.lock("groups")
 
 
 async def has_room(tx: Tx, group: Group) -> bool:
     """Whether a new run of `group` may wait unheld: fewer than its limit run or wait so."""
-    await _lock(tx, group.key)
+    await _lock(tx)
     hint = tx.dialect.indexed_by
     (taken,) = await tx.fetchone(
         "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM runs "
@@ -121,7 +120,7 @@ async def claimable(tx: Tx, limit: int) -> list[Sequence[Any]]:
                 if key in left:
                     continue
                 if key not in running:
-                    await _lock(tx, key)
+                    await _lock(tx)
                     running[key] = await _count_running(tx, key)
                 if running[key] >= cap:
                     await tx.execute("UPDATE runs SET concurrency_held = 1 WHERE id = ?", (row[0],))
@@ -158,7 +157,7 @@ async def full(tx: Tx, key: str, limit: int, queued_at: int) -> bool:
     of its group's `running` runs as its limit are ahead of it, those that started and those
     that never did but joined the queue before it. (Counting every running run, itself and
     a later one included, kept two such runs of a group of one both waiting for good.)"""
-    await _lock(tx, key)
+    await _lock(tx)
     (count,) = await tx.fetchone(
         "SELECT COUNT(*) FROM (SELECT 1 FROM runs "
         f"{tx.dialect.indexed_by('runs_group_running')} "
@@ -191,7 +190,7 @@ async def let_next_in(tx: Tx, key: str) -> Sequence[Any] | None:
     A held run another transaction has locked is waited for, not passed over: a claim that
     read it and found it held keeps its lock to its commit, and passing over it would lose the
     slot (found in review)."""
-    await _lock(tx, key)
+    await _lock(tx)
     row = await tx.fetchone(
         "SELECT id, body, owner, epoch FROM runs "
         f"{tx.dialect.indexed_by('runs_group_pending')} WHERE concurrency_key = ? "
