@@ -172,7 +172,9 @@ async def _open_postgres(
         stall_s=max(5.0, settings.execution.lease_s / 2),
     )
     session.own_writer = writer.backend_pid
-    store = PgStore(writer, pool, session.is_up)
+    # A writer transaction open for a lease: its daemon's leases have lapsed (it renews them
+    # through that writer), and it is ended so that its runs can be taken back.
+    store = PgStore(writer, pool, session.is_up, stalled_after_s=settings.execution.lease_s)
     feed = EventFeed(bus, store)
     store.trusted = session.trusted
     writer.on_commit = feed.committed

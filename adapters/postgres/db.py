@@ -25,6 +25,9 @@ log = structlog.get_logger("cortexd.postgres")
 # are keyed by a hash of the instance id (adapters/postgres/liveness.py).
 MIGRATION_LOCK = 0x636F72746578_01  # "cortex", 1
 CONNECT_TIMEOUT_S = 5
+# The `application_name` of each daemon's writer connection: what the others look for in
+# `pg_stat_activity` to end the transaction of a stalled one (adapters/postgres/store.py).
+WRITER_NAME = "cortexd-writer"
 # What every connection gets, unless the URL says otherwise.
 _DEFAULTS: Mapping[str, Any] = {
     "connect_timeout": CONNECT_TIMEOUT_S,

@@ -42,7 +42,7 @@ from typing import Any
 import psycopg
 import structlog
 
-from adapters.postgres.db import SERVER_KEEPALIVES, connect, reason
+from adapters.postgres.db import SERVER_KEEPALIVES, WRITER_NAME, connect, reason
 from adapters.postgres.tx import FENCES, PgTx, numbered
 from adapters.sql.batching import GroupCommit, Item, Outcome
 from adapters.sql.execution import Fenced
@@ -119,7 +119,7 @@ class PgWriter(GroupCommit):
         self._start()
 
     async def _open(self) -> psycopg.AsyncConnection[Any]:
-        conn = await connect(self._url, application_name="cortexd-writer")
+        conn = await connect(self._url, application_name=WRITER_NAME)
         try:  # a SET, not a startup option: pgbouncer passes it on in session mode
             await conn.execute(SERVER_KEEPALIVES.encode())  # several statements: simple protocol
             await conn.execute(f"SET lock_timeout = {self._stall_ms}")

@@ -8,15 +8,18 @@ import asyncio
 import itertools
 import json
 import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 
 from tests.support.process import DaemonProcess, until
@@ -231,7 +234,13 @@ def test_a_daemon_stopped_past_its_lease_loses_its_runs_and_writes_nothing_after
     until(lambda: all(status_of(a, r) == "running" for r in runs), what="running on a")
     b.start()
     a_id, b_id = instance(a), instance(b)
-    a.signal(signal.SIGSTOP)
+    if "path" in db.storage:
+        # On SQLite a daemon stopped in the middle of a write holds the file's write lock,
+        # and no daemon can write until it goes on (or, under systemd, its watchdog ends it:
+        # docs/operations.md): here it is stopped outside a write.
+        stop_outside_a_write(a, Path(db.storage["path"]))
+    else:  # on PostgreSQL wherever it is (in a transaction: tested below)
+        stop(a)
     until(
         lambda: db.query("SELECT DISTINCT owner FROM runs WHERE status = 'running'") == [(b_id,)],
         timeout=LEASE_S * 3 + 30,
@@ -246,6 +255,95 @@ def test_a_daemon_stopped_past_its_lease_loses_its_runs_and_writes_nothing_after
     assert a_id in a.log()  # its lines name it
     assert b_id != a_id
     assert_gap_free(db)
+
+
+def stop(daemon: DaemonProcess) -> None:
+    """SIGSTOP, and until the process is stopped (the signal is not waited for)."""
+    assert daemon.proc is not None
+    daemon.signal(signal.SIGSTOP)
+    stat = Path(f"/proc/{daemon.proc.pid}/stat")
+    until(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "T", what="stopped")
+
+
+def stop_outside_a_write(daemon: DaemonProcess, database: Path) -> None:
+    """Stop the daemon at a moment it holds no write lock of the SQLite file (bounded)."""
+    for _ in range(20):
+        stop(daemon)
+        try:  # the other daemon's writes are short: waited for; the stopped one's never end
+            with sqlite3.connect(database, timeout=5, isolation_level=None) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # database is locked: by the stopped daemon
+            daemon.signal(signal.SIGCONT)
+            time.sleep(0.1)
+    raise AssertionError("the daemon was in a write each of 20 times it was stopped")
+
+
+@pytest.mark.parametrize(
+    "shared", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_daemon_stopped_inside_a_write_transaction_loses_its_runs_all_the_same(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: Shared
+) -> None:
+    """On PostgreSQL a daemon stopped in the middle of a write transaction holds the rows of
+    its runs that the transaction fenced; the others end that transaction once it has been
+    open for a lease, and take the runs. It is stopped there on purpose: a run's row is held
+    here until its writer waits for it, the daemon is stopped, and the row is let go (its
+    writer's transaction now holds it)."""
+    a, b = pair
+    a.start()
+    db = shared
+    assert a.request("POST", f"{P}/graphs", chain("slow", 1.0, ("n1", "n2", "n3")))[0] == 201
+    runs = submit(a, "slow", 4)
+    until(lambda: all(status_of(a, r) == "running" for r in runs), what="running on a")
+    b.start()
+    a_id, b_id = instance(a), instance(b)
+    stop_inside_a_transaction(a, db.storage["url"], runs[0])
+    until(
+        lambda: db.query("SELECT DISTINCT owner FROM runs WHERE status = 'running'") == [(b_id,)],
+        timeout=LEASE_S * 3 + 30,
+        what="b took the stopped daemon's runs, the one its transaction holds included",
+    )
+    assert "stalled_writer_ended" in b.log()
+    a.signal(signal.SIGCONT)
+    until(lambda: all(status_of(b, r) == "completed" for r in runs), what="runs completed")
+    until(lambda: "leases_lost" in a.log(), what="a noticed")
+    done = completions(db)
+    assert all(done[(r, n)] == 1 for r in runs for n in ("n1", "n2", "n3")), done
+    assert a.request("GET", "/readyz")[0] == 200  # it serves on, with a writer connected again
+    assert a_id != b_id
+    assert_gap_free(db)
+
+
+def waits_for(probe: psycopg.Connection[Any], pid: int) -> bool:
+    """Whether one server process waits for a lock the process `pid` holds."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
+    return probe.execute(query, (pid,)).fetchone() == (1,)
+
+
+def stop_inside_a_transaction(daemon: DaemonProcess, url: str, run_id: str) -> None:
+    """Stop the daemon while its writer's transaction holds the run's row (bounded tries)."""
+    for _ in range(5):
+        with (
+            psycopg.connect(url, autocommit=True) as held,
+            psycopg.connect(url, autocommit=True) as probe,
+        ):
+            held.execute("BEGIN")
+            held.execute("SELECT id FROM runs WHERE id = %s FOR UPDATE", (run_id,))
+            me = held.info.backend_pid
+            # The daemon's next write of the run (a node's end) waits for the row: its
+            # writer's transaction is open, and will hold the row once it has it.
+            until(partial(waits_for, probe, me), what="the daemon's writer waits for the row")
+            stop(daemon)
+            held.execute("ROLLBACK")  # the stopped daemon's transaction takes the row
+            try:
+                probe.execute("SELECT id FROM runs WHERE id = %s FOR UPDATE NOWAIT", (run_id,))
+            except psycopg.errors.LockNotAvailable:
+                return  # held by the stopped daemon's open transaction
+            # Its wait ran out (lock_timeout) before it was stopped: again.
+            daemon.signal(signal.SIGCONT)
+    raise AssertionError("the daemon could not be stopped inside a transaction in 5 tries")
 
 
 def test_commands_given_to_one_daemon_act_on_the_run_the_other_executes(

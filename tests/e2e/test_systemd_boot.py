@@ -176,6 +176,22 @@ def test_the_single_unit_starts_notifies_pings_reloads_and_stops(container: Cont
             what="the reload logged",
         )
         assert active_running(container, unit)
+
+        # A stopped daemon (SIGSTOP, or a loop blocked for good; stopped inside a write on
+        # SQLite it holds the file's write lock) misses its pings: the watchdog ends it, and
+        # systemd starts it again.
+        stalled = container.show(unit, "MainPID")["MainPID"]
+        container.run("kill", "-STOP", stalled)
+        until(
+            lambda: (
+                container.show(unit, "NRestarts")["NRestarts"] == "1"
+                and active_running(container, unit)
+            ),
+            timeout=60,
+            what="the watchdog ended the stopped daemon and systemd started it again",
+        )
+        assert container.show(unit, "MainPID")["MainPID"] != stalled
+        assert serving(port) is not None
     finally:
         container.run("systemctl", "stop", unit, timeout=90)
     stopped = container.show(unit, "ActiveState", "Result", "ExecMainStatus")

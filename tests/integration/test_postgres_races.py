@@ -54,7 +54,7 @@ T = TypeVar("T")
 
 @contextlib.asynccontextmanager
 async def daemon_store(
-    url: str, clock: list[datetime], batch_max: int = 4
+    url: str, clock: list[datetime], batch_max: int = 4, stalled_after_s: float | None = None
 ) -> AsyncIterator[Backend]:
     """One daemon's store: its own writer connection, read pool and checkpointer; small
     batches (many transactions, all concurrent). `clock` is shared by the daemons of a test."""
@@ -65,7 +65,8 @@ async def daemon_store(
     writer = PgWriter(url, batch_max=batch_max)
     await writer.start()
     try:
-        yield Backend(PgStore(writer, pool), pg_checkpoints(writer, pool).saver, clock)
+        store = PgStore(writer, pool, stalled_after_s=stalled_after_s)
+        yield Backend(store, pg_checkpoints(writer, pool).saver, clock)
     finally:
         await writer.close()
         await pool.close()
