@@ -165,16 +165,15 @@ async def _open_postgres(
     session = Session(url, instance, lambda: feed.wake(), grace_s=_grace_s(settings))
     await session.start()
     opened.push_async_callback(session.stop)
+    stall_s = max(5.0, settings.execution.lease_s / 2)
     writer = PgWriter(
-        url,
-        batch_max=settings.storage.batch_max,
-        available=session.is_up,
-        stall_s=max(5.0, settings.execution.lease_s / 2),
+        url, batch_max=settings.storage.batch_max, available=session.is_up, stall_s=stall_s
     )
     session.own_writer = writer.backend_pid
-    # A writer transaction open for a lease: its daemon's leases have lapsed (it renews them
-    # through that writer), and it is ended so that its runs can be taken back.
-    store = PgStore(writer, pool, session.is_up, stalled_after_s=settings.execution.lease_s)
+    # Another daemon's writer in a transaction, waiting for its daemon for longer than a
+    # lease and a statement's longest wait: stalled, and ended (adapters/postgres/stalls.py).
+    stalled_after_s = settings.execution.lease_s + stall_s
+    store = PgStore(writer, pool, session.is_up, stalled_after_s=stalled_after_s)
     feed = EventFeed(bus, store)
     store.trusted = session.trusted
     writer.on_commit = feed.committed

@@ -10,10 +10,10 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
-import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from adapters.postgres.db import WRITER_NAME, reason
+from adapters.postgres.db import reason
+from adapters.postgres.stalls import end_stalled
 from adapters.postgres.tx import POSTGRES, pg_sql
 from adapters.postgres.writer import PgWriter
 from adapters.sql.checkpoints import GroupCommitSaver, SqlCheckpoints
@@ -23,19 +23,6 @@ from core.errors import StoreUnavailable
 from core.ports import Change
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
-log = structlog.get_logger("cortexd.postgres")
-
-# The writers of other daemons whose transaction has been open for `stalled_after_s`: ended.
-# A daemon's writer does one transaction at a time, renewals included, so one open that long
-# belongs to a daemon whose leases have lapsed (stopped in the middle of it, or its host
-# frozen); while it lives it holds its runs' rows, and the runs could not be taken back.
-_END_STALLED = (
-    "SELECT pid, pg_terminate_backend(pid), "
-    "extract(epoch from clock_timestamp() - xact_start), host(client_addr) "
-    "FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s "
-    "AND pid <> pg_backend_pid() AND pid <> %s "
-    "AND xact_start < clock_timestamp() - make_interval(secs => %s)"
-)
 
 
 def always() -> bool:
@@ -90,8 +77,9 @@ class PgStore(SqlStore):
         *,
         stalled_after_s: float | None = None,
     ) -> None:
-        """`stalled_after_s`: a transaction of another daemon's writer open that long is
-        ended before each recovery (see `_END_STALLED`); None: never (a test's store)."""
+        """`stalled_after_s`: before each renewal of this daemon's leases, another daemon's
+        writer that has been waiting in a transaction that long is ended
+        (`adapters/postgres/stalls.py`); None: never (a test's store)."""
         super().__init__(writer, PgReads(pool, available), POSTGRES)
         self._pool = pool
         self.writer = writer
@@ -99,40 +87,31 @@ class PgStore(SqlStore):
         # Whether this daemon may judge the others now (see adapters/postgres/session.py):
         # until its session has been back for a while, it takes nothing back from them.
         self.trusted: Callable[[], bool] = lambda: True
-        self.stalled_ended = 0  # other daemons' writer transactions ended (`end_stalled`)
+        self.stalled_ended = 0  # other daemons' writers ended (`end_stalled`)
+
+    async def renew_leases(self, owner: str, lease_s: float) -> dict[str, int]:
+        # First: a stalled writer may hold what this renewal needs (the head, between its
+        # flush and its COMMIT), and what the recovery after it is to take back.
+        if self._stalled_after_s is not None:
+            await self.end_stalled(self._stalled_after_s)
+        return await super().renew_leases(owner, lease_s)
 
     async def recover_runs(
         self, dead: Sequence[str], max_recoveries: int, recover: Change, give_up: Change
     ) -> list[Run]:
         if not self.trusted():
             return []
-        if self._stalled_after_s is not None:
-            await self.end_stalled(self._stalled_after_s)
         return await super().recover_runs(dead, max_recoveries, recover, give_up)
 
     async def end_stalled(self, after_s: float) -> int:
-        """End the server processes of other daemons' writers whose transaction has been
-        open for `after_s` (the server rolls it back and lets go of its locks; the stalled
-        daemon, when it goes on, finds its connection gone and its leases taken: fenced).
-        Only the writers of the same role are seen (and may be ended) without more rights.
-        Returns how many were ended; the runs they held are taken at the next recovery."""
-        own = self.writer.backend_pid() or 0
+        """End other daemons' writers stalled in a transaction for `after_s`; how many."""
         try:
             async with self._pool.connection() as conn:
-                cursor = await conn.execute(_END_STALLED, (WRITER_NAME, own, after_s))
-                ended = await cursor.fetchall()
+                ended = await end_stalled(conn, self.writer.backend_pid() or 0, after_s)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise unavailable(exc) from exc
-        for pid, done, age, client in ended:
-            log.warning(
-                "stalled_writer_ended",
-                backend_pid=pid,
-                ended=done,
-                transaction_s=round(float(age), 1),
-                client=client,
-            )
-        self.stalled_ended += len(ended)
-        return len(ended)
+        self.stalled_ended += ended
+        return ended
 
 
 class _Cursor:

@@ -21,8 +21,9 @@ round trip (`FENCES`), so a takeover waits for the write, which lands before it 
 refused. Two transactions can still wait on each other's rows (a cancel from one daemon of a
 run whose child another is finishing): the server breaks such a deadlock by rolling one back,
 and that batch is done again (`RETRIES`). A daemon stopped in the middle of a transaction
-holds its rows until it goes on or its session ends (never the head: the flush and COMMIT go
-together); the others pass over them, and a write that needs one fails after `stall_s`.
+holds its rows (and, stopped between its flush and its COMMIT, the head): the others pass over
+them, a write that needs one fails after `stall_s`, and once it has been stopped for a lease
+and `stall_s` they end its transaction (`adapters/postgres/stalls.py`).
 What keeps a transaction short: its statements are sent in psycopg's pipeline mode, waited
 for only where an operation reads (the fences, a claim, a finishing run), and a fence read
 once is remembered (`PgTx.fences`).
@@ -97,8 +98,8 @@ class PgWriter(GroupCommit):
         while it says no, a batch fails at once instead of waiting for a connection.
         `stall_s`: how long a statement of this writer waits for a row another transaction
         holds (`lock_timeout`) before its operation fails with StoreUnavailable (a daemon
-        stopped in the middle of a transaction holds its rows until it goes on or its
-        session ends), and how long the server waits on this writer between two
+        stopped in the middle of a transaction holds its rows until it goes on or the
+        others end its transaction), and how long the server waits on this writer between two
         transactions' statements outside the pipeline
         (`idle_in_transaction_session_timeout`)."""
         super().__init__(
@@ -122,6 +123,9 @@ class PgWriter(GroupCommit):
         conn = await connect(self._url, application_name=WRITER_NAME)
         try:  # a SET, not a startup option: pgbouncer passes it on in session mode
             await conn.execute(SERVER_KEEPALIVES.encode())  # several statements: simple protocol
+            # The name the other daemons look for (adapters/postgres/stalls.py), whatever the
+            # URL's `application_name` says.
+            await conn.execute(f"SET application_name = '{WRITER_NAME}'")
             await conn.execute(f"SET lock_timeout = {self._stall_ms}")
             await conn.execute(f"SET idle_in_transaction_session_timeout = {self._stall_ms}")
         except BaseException:

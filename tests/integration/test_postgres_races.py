@@ -54,7 +54,11 @@ T = TypeVar("T")
 
 @contextlib.asynccontextmanager
 async def daemon_store(
-    url: str, clock: list[datetime], batch_max: int = 4, stalled_after_s: float | None = None
+    url: str,
+    clock: list[datetime],
+    batch_max: int = 4,
+    stalled_after_s: float | None = None,
+    stall_s: float = 5.0,
 ) -> AsyncIterator[Backend]:
     """One daemon's store: its own writer connection, read pool and checkpointer; small
     batches (many transactions, all concurrent). `clock` is shared by the daemons of a test."""
@@ -62,7 +66,7 @@ async def daemon_store(
         url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
     )
     await pool.open()
-    writer = PgWriter(url, batch_max=batch_max)
+    writer = PgWriter(url, batch_max=batch_max, stall_s=stall_s)
     await writer.start()
     try:
         store = PgStore(writer, pool, stalled_after_s=stalled_after_s)
