@@ -257,7 +257,8 @@ def test_ctrl_c_stops_watching_and_leaves_the_run_alone(
         [str(CORTEXD), "run", "watch", run_id],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=client_env(daemon, project),
+        # On SIGABRT, every thread's traceback: what a watch that did not stop was doing.
+        env={**client_env(daemon, project), "PYTHONFAULTHANDLER": "1"},
     )
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 30)
@@ -265,7 +266,12 @@ def test_ctrl_c_stops_watching_and_leaves_the_run_alone(
     assert b"run" in proc.stdout.readline()
 
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=20)
+    try:
+        _, stderr = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:  # seen once in a gate under load: not reproduced yet
+        proc.send_signal(signal.SIGABRT)
+        out, stderr = proc.communicate(timeout=20)
+        pytest.fail(f"the watch went on after SIGINT:\n{out.decode()}\n{stderr.decode()}")
 
     assert proc.returncode == 130
     assert stderr.decode() == (
