@@ -26,7 +26,7 @@ log = structlog.get_logger("cortexd.postgres")
 MIGRATION_LOCK = 0x636F72746578_01  # "cortex", 1
 CONNECT_TIMEOUT_S = 5
 # The `application_name` of each daemon's writer connection: what the others look for in
-# `pg_stat_activity` to end the transaction of a stalled one (adapters/postgres/store.py).
+# `pg_stat_activity` to end the transaction of a stalled one (adapters/postgres/stalls.py).
 WRITER_NAME = "cortexd-writer"
 # What every connection gets, unless the URL says otherwise.
 _DEFAULTS: Mapping[str, Any] = {

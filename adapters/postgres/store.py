@@ -82,6 +82,7 @@ class PgStore(SqlStore):
         (`adapters/postgres/stalls.py`); None: never (a test's store)."""
         super().__init__(writer, PgReads(pool, available), POSTGRES)
         self._pool = pool
+        self._available = available
         self.writer = writer
         self._stalled_after_s = stalled_after_s
         # Whether this daemon may judge the others now (see adapters/postgres/session.py):
@@ -92,7 +93,8 @@ class PgStore(SqlStore):
     async def renew_leases(self, owner: str, lease_s: float) -> dict[str, int]:
         # First: a stalled writer may hold what this renewal needs (the head, between its
         # flush and its COMMIT), and what the recovery after it is to take back.
-        if self._stalled_after_s is not None:
+        # While the server is away (the session lost it), the renewal fails at once.
+        if self._stalled_after_s is not None and self._available():
             await self.end_stalled(self._stalled_after_s)
         return await super().renew_leases(owner, lease_s)
 

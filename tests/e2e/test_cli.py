@@ -241,6 +241,10 @@ def test_watch_on_a_terminal_is_a_live_table_of_nodes(
     assert " completed in " in final
 
 
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_watching_and_leaves_the_run_alone(
     daemon: DaemonProcess, project: str, tmp_path: Path
 ) -> None:
@@ -257,8 +261,11 @@ def test_ctrl_c_stops_watching_and_leaves_the_run_alone(
         [str(CORTEXD), "run", "watch", run_id],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        # On SIGABRT, every thread's traceback: what a watch that did not stop was doing.
-        env={**client_env(daemon, project), "PYTHONFAULTHANDLER": "1"},
+        env=client_env(daemon, project),
+        # Ctrl-C as in a terminal: a process started in the background by a shell without job
+        # control (`make test &`, CI runners) inherits SIGINT ignored, and Python keeps it so
+        # (this test failed so in two gates started that way; the watch is right to go on).
+        preexec_fn=default_sigint,
     )
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 30)
@@ -266,12 +273,7 @@ def test_ctrl_c_stops_watching_and_leaves_the_run_alone(
     assert b"run" in proc.stdout.readline()
 
     proc.send_signal(signal.SIGINT)
-    try:
-        _, stderr = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:  # seen once in a gate under load: not reproduced yet
-        proc.send_signal(signal.SIGABRT)
-        out, stderr = proc.communicate(timeout=20)
-        pytest.fail(f"the watch went on after SIGINT:\n{out.decode()}\n{stderr.decode()}")
+    _, stderr = proc.communicate(timeout=20)
 
     assert proc.returncode == 130
     assert stderr.decode() == (
