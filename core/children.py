@@ -112,7 +112,12 @@ class Children:
             parent_run_id=parent.id,
             parent_node_id=node_id,
         )
-        await self._store.create_run(child)
+        try:
+            await self._store.create_run(child)
+        except NotFound as gone:  # deleted since it was read
+            raise ChildStartFailed(
+                f"no graph {workflow_id!r} in project {parent.project_id!r}"
+            ) from gone
         self._wake()
         # A cancel or pause of the parent that listed its children before this one existed
         # must still reach it.

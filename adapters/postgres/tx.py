@@ -28,6 +28,7 @@ POSTGRES = Dialect(
     next_seq="(SELECT seq + 1 FROM event_head)",
     lock=" FOR UPDATE",
     take=" FOR UPDATE SKIP LOCKED",
+    keep=" FOR KEY SHARE",
     queue_position="nextval('runs_queue')",
 )
 

@@ -67,6 +67,7 @@ async def insert_run(
     key: IdempotencyKey | None = None,
     versions: groups.VersionLimits | None = None,
 ) -> Claim | None:
+    await graph_kept(tx, run.project_id, run.workflow_id)
     if key is not None:
         await take_key(tx, run, key)
     group = await groups.group_of_new_run(tx, run, versions)
@@ -110,6 +111,18 @@ async def insert_run(
         return None
     [taken] = await claim_runs(tx, claim.owner, 1, claim.lease_s, claim.start)
     return taken
+
+
+async def graph_kept(tx: Tx, project_id: str, graph_id: str) -> None:
+    """NotFound unless the graph is stored; else it stays, to the transaction's end, for the
+    run about to be made of it: a deletion decided after (its count of active runs) waits
+    for this transaction and counts that run, one decided before is seen here."""
+    found = await tx.fetchone(
+        f"SELECT 1 FROM graphs WHERE project_id = ? AND id = ?{tx.dialect.keep}",
+        (project_id, graph_id),
+    )
+    if found is None:
+        raise NotFound("graph", graph_id)
 
 
 def queue_position(tx: Tx, seq: int) -> tuple[str, tuple[int, ...]]:

@@ -137,7 +137,7 @@ class SqlSchedules:
                 raise NotFound("schedule", schedule_id)
             schedule = schedule_from(row)
             graph_row = await tx.fetchone(
-                "SELECT body FROM graphs WHERE project_id = ? AND id = ?",
+                f"SELECT body FROM graphs WHERE project_id = ? AND id = ?{tx.dialect.keep}",
                 (project_id, schedule.workflow_id),
             )
             graph = Graph.model_validate_json(graph_row[0]) if graph_row else None

@@ -114,31 +114,9 @@ class SqlStore:
         return await self._writer.write(op)
 
     async def delete_graph(self, project_id: str, graph_id: str, now: datetime) -> None:
-        async def op(tx: Tx) -> None:
-            await tx.lock("graph", project_id, graph_id)
-            row = await tx.fetchone(
-                "SELECT body FROM graphs WHERE project_id = ? AND id = ?", (project_id, graph_id)
-            )
-            if row is None:
-                raise NotFound("graph", graph_id)
-            (active,) = await tx.fetchone(
-                f"SELECT COUNT(*) FROM runs WHERE project_id = ? AND workflow_id = ? "
-                f"AND status IN ({', '.join('?' * len(_ACTIVE))})",
-                (project_id, graph_id, *_ACTIVE),
-            )
-            if active:
-                raise Conflict(f"graph {graph_id!r} has {active} active run(s); cancel them first")
-            await tx.execute(
-                "DELETE FROM graphs WHERE project_id = ? AND id = ?", (project_id, graph_id)
-            )
-            graph = Graph.model_validate_json(row[0])
-            await tx.emit(
-                Event(
-                    type=EventType.GRAPH_DELETED, project_id=project_id, timestamp=now, graph=graph
-                )
-            )
-
-        await self._writer.write(op)
+        await self._writer.write(
+            partial(remove_graph, project_id=project_id, graph_id=graph_id, now=now)
+        )
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -394,3 +372,28 @@ class SqlStore:
 
     async def ping(self) -> None:
         await self._one("SELECT 1")
+
+
+async def remove_graph(tx: Tx, project_id: str, graph_id: str, now: datetime) -> None:
+    """Delete the graph (its versions stay, for its runs), unless a run of it is active."""
+    await tx.lock("graph", project_id, graph_id)
+    # Locked before the runs are counted: a run being made of it (`runs.graph_kept`)
+    # is either counted or made after, and then finds the graph gone.
+    row = await tx.fetchone(
+        f"SELECT body FROM graphs WHERE project_id = ? AND id = ?{tx.dialect.lock}",
+        (project_id, graph_id),
+    )
+    if row is None:
+        raise NotFound("graph", graph_id)
+    (active,) = await tx.fetchone(
+        f"SELECT COUNT(*) FROM runs WHERE project_id = ? AND workflow_id = ? "
+        f"AND status IN ({', '.join('?' * len(_ACTIVE))})",
+        (project_id, graph_id, *_ACTIVE),
+    )
+    if active:
+        raise Conflict(f"graph {graph_id!r} has {active} active run(s); cancel them first")
+    await tx.execute("DELETE FROM graphs WHERE project_id = ? AND id = ?", (project_id, graph_id))
+    graph = Graph.model_validate_json(row[0])
+    await tx.emit(
+        Event(type=EventType.GRAPH_DELETED, project_id=project_id, timestamp=now, graph=graph)
+    )

@@ -46,6 +46,9 @@ class Dialect:
     # never overlap (BEGIN IMMEDIATE).
     lock: str = ""
     take: str = ""
+    # What follows a SELECT of a row that must stay until the transaction ends while others
+    # may still change its other columns (a graph a new run is of: its deletion waits).
+    keep: str = ""
     # Where a run joins the queue (`runs.queued_at`): None, at the seq of the event that says
     # so (SQLite: the transactions commit one at a time, so seqs are handed out as they
     # begin); else this SQL (PostgreSQL numbers a transaction's events only as it commits).

@@ -27,7 +27,7 @@ from adapters.sqlite.store import SqliteStore
 from adapters.sqlite.writer import Writer
 from core import changes
 from core.domain import GraphSpec, NodeState, NodeStatus, Run, RunStatus
-from core.errors import InvalidCursor, InvalidTransition, LeaseLost, NotFound
+from core.errors import Conflict, InvalidCursor, InvalidTransition, LeaseLost, NotFound
 from core.idempotency import IdempotencyKey, KeyTaken
 from core.pages import RunFilter
 from core.ports import EXECUTION_KEY, Claim, ClaimRequest, Lease, PendingAnswer, Store
@@ -91,9 +91,20 @@ async def postgres_store(url: str) -> AsyncIterator[tuple[PgStore, BaseCheckpoin
         await pool.close()
 
 
-async def graph(b: Backend, graph_id: str = "g") -> None:
+async def graph(b: Backend, graph_id: str = "g", project_id: str = "p") -> None:
     spec = GraphSpec.model_validate({"name": graph_id, "nodes": [{"id": "a"}]})
-    await b.store.put_graph("p", graph_id, spec, b.now(), create=True)
+    await b.store.put_graph(project_id, graph_id, spec, b.now(), create=True)
+
+
+async def create(
+    b: Backend, run: Run, request: ClaimRequest | None = None, *, key: IdempotencyKey | None = None
+) -> Claim | None:
+    """`create_run`, with the run's graph stored first when it is not (a run needs one)."""
+    if await b.store.get_graph(run.project_id, run.workflow_id) is None:
+        with contextlib.suppress(Conflict):  # stored meanwhile, for a run created alongside
+            await graph(b, run.workflow_id, run.project_id)
+    taken: Claim | None = await b.store.create_run(run, request, key=key)
+    return taken
 
 
 def a_run(
@@ -125,7 +136,7 @@ async def new_run(
     created_at: datetime | None = None,
 ) -> Run:
     run = a_run(b, workflow_id, project_id, status=status, created_at=created_at)
-    await b.store.create_run(run)
+    await create(b, run)
     return run
 
 
@@ -301,6 +312,36 @@ async def test_a_cursor_before_a_created_before_bound_keeps_both(backend: Backen
 async def test_a_cursor_the_store_did_not_make_is_refused(backend: Backend, cursor: str) -> None:
     with pytest.raises(InvalidCursor):
         await backend.store.list_runs("p", cursor=cursor)
+
+
+async def test_a_run_needs_its_graph_and_a_graph_with_an_active_run_is_not_deleted(
+    backend: Backend,
+) -> None:
+    b = backend
+    orphan = a_run(b, "nowhere")
+    with pytest.raises(NotFound):
+        await b.store.create_run(orphan, key=IdempotencyKey("k", "f", 60))
+    assert await b.store.get_run("p", orphan.id) is None
+    assert await b.store.list_events("p") == []
+    await graph(b)
+    run = await new_run(b)
+    with pytest.raises(Conflict):
+        await b.store.delete_graph("p", "g", b.now())
+    [taken] = await claim(b, "d1")
+    await finish(b, taken)
+    await b.store.delete_graph("p", "g", b.now())
+    assert await b.store.get_graph("p", "g") is None
+    assert await b.store.get_graph("p", "g", 1) is not None  # its runs' version stays
+    with pytest.raises(NotFound):
+        await b.store.create_run(a_run(b))
+    assert [(e["type"], e.get("run_id")) for e in await b.store.list_events("p")][-2:] == [
+        ("workflow.run.completed", run.id),
+        ("workflow.graph.deleted", None),
+    ]
+    await graph(b)  # made again: its versions go on from the deleted one's
+    again = await b.store.get_graph("p", "g")
+    assert again is not None
+    assert again.version == 2
 
 
 async def test_pages_of_graphs_are_by_id_and_refuse_a_runs_cursor(backend: Backend) -> None:
@@ -623,7 +664,7 @@ async def test_a_new_run_is_claimed_as_it_is_created_only_when_it_is_first_in_th
     b = backend
     request = ClaimRequest("d1", LEASE_S, changes.start(b.now()))
     run = a_run(b, run_id="first")
-    taken = await b.store.create_run(run, request)
+    taken = await create(b, run, request)
     assert taken is not None
     assert (taken.run.id, taken.run.status, taken.run.owner, taken.fresh) == (
         "first",
@@ -634,7 +675,7 @@ async def test_a_new_run_is_claimed_as_it_is_created_only_when_it_is_first_in_th
     assert taken.seq >= max(await seqs(b))
     waiting = await new_run(b)  # no slot asked: it waits
     second = run.model_copy(update={"id": "second", "created_at": b.now()})
-    assert await b.store.create_run(second, request) is None  # behind the waiting one
+    assert await create(b, second, request) is None  # behind the waiting one
     assert [c.run.id for c in await claim(b, "d2")] == [waiting.id, "second"]
 
 
@@ -644,20 +685,20 @@ async def test_an_idempotency_key_names_one_run_per_project_until_it_expires(
     b = backend
     key = IdempotencyKey("k", "print-1", ttl_s=60)
     first = a_run(b)
-    await b.store.create_run(first, key=key)
+    await create(b, first, key=key)
     # Taken, whatever the fingerprint: the store says by which run; nothing else is stored.
     for fingerprint in ("print-1", "print-2"):
         with pytest.raises(KeyTaken) as taken:
-            await b.store.create_run(a_run(b), key=IdempotencyKey("k", fingerprint, 60))
+            await create(b, a_run(b), key=IdempotencyKey("k", fingerprint, 60))
         assert (taken.value.run_id, taken.value.fingerprint) == (first.id, "print-1")
     assert [r.id for r in (await b.store.list_runs("p")).items] == [first.id]
     # Another project has keys of its own.
-    await b.store.create_run(a_run(b, "g", "other"), key=key)
+    await create(b, a_run(b, "g", "other"), key=key)
     # Past its time to live (by the new run's creation time) the key names the new run.
     later = a_run(b, created_at=first.created_at + timedelta(seconds=61))
-    await b.store.create_run(later, key=IdempotencyKey("k", "print-3", 60))
+    await create(b, later, key=IdempotencyKey("k", "print-3", 60))
     with pytest.raises(KeyTaken) as taken:
-        await b.store.create_run(a_run(b, created_at=later.created_at), key=key)
+        await create(b, a_run(b, created_at=later.created_at), key=key)
     assert (taken.value.run_id, taken.value.fingerprint) == (later.id, "print-3")
 
 
@@ -665,7 +706,7 @@ async def test_concurrent_creations_with_one_key_store_one_run(backend: Backend)
     b = backend
     key = IdempotencyKey("burst", "same", ttl_s=60)
     results = await asyncio.gather(
-        *(b.store.create_run(a_run(b), key=key) for _ in range(10)), return_exceptions=True
+        *(create(b, a_run(b), key=key) for _ in range(10)), return_exceptions=True
     )
     assert sum(isinstance(r, KeyTaken) for r in results) == 9
     assert len((await b.store.list_runs("p")).items) == 1
@@ -676,7 +717,7 @@ async def test_runs_are_filtered_by_trigger(backend: Backend) -> None:
     by_api = a_run(b)
     by_hook = a_run(b).model_copy(update={"trigger": {"type": "webhook", "id": "h"}})
     for run in (by_api, by_hook):
-        await b.store.create_run(run)
+        await create(b, run)
     hooked = await b.store.list_runs("p", RunFilter(trigger="webhook"))
     assert [r.id for r in hooked.items] == [by_hook.id]
     pending = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
@@ -703,7 +744,7 @@ async def limited_graph(
 
 async def run_of(b: Backend, graph_id: str, run_input: Any = None, version: int = 1) -> Run:
     run = a_run(b, graph_id).model_copy(update={"graph_version": version, "input": run_input or {}})
-    await b.store.create_run(run)
+    await create(b, run)
     return run
 
 
@@ -748,12 +789,12 @@ async def test_the_runs_of_a_full_group_hold_back_no_other_graph(backend: Backen
     # for a slot, it waits for its group.
     request = ClaimRequest("d1", LEASE_S, changes.start(b.now()))
     at_once = a_run(b, "free", run_id="at-once")
-    taken = await b.store.create_run(at_once, request)
+    taken = await create(b, at_once, request)
     assert taken is not None
     assert taken.run.id == "at-once"
     # ... and a run of the full group is not.
     late = at_once.model_copy(update={"id": "late", "workflow_id": "one"})
-    assert await b.store.create_run(late, request) is None
+    assert await create(b, late, request) is None
     await finish(b, first)
     assert ids(await claim(b, "d2", limit=10)) == [backlog[0].id]
 
@@ -890,7 +931,7 @@ async def test_a_run_parked_until_later_does_not_keep_a_new_run_from_its_slot(
     await b.store.execution(taken).finish(changes.park(b.now(), Wait(until=until)))
     fresh = a_run(b)
     request = ClaimRequest("d1", LEASE_S, changes.start(b.now()))
-    claimed = await b.store.create_run(fresh, request)
+    claimed = await create(b, fresh, request)
     assert claimed is not None  # nothing due waits: taken as it is created
     assert claimed.run.id == fresh.id
     assert (await b.store.get_run("p", parked.id)).waiting_for is not None

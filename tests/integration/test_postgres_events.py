@@ -25,9 +25,11 @@ from adapters.postgres.writer import PgWriter
 from adapters.sql import retention, runs
 from adapters.sql.execution import Fenced
 from adapters.sql.migrations import SchemaTooNew
+from adapters.sql.store import remove_graph
 from adapters.sql.tx import Tx
-from core.domain import Event, EventType, Run, RunStatus
-from core.errors import LeaseLost, StoreUnavailable
+from core import changes
+from core.domain import Event, EventType, GraphSpec, Run, RunStatus
+from core.errors import Conflict, LeaseLost, NotFound, StoreUnavailable
 from core.idempotency import IdempotencyKey
 from core.pages import micros
 from core.ports import Lease
@@ -364,6 +366,10 @@ async def test_retention_keeps_an_expired_key_another_daemon_took_again_meanwhil
             "VALUES ('p', 'K', 'f', 'old', %s)",
             (micros(NOW) - 1,),
         )
+        # the new run's graph (only its row's presence matters here)
+        await conn.execute(
+            "INSERT INTO graphs (project_id, id, version, body) VALUES ('p', 'g', 1, '{}')"
+        )
     run = Run(
         id="new",
         workflow_id="g",
@@ -394,6 +400,67 @@ async def test_retention_keeps_an_expired_key_another_daemon_took_again_meanwhil
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
         cursor = await conn.execute("SELECT run_id, expires_us FROM idempotency_keys")
         assert await cursor.fetchall() == [("new", micros(NOW) + 3600 * 1_000_000)]
+
+
+async def held_open(
+    writer: PgWriter, op: Callable[[Tx], Awaitable[None]]
+) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """`op` in a transaction of `writer` kept open until the event returned is set."""
+    done, go_on = asyncio.Event(), asyncio.Event()
+
+    async def holding(tx: Tx) -> None:
+        await op(tx)
+        done.set()
+        await asyncio.wait_for(go_on.wait(), 30)
+
+    task = asyncio.create_task(writer.write(holding))
+    await asyncio.wait_for(done.wait(), 30)
+    return task, go_on
+
+
+def pending_run(run_id: str) -> Run:
+    return Run(
+        id=run_id,
+        workflow_id="g",
+        status=RunStatus.PENDING,
+        project_id="p",
+        graph_version=1,
+        created_at=NOW,
+        last_message="queued",
+    )
+
+
+async def test_a_graph_being_deleted_and_a_run_being_made_of_it_never_both_succeed(
+    postgres_url: str,
+) -> None:
+    """The deletion used to count the graph's active runs without seeing the one another
+    daemon was making of it, and both succeeded: a run of a deleted graph."""
+    await pg_db.prepare_database(postgres_url)
+    spec = GraphSpec.model_validate({"name": "g", "nodes": [{"id": "a"}]})
+    async with daemon_store(postgres_url) as (a, a_writer), daemon_store(postgres_url) as (b, _):
+        await a.put_graph("p", "g", spec, NOW, create=True)
+        # made first: the deletion waits for it, counts it and is refused
+        creating, go_on = await held_open(a_writer, partial(runs.insert_run, run=pending_run("r1")))
+        deleting = asyncio.create_task(b.delete_graph("p", "g", NOW))
+        await someone_waits_for_a_lock(postgres_url)
+        go_on.set()
+        await asyncio.wait_for(creating, 30)
+        with pytest.raises(Conflict):
+            await asyncio.wait_for(deleting, 30)
+        assert await a.get_graph("p", "g") is not None
+        await a.change_run("p", "r1", changes.cancel(NOW))
+        # deleted first: the run waits for it and finds the graph gone
+        removing, go_on = await held_open(
+            a_writer, partial(remove_graph, project_id="p", graph_id="g", now=NOW)
+        )
+        making = asyncio.create_task(b.create_run(pending_run("r2")))
+        await someone_waits_for_a_lock(postgres_url)
+        go_on.set()
+        await asyncio.wait_for(removing, 30)
+        with pytest.raises(NotFound):
+            await asyncio.wait_for(making, 30)
+        assert await a.get_graph("p", "g") is None
+        assert await a.get_run("p", "r2") is None
 
 
 async def test_a_database_migrated_by_a_newer_release_is_refused(postgres_url: str) -> None:

@@ -39,6 +39,7 @@ from tests.contract.test_store_contract import (
     a_run,
     claim,
     finish,
+    graph,
     limited_graph,
     new_run,
     node,
@@ -517,6 +518,7 @@ async def race_for_a_key(a: Backend, b: Backend, r: int) -> KeyRace:
     """Round `r`, in a project of its own: both daemons create runs with one key at once, half
     of them asking to claim the run at creation; in odd rounds the key had expired."""
     project, created_at = f"p{r}", a.now()
+    await graph(a, "g", project)
     stale = None
     if r % 2:
         stale = a_run(a, project_id=project, created_at=created_at - timedelta(hours=1))

@@ -127,7 +127,10 @@ def _transaction(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable
 
 class FakeStore:
     def __init__(self, db_clock: Callable[[], float] = time.time) -> None:
+        # Every version a graph had, kept when it is deleted (the runs of a version run on),
+        # and the graphs that exist now.
         self.graphs: dict[tuple[str, str], list[Graph]] = {}
+        self.live: set[tuple[str, str]] = set()
         self.keys: dict[tuple[str, str], tuple[str, str, int]] = {}  # idempotency keys
         self.rows: dict[str, _Row] = {}
         self.order = itertools.count(1)
@@ -172,7 +175,9 @@ class FakeStore:
         found = [
             versions[-1]
             for (p, graph_id), versions in sorted(self.graphs.items())
-            if p == project_id and versions and (after is None or graph_id > after)
+            if p == project_id
+            and (p, graph_id) in self.live
+            and (after is None or graph_id > after)
         ]
         more = len(found) > limit
         return Page(found[:limit], encode_cursor("g", found[limit - 1].id) if more else None)
@@ -182,35 +187,50 @@ class FakeStore:
     ) -> Graph | None:
         versions = self.graphs.get((project_id, graph_id), [])
         if version is None:
-            return versions[-1] if versions else None
+            return versions[-1] if (project_id, graph_id) in self.live else None
         return next((g for g in versions if g.version == version), None)
 
     @_transaction
     async def put_graph(
         self, project_id: str, graph_id: str, spec: GraphSpec, now: datetime, *, create: bool
     ) -> Graph:
-        versions = self.graphs.setdefault((project_id, graph_id), [])
-        if create and versions:
+        exists = (project_id, graph_id) in self.live
+        if create and exists:
             raise Conflict("exists")
-        if not create and not versions:
+        if not create and not exists:
             raise NotFound("graph", graph_id)
+        versions = self.graphs.setdefault((project_id, graph_id), [])
         graph = Graph(
             **spec.model_dump(exclude={"id"}),
             id=graph_id,
             project_id=project_id,
             version=len(versions) + 1,
-            created_at=versions[0].created_at if versions else now,
+            created_at=versions[-1].created_at if exists else now,
             updated_at=now,
         )
         versions.append(graph)
+        self.live.add((project_id, graph_id))
         kind = EventType.GRAPH_CREATED if create else EventType.GRAPH_UPDATED
         self._emit(Event(type=kind, project_id=project_id, timestamp=now, graph=graph))
         return graph
 
+    @_transaction
     async def delete_graph(self, project_id: str, graph_id: str, now: datetime) -> None:
-        versions = self.graphs.pop((project_id, graph_id), None)
-        if versions is None:
+        if (project_id, graph_id) not in self.live:
             raise NotFound("graph", graph_id)
+        active = sum(
+            1
+            for row in self.rows.values()
+            if (row.run.project_id, row.run.workflow_id) == (project_id, graph_id)
+            and row.run.status in ACTIVE
+        )
+        if active:
+            raise Conflict(f"graph {graph_id!r} has {active} active run(s); cancel them first")
+        self.live.discard((project_id, graph_id))
+        graph = self.graphs[(project_id, graph_id)][-1]
+        self._emit(
+            Event(type=EventType.GRAPH_DELETED, project_id=project_id, timestamp=now, graph=graph)
+        )
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -218,6 +238,8 @@ class FakeStore:
     async def create_run(
         self, run: Run, claim: ClaimRequest | None = None, *, key: IdempotencyKey | None = None
     ) -> Claim | None:
+        if (run.project_id, run.workflow_id) not in self.live:
+            raise NotFound("graph", run.workflow_id)
         if key is not None:
             now = micros(run.created_at)
             held = self.keys.get((run.project_id, key.key))
