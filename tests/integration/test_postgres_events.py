@@ -370,15 +370,7 @@ async def test_retention_keeps_an_expired_key_another_daemon_took_again_meanwhil
         await conn.execute(
             "INSERT INTO graphs (project_id, id, version, body) VALUES ('p', 'g', 1, '{}')"
         )
-    run = Run(
-        id="new",
-        workflow_id="g",
-        status=RunStatus.PENDING,
-        project_id="p",
-        graph_version=1,
-        created_at=NOW,
-        last_message="queued",
-    )
+    run = pending_run("new")
     async with daemon_store(postgres_url) as (_, a), daemon_store(postgres_url) as (_, b):
         taken, go_on = asyncio.Event(), asyncio.Event()
 
