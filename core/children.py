@@ -30,7 +30,7 @@ from langgraph.types import interrupt as _interrupt
 
 from core import changes
 from core.domain import EventType, Run, RunStatus
-from core.errors import InvalidTransition, NotFound
+from core.errors import Conflict, InvalidTransition, NotFound
 from core.ports import Change, Clock, RunChange, Store
 from core.waits import MAX_REWAITS, child
 
@@ -160,7 +160,10 @@ class Children:
             trigger["reruns"] = int(run.trigger.get("reruns", 0)) + 1
             return replace(result, run=result.run.model_copy(update={"trigger": trigger}))
 
-        run = await self._store.change_run(child.project_id, child.id, rerun)
+        try:
+            run = await self._store.change_run(child.project_id, child.id, rerun)
+        except Conflict as gone:  # its graph was deleted
+            raise ChildStartFailed(str(gone)) from gone
         self._wake()
         return run
 

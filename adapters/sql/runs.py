@@ -24,7 +24,7 @@ from adapters.sql import groups
 from adapters.sql.groups import Membership
 from adapters.sql.tx import Tx
 from core.domain import Event, EventType, NodeState, NodeStatus, Run, RunStatus
-from core.errors import LeaseLost, NotFound
+from core.errors import Conflict, LeaseLost, NotFound
 from core.idempotency import IdempotencyKey, KeyTaken
 from core.pages import micros
 from core.ports import Change, Claim, ClaimRequest, Lease, RunChange
@@ -181,7 +181,20 @@ async def change_run(
         raise LeaseLost(run_id)
     current = run_from(row)
     result = change(current)
+    if result.run.status is RunStatus.PENDING and current.status in TERMINAL:
+        await graph_of_rerun(tx, current)
     return await apply_change(tx, current, result, Membership(row[3], bool(row[4])))
+
+
+async def graph_of_rerun(tx: Tx, run: Run) -> None:
+    """An ended run is executed again only while its graph exists (and the graph then stays
+    to the transaction's end, as for a new run): a deleted graph has no active run."""
+    try:
+        await graph_kept(tx, run.project_id, run.workflow_id)
+    except NotFound:
+        raise Conflict(
+            f"graph {run.workflow_id!r} was deleted: its runs are not executed again"
+        ) from None
 
 
 async def apply_change(

@@ -327,15 +327,18 @@ async def test_a_run_needs_its_graph_and_a_graph_with_an_active_run_is_not_delet
     run = await new_run(b)
     with pytest.raises(Conflict):
         await b.store.delete_graph("p", "g", b.now())
-    [taken] = await claim(b, "d1")
-    await finish(b, taken)
+    await b.store.change_run("p", run.id, changes.cancel(b.now()))
     await b.store.delete_graph("p", "g", b.now())
     assert await b.store.get_graph("p", "g") is None
     assert await b.store.get_graph("p", "g", 1) is not None  # its runs' version stays
     with pytest.raises(NotFound):
         await b.store.create_run(a_run(b))
+    with pytest.raises(Conflict):  # nor is an ended run of it executed again
+        await b.store.change_run(
+            "p", run.id, changes.execute(b.now(), new_input=None, from_start=True)
+        )
     assert [(e["type"], e.get("run_id")) for e in await b.store.list_events("p")][-2:] == [
-        ("workflow.run.completed", run.id),
+        ("workflow.run.cancelled", run.id),
         ("workflow.graph.deleted", None),
     ]
     await graph(b)  # made again: its versions go on from the deleted one's

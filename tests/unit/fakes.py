@@ -322,7 +322,11 @@ class FakeStore:
         if lease is not None:
             self._fence(lease)
         current = self._read(row)
-        return self._apply(row, current, change(current))
+        result = change(current)
+        rerun = result.run.status is RunStatus.PENDING and current.status in TERMINAL
+        if rerun and (current.project_id, current.workflow_id) not in self.live:
+            raise Conflict(f"graph {current.workflow_id!r} was deleted")
+        return self._apply(row, current, result)
 
     def _apply(self, row: _Row, current: Run, result: RunChange) -> Run:
         run = result.run

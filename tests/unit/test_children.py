@@ -40,3 +40,25 @@ async def test_a_child_whose_graph_is_deleted_as_it_starts_fails_its_node_for_go
     with pytest.raises(ChildStartFailed, match="no graph 'child'"):
         await children.ensure(parent, "a", "task-1", "child", {})
     assert [run.id for run in (await store.list_runs("p")).items] == [parent.id]
+
+
+async def test_a_failed_child_whose_graph_was_deleted_is_not_executed_again() -> None:
+    store, clock = FakeStore(), FakeClock()
+    spec = GraphSpec.model_validate({"name": "child", "nodes": [{"id": "a"}]})
+    await store.put_graph("p", "child", spec, clock.now(), create=True)
+    child = Run(
+        id="child-run",
+        workflow_id="child",
+        status=RunStatus.FAILED,
+        project_id="p",
+        graph_version=1,
+        created_at=clock.now(),
+    )
+    await store.create_run(child)
+    await store.delete_graph("p", "child", clock.now())
+    children = Children(store, clock, wake=lambda: None)
+    with pytest.raises(ChildStartFailed, match="was deleted"):
+        await children.again(child)
+    stored = await store.get_run("p", child.id)
+    assert stored is not None
+    assert stored.status is RunStatus.FAILED
