@@ -49,14 +49,17 @@ class Commands:
         # can no longer write, but could still act: let it end first, within a while.
         await self._executor.wait_detached(run.id)
         change = changes.execute(self._clock.now(), new_input=new_input, from_start=from_start)
-        run = await self._store.change_run(run.project_id, run.id, change)
+        change(run)  # an execute the run refuses (InvalidTransition) rearms none of its children
+        # Before the run is pending: a daemon may take it at once, and its node must find its
+        # children with their fresh budget (found by a gate: the node found the old one spent).
         ended = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
         children = await self._store.list_runs(
             run.project_id, RunFilter(parent_run_id=run.id, statuses=ended), limit=MAX_PAGE
         )
-        for child in children.items:  # their nodes may execute them again, from now on
+        for child in children.items:  # their nodes may execute them again
             with contextlib.suppress(NotFound):
                 await self._store.change_run(child.project_id, child.id, rearm(self._clock.now()))
+        run = await self._store.change_run(run.project_id, run.id, change)
         self._executor.wake()
         return run
 
