@@ -22,19 +22,23 @@ class DeletedOnceRead(FakeStore):
         return found
 
 
+def stored_run(run_id: str, workflow_id: str, status: RunStatus, clock: FakeClock) -> Run:
+    return Run(
+        id=run_id,
+        workflow_id=workflow_id,
+        status=status,
+        project_id="p",
+        graph_version=1,
+        created_at=clock.now(),
+    )
+
+
 async def test_a_child_whose_graph_is_deleted_as_it_starts_fails_its_node_for_good() -> None:
     store, clock = DeletedOnceRead(), FakeClock()
     for graph_id in ("parent", "child"):
         spec = GraphSpec.model_validate({"name": graph_id, "nodes": [{"id": "a"}]})
         await store.put_graph("p", graph_id, spec, clock.now(), create=True)
-    parent = Run(
-        id="parent-run",
-        workflow_id="parent",
-        status=RunStatus.PENDING,
-        project_id="p",
-        graph_version=1,
-        created_at=clock.now(),
-    )
+    parent = stored_run("parent-run", "parent", RunStatus.PENDING, clock)
     await store.create_run(parent)
     children = Children(store, clock, wake=lambda: None)
     with pytest.raises(ChildStartFailed, match="no graph 'child'"):
@@ -46,14 +50,7 @@ async def test_a_failed_child_whose_graph_was_deleted_is_not_executed_again() ->
     store, clock = FakeStore(), FakeClock()
     spec = GraphSpec.model_validate({"name": "child", "nodes": [{"id": "a"}]})
     await store.put_graph("p", "child", spec, clock.now(), create=True)
-    child = Run(
-        id="child-run",
-        workflow_id="child",
-        status=RunStatus.FAILED,
-        project_id="p",
-        graph_version=1,
-        created_at=clock.now(),
-    )
+    child = stored_run("child-run", "child", RunStatus.FAILED, clock)
     await store.create_run(child)
     await store.delete_graph("p", "child", clock.now())
     children = Children(store, clock, wake=lambda: None)
